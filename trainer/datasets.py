@@ -1,0 +1,569 @@
+"""Find, download, verify, cache and load MNIST and Fashion-MNIST as uint8 arrays.
+
+Where the four IDX files come from, first match wins:
+  1. `data_dir` passed by the caller (the CLI's --data-dir);
+  2. the environment variable MNIST_DATA_DIR / FASHION_MNIST_DATA_DIR;
+  3. for Fashion-MNIST, Debian's package `dataset-fashion-mnist` (/usr/share/datasets/fashion-mnist);
+  4. `cache_dir/<name>/`, where downloads land;
+  5. a download into `cache_dir/<name>/` (only with download=True).
+A folder may hold the `.gz` files or un-gzipped ones. A `.gz` must match its canonical sha256
+(or, if it was recompressed, its uncompressed bytes must match the canonical content sha256);
+un-gzipped files are checked by structure only, with a warning when their content differs from
+the canonical one. Parsed arrays are cached in `cache_dir/<name>/<name>-uint8.npz`, keyed by the
+sha256 of the files read, so the second load costs a hash of the sources and one npz read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from trainer.idx import IdxFormatError, parse_idx, read_idx_bytes
+
+log = logging.getLogger(__name__)
+
+TRAIN_IMAGES = "train-images-idx3-ubyte.gz"
+TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
+TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
+TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
+FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+IMAGE_SIDE = 28
+
+DIGITS = tuple(str(d) for d in range(10))
+FASHION_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+
+_CACHE_FORMAT = 1
+_FILE_MODE = 0o644  # mkstemp makes 0600; a service running as another user must read these
+_MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # the largest file is 26 MB; stop a runaway mirror
+_USER_AGENT = "mnist-service-trainer/0.1 (urllib)"  # some mirrors refuse urllib's default
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What we know about one dataset: names, where to look, what its files must hash to."""
+
+    name: str
+    env_var: str
+    classes: tuple[str, ...]
+    mirrors: tuple[str, ...]
+    sha256: Mapping[str, str]  # gz file name -> sha256 of the canonical .gz
+    content_sha256: Mapping[str, str]  # gz file name -> sha256 of its uncompressed IDX bytes
+    system_dirs: tuple[Path, ...] = ()
+
+
+_SPECS = {
+    "mnist": DatasetSpec(
+        name="mnist",
+        env_var="MNIST_DATA_DIR",
+        classes=DIGITS,
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "https://storage.googleapis.com/cvdf-datasets/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        # The LeCun/Cortes/Burges archives (see shared/data/mnist/SOURCES.md).
+        sha256={
+            TRAIN_IMAGES: "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+            TRAIN_LABELS: "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+            TEST_IMAGES: "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+            TEST_LABELS: "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        },
+        content_sha256={
+            TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            TRAIN_LABELS: "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            TEST_IMAGES: "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            TEST_LABELS: "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+    ),
+    "fashion-mnist": DatasetSpec(
+        name="fashion-mnist",
+        env_var="FASHION_MNIST_DATA_DIR",
+        classes=FASHION_CLASSES,
+        mirrors=(
+            "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+        ),
+        # The upstream .gz files (MD5s 8d4fb7e6..., 25c81989..., bef4ecab..., bb300cfd... as
+        # published by zalandoresearch; these sha256s are the ones TFDS and others pin).
+        sha256={
+            TRAIN_IMAGES: "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+            TRAIN_LABELS: "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+            TEST_IMAGES: "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+            TEST_LABELS: "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+        },
+        # Debian's dataset-fashion-mnist recompresses the .gz files (gzip header without the
+        # file name, new mtime), so they hash differently; their uncompressed bytes equal these
+        # published upstream values, which is what we check for a .gz that is not upstream's.
+        content_sha256={
+            TRAIN_IMAGES: "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            TRAIN_LABELS: "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            TEST_IMAGES: "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            TEST_LABELS: "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        system_dirs=(Path("/usr/share/datasets/fashion-mnist"),),
+    ),
+}
+DATASETS = tuple(_SPECS)
+
+
+class DatasetError(Exception):
+    """The dataset cannot be found, downloaded or verified; the message says what to do."""
+
+
+class _ChecksumMismatch(DatasetError):
+    """A .gz whose sha256 is not the expected one (a download may repair it)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """MNIST-shaped data as uint8, exactly as stored: scaling is the trainer's business.
+
+    Arrays are read-only so that a shuffle or normalisation in place cannot corrupt data that
+    other code shares. `checksums` maps each file read (normally the four .gz names) to its
+    sha256, for manifests; `source` is the folder the files came from.
+    """
+
+    name: str
+    x_train: np.ndarray  # (60000, 784) uint8
+    y_train: np.ndarray  # (60000,) uint8
+    x_test: np.ndarray  # (10000, 784) uint8
+    y_test: np.ndarray  # (10000,) uint8
+    checksums: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+    classes: tuple[str, ...] = DIGITS
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The known facts about `name` ("mnist" or "fashion-mnist"); DatasetError if unknown."""
+    key = name.strip().lower().replace("_", "-")
+    if key not in _SPECS:
+        raise DatasetError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    return _SPECS[key]
+
+
+def load_dataset(
+    name: str = "mnist",
+    data_dir: Path | None = None,
+    cache_dir: Path = Path("data"),
+    download: bool = True,
+    progress: bool = True,
+    *,
+    checksums: Mapping[str, str] | None = None,
+) -> Dataset:
+    """Find the four files (see the module docstring for the order), verify, parse and cache them.
+
+    `checksums` (gz file name -> sha256) replaces the canonical values, for data of your own;
+    the content check for recompressed files is then off.
+    """
+    spec = dataset_spec(name)
+    expected, content = _expectations(spec, checksums)
+    cache_folder = Path(cache_dir) / spec.name
+    folder, files = _resolve(spec, data_dir, cache_folder, download, progress, expected)
+    log.info("loading %s from %s", spec.name, folder)
+
+    cache_path = cache_folder / f"{spec.name}-uint8.npz"
+    sums = {path.name: _sha256(path) for path in files.values()}
+    key = _cache_key(spec.name, sums, expected)
+    arrays = _read_cache(cache_path, key)
+    if arrays is None:
+        try:
+            arrays = _parse_verified(spec, files, sums, expected, content)
+        except _ChecksumMismatch as exc:
+            if folder != cache_folder or not download:
+                raise
+            # Our own download folder holds a bad file: fetch it again rather than give up.
+            log.warning("%s; downloading it again", exc)
+            _download(spec, cache_folder, spec.mirrors, expected, 3, progress)
+            files = _find_files(cache_folder)[0]
+            sums = {path.name: _sha256(path) for path in files.values()}
+            key = _cache_key(spec.name, sums, expected)
+            arrays = _parse_verified(spec, files, sums, expected, content)
+        _write_cache(cache_path, key, arrays)
+    return Dataset(name=spec.name, **arrays, checksums=sums, source=str(folder), classes=spec.classes)
+
+
+def download(
+    name: str,
+    dest: Path,
+    mirrors: Sequence[str] | None = None,
+    checksums: Mapping[str, str] | None = None,
+    retries: int = 3,
+    progress: bool = True,
+    *,
+    timeout: float = 30.0,
+    backoff: float = 1.0,
+) -> Path:
+    """Make `dest` hold every file of `checksums` (default: the dataset's four .gz) verified.
+
+    Files already there with the right sha256 are kept. Each missing or bad file is tried on each
+    mirror in turn, up to `retries` attempts per mirror for transient errors (waiting `backoff`,
+    then twice that, ...); a 404 or a wrong checksum moves straight to the next mirror. Bytes
+    stream into a temp file in `dest` that is renamed over the final name only once verified.
+    Returns `dest`; DatasetError if some file could not be had from any mirror.
+    """
+    spec = dataset_spec(name)
+    _download(
+        spec,
+        Path(dest),
+        tuple(mirrors) if mirrors is not None else spec.mirrors,
+        dict(checksums) if checksums is not None else dict(spec.sha256),
+        retries,
+        progress,
+        timeout=timeout,
+        backoff=backoff,
+    )
+    return Path(dest)
+
+
+# --- where the files are ---------------------------------------------------------------------
+
+
+def _expectations(
+    spec: DatasetSpec, checksums: Mapping[str, str] | None
+) -> tuple[dict[str, str], Mapping[str, str]]:
+    if checksums is None:
+        return dict(spec.sha256), spec.content_sha256
+    missing = [f for f in FILES if f not in checksums]
+    if missing:
+        raise ValueError(f"checksums is missing {', '.join(missing)}")
+    return {f: checksums[f] for f in FILES}, {}
+
+
+def _candidates(gz_name: str) -> tuple[str, ...]:
+    """Names a file goes by: `x.gz`, un-gzipped `x`, and the original archive's `train-images.idx3-ubyte`."""
+    raw = gz_name.removesuffix(".gz")
+    dotted = raw.replace("-idx", ".idx")
+    return (gz_name, raw, f"{dotted}.gz", dotted)
+
+
+def _find_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """Map each of the four gz names to the file in `folder` that holds it; list the missing."""
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for gz_name in FILES:
+        path = next((folder / c for c in _candidates(gz_name) if (folder / c).is_file()), None)
+        if path is None:
+            missing.append(gz_name)
+        else:
+            found[gz_name] = path
+    return found, missing
+
+
+def _require(spec: DatasetSpec, folder: Path, how: str) -> tuple[Path, dict[str, Path]]:
+    files, missing = _find_files(folder)
+    if missing:
+        what = (
+            f"has neither {', '.join(missing)} nor un-gzipped copies" if folder.is_dir() else "does not exist"
+        )
+        raise DatasetError(
+            f"{spec.name}: {how} points to {folder}, which {what}. "
+            f"Put the four files there, or point {how} elsewhere."
+        )
+    return folder, files
+
+
+def _resolve(
+    spec: DatasetSpec,
+    data_dir: Path | None,
+    cache_folder: Path,
+    download: bool,
+    progress: bool,
+    expected: dict[str, str],
+) -> tuple[Path, dict[str, Path]]:
+    if data_dir is not None:
+        return _require(spec, Path(data_dir).expanduser(), "the data folder (--data-dir)")
+    env = os.environ.get(spec.env_var, "").strip()
+    if env:
+        return _require(spec, Path(env).expanduser(), f"${spec.env_var}")
+
+    searched = [f"${spec.env_var} (not set)"]
+    for folder in (*spec.system_dirs, cache_folder):
+        files, missing = _find_files(folder)
+        if not missing:
+            return folder, files
+        searched.append(f"{folder} ({'missing ' + ', '.join(missing) if folder.is_dir() else 'absent'})")
+    if not download:
+        raise DatasetError(
+            f"{spec.name} files not found; searched: {'; '.join(searched)}. Set "
+            f"{spec.env_var}=<folder holding the four .gz files> (or pass --data-dir), "
+            f"put them in {cache_folder}, or allow downloading."
+        )
+    _download(spec, cache_folder, spec.mirrors, expected, 3, progress)
+    return cache_folder, _find_files(cache_folder)[0]
+
+
+# --- verify and parse ------------------------------------------------------------------------
+
+
+def _parse_verified(
+    spec: DatasetSpec,
+    files: Mapping[str, Path],
+    sums: Mapping[str, str],
+    expected: Mapping[str, str],
+    content: Mapping[str, str],
+) -> dict[str, np.ndarray]:
+    """Check every file (hash for .gz, structure for all) and return the four arrays."""
+    parsed: dict[str, np.ndarray] = {}
+    for gz_name, path in files.items():
+        try:
+            data = read_idx_bytes(path)
+            _check_hash(spec, gz_name, path, sums[path.name], data, expected, content)
+            parsed[gz_name] = parse_idx(data, path)
+        except IdxFormatError as exc:
+            raise DatasetError(f"{spec.name}: {path.parent}/{exc}") from exc
+
+    arrays: dict[str, np.ndarray] = {}
+    for split, images_name, labels_name in (
+        ("train", TRAIN_IMAGES, TRAIN_LABELS),
+        ("test", TEST_IMAGES, TEST_LABELS),
+    ):
+        images, labels = parsed[images_name], parsed[labels_name]
+        x, y = _check_pair(spec, files[images_name], images, files[labels_name], labels)
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y
+    return arrays
+
+
+def _check_hash(
+    spec: DatasetSpec,
+    gz_name: str,
+    path: Path,
+    actual: str,
+    data: bytes,
+    expected: Mapping[str, str],
+    content: Mapping[str, str],
+) -> None:
+    if path.suffix != ".gz":  # un-gzipped: structure only, but say so if it is not canonical
+        if gz_name in content and actual != content[gz_name]:
+            log.warning("%s: content differs from the canonical %s file; using it", path, spec.name)
+        return
+    if actual == expected[gz_name]:
+        return
+    if gz_name in content and hashlib.sha256(data).hexdigest() == content[gz_name]:
+        log.info("%s: recompressed copy, uncompressed content matches the canonical sha256", path)
+        return
+    raise _ChecksumMismatch(
+        f"{path}: sha256 mismatch: expected {expected[gz_name]}, found {actual}. "
+        "The file is damaged or is not the canonical one: delete or replace it "
+        "(un-gzipped files are checked by structure only)."
+    )
+
+
+def _check_pair(
+    spec: DatasetSpec, images_path: Path, images: np.ndarray, labels_path: Path, labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shapes the network can use: (N, 28, 28) images, N labels below the number of classes."""
+    side = IMAGE_SIDE
+    if images.ndim != 3 or images.shape[1:] != (side, side):
+        raise DatasetError(
+            f"{images_path}: expected images of shape (N, {side}, {side}), found {images.shape}"
+        )
+    if labels.ndim != 1:
+        raise DatasetError(f"{labels_path}: expected labels of shape (N,), found {labels.shape}")
+    if len(images) != len(labels):
+        raise DatasetError(
+            f"{images_path} has {len(images)} images but {labels_path.name} has {len(labels)} labels"
+        )
+    if labels.size and int(labels.max()) >= len(spec.classes):
+        raise DatasetError(
+            f"{labels_path}: label {int(labels.max())} found, {spec.name} has {len(spec.classes)} classes"
+        )
+    return images.reshape(len(images), side * side), labels
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# --- the npz cache ---------------------------------------------------------------------------
+
+_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _cache_key(name: str, sums: Mapping[str, str], expected: Mapping[str, str]) -> str:
+    """Identifies the files read and what they were checked against, so either change rebuilds."""
+    return json.dumps(
+        {"format": _CACHE_FORMAT, "name": name, "files": dict(sums), "expected": dict(expected)},
+        sort_keys=True,
+    )
+
+
+def _read_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
+    """The cached arrays if the cache exists, belongs to `key` and is well formed, else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if str(npz["key"]) != key:
+                log.info("%s: made from other files, rebuilding", path)
+                return None
+            arrays = {k: npz[k] for k in _ARRAYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("%s: unreadable cache (%s), rebuilding", path, exc)
+        return None
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if not (
+            x.dtype == y.dtype == np.uint8
+            and x.ndim == 2
+            and x.shape[1] == IMAGE_SIDE * IMAGE_SIDE
+            and y.shape == (len(x),)
+        ):
+            log.warning("%s: cache arrays have unexpected shapes, rebuilding", path)
+            return None
+    for a in arrays.values():
+        a.flags.writeable = False
+    return arrays
+
+
+def _write_cache(path: Path, key: str, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write atomically (temp file + os.replace); a cache we cannot write is only a warning."""
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, key=np.array(key), **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.chmod(_FILE_MODE)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not write the dataset cache %s: %s", path, exc)
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+# --- download --------------------------------------------------------------------------------
+
+
+class _BadContent(Exception):
+    """The mirror answered, but with bytes we do not want: no point asking it again."""
+
+
+def _download(
+    spec: DatasetSpec,
+    dest: Path,
+    mirrors: Sequence[str],
+    checksums: Mapping[str, str],
+    retries: int,
+    progress: bool,
+    *,
+    timeout: float = 30.0,
+    backoff: float = 1.0,
+) -> None:
+    if not mirrors:
+        raise DatasetError(f"{spec.name}: no mirrors to download from")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatasetError(f"cannot create the download folder {dest}: {exc}") from exc
+    for file_name, want in checksums.items():
+        target = dest / file_name
+        if target.is_file():
+            if _sha256(target) == want:
+                continue
+            log.warning("%s: sha256 is not %s, downloading it again", target, want)
+        _fetch(spec, file_name, want, dest, mirrors, max(1, retries), progress, timeout, backoff)
+
+
+def _fetch(
+    spec: DatasetSpec,
+    file_name: str,
+    want: str,
+    dest: Path,
+    mirrors: Sequence[str],
+    attempts: int,
+    progress: bool,
+    timeout: float,
+    backoff: float,
+) -> None:
+    failures: list[str] = []
+    for base in mirrors:
+        url = f"{base.rstrip('/')}/{file_name}"
+        for attempt in range(1, attempts + 1):
+            try:
+                _stream(url, dest / file_name, want, progress, timeout)
+            except _BadContent as exc:
+                failures.append(f"{url}: {exc}")
+                break
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
+                if exc.code < 500 and exc.code not in (408, 425, 429):
+                    break  # the mirror does not have it; asking again will not help
+            except (OSError, http.client.HTTPException) as exc:  # refused, timeout, reset, cut off
+                failures.append(f"{url}: {exc!r}")
+            else:
+                log.info("downloaded %s from %s", file_name, base)
+                return
+            if attempt < attempts:
+                time.sleep(backoff * 2 ** (attempt - 1))
+    tried = "\n  ".join(failures)
+    raise DatasetError(
+        f"could not download {file_name} ({spec.name}) into {dest}; tried:\n  {tried}\n"
+        f"Copy the four .gz files into {dest} by hand, or set {spec.env_var}=<folder holding "
+        "them> (or pass --data-dir)."
+    )
+
+
+def _stream(url: str, target: Path, want: str, progress: bool, timeout: float) -> None:
+    """Fetch `url` into a temp file beside `target`, check its sha256, then rename it over target."""
+    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            if total is not None and total > _MAX_DOWNLOAD_BYTES:
+                raise _BadContent(f"{total} bytes is more than any {target.name} should be")
+            size = 0
+            with tqdm(
+                total=total,
+                desc=target.name,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                leave=False,
+                disable=not (progress and sys.stderr.isatty()),
+            ) as bar:
+                while chunk := resp.read(1 << 16):
+                    size += len(chunk)
+                    if size > _MAX_DOWNLOAD_BYTES:
+                        raise _BadContent(f"more than {_MAX_DOWNLOAD_BYTES} bytes, stopped")
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            if total is not None and size != total:
+                raise ConnectionError(f"connection closed after {size} of {total} bytes")
+            out.flush()
+            os.fsync(out.fileno())
+        actual = digest.hexdigest()
+        if actual != want:
+            raise _BadContent(f"sha256 mismatch: expected {want}, got {actual}")
+        tmp.chmod(_FILE_MODE)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
