@@ -1,0 +1,356 @@
+"""`python -m trainer` through `trainer.cli.main`, on a small learnable dataset written as IDX files here.
+
+The data folder's .gz files are not the canonical MNIST ones, so their checksums would be refused:
+the `local_mnist` fixture puts their sha256 into the dataset spec, the way a user's own data is
+declared (`load_dataset(checksums=...)`), and removes the download mirrors so nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer import datasets
+from trainer.cli import main
+from trainer.datasets import FILES
+from trainer.registry import Registry
+
+PNG = b"\x89PNG\r\n\x1a\n"
+N_TRAIN, N_TEST = 5400, 300  # the fast preset holds out 5000 for validation: leave it some to train on
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """IDX: two zero bytes, type 0x08 (unsigned byte), the number of dimensions, big-endian sizes, data."""
+    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    return bytes([0, 0, 0x08, array.ndim]) + dims + array.astype(np.uint8).tobytes()
+
+
+@pytest.fixture(scope="module")
+def data_files(tmp_path_factory, digits, one_blas_thread) -> tuple[Path, dict[str, str]]:
+    """A folder with the four .gz files of a synthetic dataset, and their sha256."""
+    folder = tmp_path_factory.mktemp("mnist-files")
+    x, y = digits(N_TRAIN, seed=10)
+    x_test, y_test = digits(N_TEST, seed=11)
+    arrays = (x.reshape(-1, 28, 28), y, x_test.reshape(-1, 28, 28), y_test)
+    sums = {}
+    for name, array in zip(FILES, arrays, strict=True):
+        data = gzip.compress(idx_bytes(array), compresslevel=1, mtime=0)
+        (folder / name).write_bytes(data)
+        sums[name] = hashlib.sha256(data).hexdigest()
+    return folder, sums
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """The current folder for every test here, so the dataset cache in ./data is built once."""
+    return tmp_path_factory.mktemp("cwd")
+
+
+@pytest.fixture
+def clean_env(monkeypatch, workdir):
+    for name in ("MNIST_DATA_DIR", "FASHION_MNIST_DATA_DIR", "MNIST_MODELS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(workdir)
+
+
+@pytest.fixture
+def local_mnist(monkeypatch, data_files, clean_env) -> Path:
+    """Accept the synthetic files as MNIST; returns their folder."""
+    folder, sums = data_files
+    spec = dataclasses.replace(datasets.dataset_spec("mnist"), sha256=sums, content_sha256={}, mirrors=())
+    monkeypatch.setitem(datasets._SPECS, "mnist", spec)
+    return folder
+
+
+@pytest.fixture
+def fast_plots(monkeypatch):
+    """Stand-in for the six version plots (matplotlib takes seconds per version on a busy machine)."""
+    import trainer.plots
+
+    def write_version_plots(folder, curves, confusion, classes, params, levels, accuracy):
+        for name in trainer.plots.PLOT_NAMES:
+            (Path(folder) / f"{name}.png").write_bytes(PNG)
+        return list(trainer.plots.PLOT_NAMES)
+
+    monkeypatch.setattr(trainer.plots, "write_version_plots", write_version_plots)
+
+
+@pytest.fixture
+def models(tmp_path) -> Path:
+    return tmp_path / "models"
+
+
+def seed_args(data: Path, models: Path, iters: str = "200", *flags: str) -> list[str]:
+    return ["sample", iters, "0.1", "16", "0", *flags, "--data-dir", str(data), "--models-dir", str(models)]
+
+
+def train_args(data: Path, models: Path, *more: str) -> list[str]:
+    return ["train", "--preset", "fast", "--epochs", "1", "--hidden", "16", "--quiet",
+            "--data-dir", str(data), "--models-dir", str(models), *more]  # fmt: skip
+
+
+def test_the_synthetic_files_are_valid_idx_and_declared_checksums_accept_them(data_files, digits, tmp_path):
+    folder, sums = data_files
+    dataset = datasets.load_dataset("mnist", data_dir=folder, cache_dir=tmp_path, checksums=sums)
+    x, y = digits(N_TRAIN, seed=10)
+    np.testing.assert_array_equal(dataset.x_train, x)
+    np.testing.assert_array_equal(dataset.y_train, y)
+    assert dataset.x_test.shape == (N_TEST, 784) and dataset.checksums == sums
+
+
+# -- the research script's positional form -------------------------------------------------------
+
+
+def test_seed_form_with_save_publishes_a_version_with_plots_and_manifest(local_mnist, models, capsys):
+    assert main(seed_args(local_mnist, models, "200", "-debug", "-save")) == 0
+    out, err = capsys.readouterr()
+    assert "test accuracy" in out and "after 200 iterations" in out
+    assert "saved v0001 (candidate" in out
+    assert "iteration 20/20: train loss" in out + err  # -debug prints each evaluation
+
+    registry = Registry(models)
+    assert registry.versions() == ["v0001"]
+    assert registry.current() is None  # a candidate until promoted
+    manifest = registry.manifest("v0001")
+    assert manifest["run_name"] == "sample"
+    assert manifest["preset"] == "seed"
+    params = manifest["hyperparameters"]
+    assert (params["iters"], params["lr"], params["hidden"], params["noise"]) == (200, 0.1, [16], 0.0)
+    assert params["epochs"] is None and params["optimizer"] == "sgd"
+    assert manifest["sizes"] == [784, 16, 10]
+    assert manifest["dataset"]["checksums"] == dict(zip(FILES, _sums(local_mnist), strict=True))
+    assert manifest["test_accuracy"] > 0.9  # it trained on the synthetic digits
+    assert len(manifest["confusion_matrix"]) == 10 and sum(map(sum, manifest["confusion_matrix"])) == N_TEST
+    assert manifest["curves"]["x_label"] == "iteration" and manifest["curves"]["x"][-1] == 200
+    assert len(manifest["noise_robustness"]["accuracy"]) == len(manifest["noise_robustness"]["levels"])
+
+    plot_dir = models / "mnist" / "v0001"
+    assert manifest["plots"] == ["accuracy", "loss", "confusion", "noise", "w1", "w2"]
+    for name in manifest["plots"]:
+        assert (plot_dir / f"{name}.png").read_bytes().startswith(PNG), name
+    with open(plot_dir / "curves.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][0] == "iteration" and len(rows) == 21 and rows[-1][0] == "200"
+    net, _ = registry.load("v0001")
+    assert net.sizes == (784, 16, 10)
+
+
+def _sums(folder: Path) -> list[str]:
+    return [hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in FILES]
+
+
+def test_seed_form_without_save_publishes_nothing(local_mnist, models, capsys):
+    assert main(seed_args(local_mnist, models, "30")) == 0
+    out, _ = capsys.readouterr()
+    assert "test accuracy" in out and "after 30 iterations" in out and "saved" not in out
+    assert not models.exists()
+
+
+def test_seed_form_save_without_debug(local_mnist, models, fast_plots, capsys):
+    assert main(seed_args(local_mnist, models, "40", "-save")) == 0
+    out, err = capsys.readouterr()
+    assert "saved v0001" in out
+    assert "iteration 1/20" not in out + err  # no progress without -debug
+    assert Registry(models).manifest("v0001")["hyperparameters"]["iters"] == 40
+
+
+# -- train and the registry commands -------------------------------------------------------------
+
+
+def test_train_publishes_and_promotes(local_mnist, models, fast_plots, capsys):
+    assert main(train_args(local_mnist, models, "--promote")) == 0
+    out, _ = capsys.readouterr()
+    assert out.startswith("mnist v0001: test accuracy ") and "promoted to current" in out
+    registry = Registry(models)
+    assert registry.current() == "v0001"
+    manifest = registry.manifest("v0001")
+    assert manifest["preset"] == "fast" and manifest["sizes"] == [784, 16, 10]
+    assert manifest["hyperparameters"]["epochs"] == 1 and manifest["hyperparameters"]["val_size"] == 5000
+    assert manifest["curves"]["x"] == [1.0]
+    assert (models / "mnist" / "v0001" / "w1.png").is_file()
+
+
+def test_train_without_promote_leaves_a_candidate_and_a_gate_can_refuse(
+    local_mnist, models, fast_plots, capsys
+):
+    assert main(train_args(local_mnist, models)) == 0
+    assert "candidate" in capsys.readouterr().out
+    assert main(train_args(local_mnist, models, "--promote", "--min-accuracy", "1.01")) == 0
+    assert "not promoted: test accuracy" in capsys.readouterr().out
+    registry = Registry(models)
+    assert registry.versions() == ["v0001", "v0002"] and registry.current() is None
+
+
+def test_list_promote_rollback_and_evaluate(local_mnist, models, fast_plots, capsys):
+    m = ["--models-dir", str(models)]
+    assert main(["list", *m]) == 0
+    assert "no versions of 'mnist'" in capsys.readouterr().out
+
+    assert main(train_args(local_mnist, models)) == 0
+    assert main(train_args(local_mnist, models, "--seed", "1")) == 0
+    capsys.readouterr()
+
+    assert main(["promote", "v0001", *m]) == 0
+    assert capsys.readouterr().out.strip() == "mnist: current is now v0001 (was none)"
+    assert main(["promote", "2", *m]) == 0
+    assert capsys.readouterr().out.strip() == "mnist: current is now v0002 (was v0001)"
+
+    assert main(["list", *m]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["*", "v0002"], ["v0001", lines[1].split()[1]]]
+    assert "784-16-10" in lines[0] and "fast" in lines[0]
+    assert main(["list", "--json", *m]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["version"], r["current"]) for r in rows] == [("v0002", True), ("v0001", False)]
+    assert all(0 <= r["test_accuracy"] <= 1 and r["sizes"] == [784, 16, 10] for r in rows)
+
+    assert main(["rollback", *m]) == 0
+    assert capsys.readouterr().out.strip() == "mnist: rolled back from v0002 to v0001"
+    assert Registry(models).current() == "v0001"
+    assert main(["rollback", *m]) == 1
+    out, err = capsys.readouterr()
+    assert err.startswith("error: ") and "no earlier version to roll back to" in err and out == ""
+
+    assert main(["evaluate", "current", "--data-dir", str(local_mnist), *m]) == 0
+    out, err = capsys.readouterr()
+    recorded = Registry(models).manifest("v0001")["test_accuracy"]
+    assert out.startswith(f"mnist v0001 on mnist test ({N_TEST} images): accuracy {recorded:.4f}, loss ")
+    assert "per class: 0:" in out and "under noise: 0%:" in out and "25%:" in out
+    assert "note: the manifest recorded" not in err  # the same network on the same data
+    assert main(["evaluate", "v0002", "--data-dir", str(local_mnist), *m]) == 0
+    recorded = Registry(models).manifest("v0002")["test_accuracy"]
+    assert capsys.readouterr().out.startswith(
+        f"mnist v0002 on mnist test ({N_TEST} images): accuracy {recorded:.4f}"
+    )
+
+
+def test_registry_commands_report_unknown_versions_in_one_line(local_mnist, models, capsys):
+    m = ["--models-dir", str(models)]
+    assert main(["promote", "v0009", *m]) == 1
+    assert capsys.readouterr().err.strip() == "error: model 'mnist' has no version v0009"
+    assert main(["promote", "latest", *m]) == 1
+    assert "not a version name" in capsys.readouterr().err
+    assert main(["evaluate", "current", "--data-dir", str(local_mnist), *m]) == 1
+    assert "no current version" in capsys.readouterr().err
+    assert main(["rollback", *m]) == 1
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# -- refusing bad input --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr", "0"], "argument --lr: must be > 0, got 0"),
+        (["--lr", "-1"], "argument --lr: must be > 0, got -1"),
+        (["--lr", "nan"], "argument --lr: must be > 0, got nan"),
+        (["--lr", "abc"], "argument --lr: invalid positive_float value: 'abc'"),
+        (["--lr", "inf"], "learning rate must be in (0, 10], got inf"),
+        (["--hidden", ""], "hidden sizes must be integers like 100 or 500,300, got ''"),
+        (["--hidden", "0"], "hidden sizes must be >= 1, got '0'"),
+        (["--hidden", "100,0"], "hidden sizes must be >= 1, got '100,0'"),
+        (["--hidden", "-5"], "hidden sizes must be >= 1, got '-5'"),
+        (["--hidden", "abc"], "hidden sizes must be integers like 100 or 500,300, got 'abc'"),
+        (["--hidden", "100000"], "layer sizes must be between 1 and 16384"),
+        (["--preset", "nope"], "argument --preset: invalid choice: 'nope'"),
+        (["--epochs", "0"], "argument --epochs: must be >= 1, got 0"),
+        (["--epochs", "2", "--iters", "5"], "not allowed with argument"),
+        (["--dropout", "1"], "dropout must be in [0, 1), got 1.0"),
+        (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
+    ],
+)
+def test_invalid_train_values_exit_2_with_a_message(clean_env, models, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *args, "--data-dir", "/nonexistent", "--models-dir", str(models)])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert message in err
+    last = err.rstrip().splitlines()[-1]  # argparse's usage line, then one line of error
+    assert last.startswith("python -m trainer") and ": error: " in last and message in last
+    assert "Traceback" not in err and out == ""
+    assert not models.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["s", "100", "0", "16", "0"], "argument lr: must be > 0, got 0"),
+        (["s", "0", "0.1", "16", "0"], "argument iters: must be >= 1, got 0"),
+        (["s", "100", "0.1", "0", "0"], "hidden sizes must be >= 1"),
+        (["s", "100", "0.1", "16", "150"], "percentages must be in 0..100"),
+        (["s", "100"], "the following arguments are required: lr, hidden, noise_percent"),
+    ],
+)
+def test_invalid_seed_form_values_exit_2(clean_env, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--data-dir", "/nonexistent"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_no_command_is_a_usage_error(clean_env, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "required: COMMAND" in capsys.readouterr().err
+
+
+def test_a_missing_data_folder_exits_1_with_a_clear_message(clean_env, models, tmp_path, capsys):
+    missing = tmp_path / "no-such-folder"
+    assert main(train_args(missing, models)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: mnist: the data folder (--data-dir) points to ")
+    assert str(missing) in err and "does not exist" in err
+    assert "Traceback" not in err
+    assert not models.exists()
+
+
+def test_files_that_are_not_canonical_mnist_are_refused(data_files, clean_env, models, capsys):
+    folder, _ = data_files  # without local_mnist: the canonical MNIST checksums apply
+    assert main(seed_args(folder, models, "10")) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "sha256 mismatch" in err and "Traceback" not in err
+
+
+def test_a_validation_set_larger_than_the_data_exits_1_with_a_clear_message(local_mnist, models, capsys):
+    assert main(train_args(local_mnist, models, "--val-size", str(N_TRAIN))) == 1
+    err = capsys.readouterr().err
+    assert f"validation size {N_TRAIN} leaves no training images" in err
+    assert "Traceback" not in err and not (models / "mnist").exists()
+
+
+# -- the noise experiment ------------------------------------------------------------------------
+
+
+def test_noise_command_writes_csv_json_and_png(local_mnist, tmp_path, capsys):
+    out_dir = tmp_path / "noise"
+    levels = ["--train-levels", "0,20", "--test-levels", "0,30"]
+    run = ["--epochs", "1", "--hidden", "16", "--val-size", "100", "--quiet"]
+    argv = ["noise", *levels, *run, "--data-dir", str(local_mnist), "--out", str(out_dir)]
+    assert main(argv) == 0
+    out, _ = capsys.readouterr()
+    assert "trained at \\ tested at" in out
+
+    with open(out_dir / "noise_comparison.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["train_noise_percent", "test_0", "test_30"]
+    assert [row[0] for row in rows[1:]] == ["0", "20"]
+    table = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    assert table.shape == (2, 2) and ((table >= 0) & (table <= 1)).all()
+    assert table[:, 0].min() > 0.5  # learned something: the clean test set is easy
+
+    record = json.loads((out_dir / "noise_comparison.json").read_text())
+    assert record["train_levels"] == [0, 20] and record["test_levels"] == [0, 30]
+    np.testing.assert_allclose(record["accuracy"], table, atol=1e-4)
+    assert record["config"]["hidden"] == [16] and record["config"]["epochs"] == 1
+
+    assert (out_dir / "noise_comparison.png").read_bytes().startswith(PNG)

@@ -1,0 +1,144 @@
+"""Plots: every picture is a PNG of the promised size, from tiny inputs, to a path or a BytesIO."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from mlp import MLP
+from trainer import plots
+from trainer.datasets import DIGITS
+from trainer.training import Curves
+
+RNG = np.random.default_rng(0)
+PARAMS = MLP([784, 16, 10], rng=np.random.default_rng(1)).params
+CURVES = Curves(
+    x_label="epoch", x=[1, 2, 3],
+    train_loss=[2.0, 0.5, 0.1], val_loss=[1.8, 0.6, 0.3], test_loss=[1.9, 0.6, 0.3],
+    train_accuracy=[0.5, 0.9, 0.97], val_accuracy=[0.5, 0.85, 0.95], test_accuracy=[0.5, 0.86, 0.94],
+)  # fmt: skip
+CONFUSION = RNG.integers(0, 20, size=(10, 10)) + np.diag(RNG.integers(800, 1100, size=10))
+LEVELS = [0.0, 10.0, 25.0, 50.0]
+NOISE_ACCURACY = [0.97, 0.9, 0.6, 0.2]
+TABLE = np.array([[0.97, 0.9, 0.6, 0.2], [0.95, 0.94, 0.85, 0.4], [0.9, 0.9, 0.88, 0.7]])
+
+PLOTS = {
+    "accuracy": lambda out: plots.plot_accuracy(CURVES, out),
+    "loss": lambda out: plots.plot_loss(CURVES, out),
+    "confusion": lambda out: plots.plot_confusion(CONFUSION, DIGITS, out),
+    "noise": lambda out: plots.plot_noise_curve(LEVELS, NOISE_ACCURACY, out, label="784-16-10"),
+    "noise_comparison": lambda out: plots.plot_noise_comparison([0, 10, 25], LEVELS, TABLE, out),
+    "w1": lambda out: plots.plot_w1_tiles(PARAMS["w1"], out),
+    "w2": lambda out: plots.plot_digit_maps(PARAMS, out),
+}
+
+
+def png_size(data: bytes | Path) -> tuple[int, int]:
+    """Open with Pillow, insist on a real PNG, return (width, height)."""
+    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+        assert image.format == "PNG"
+        image.load()  # decodes every pixel: a truncated file fails here
+        return image.size
+
+
+def render(draw) -> bytes:
+    buffer = io.BytesIO()
+    draw(buffer)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name", PLOTS)
+def test_each_plot_is_a_png_of_the_promised_size(name: str) -> None:
+    expected = plots.WIDE if name == "noise_comparison" else plots.SIZE
+    assert png_size(render(PLOTS[name])) == expected
+
+
+def test_plots_write_to_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "loss.png"
+    plots.plot_loss(CURVES, path)
+    assert png_size(path) == plots.SIZE
+
+
+def test_empty_series_are_skipped_and_no_data_still_draws() -> None:
+    seed_form = Curves(x_label="iteration", x=[100, 200, 300], train_accuracy=[0.3, 0.6, 0.8],
+                       test_accuracy=[0.3, 0.5, 0.7])
+    assert png_size(render(lambda out: plots.plot_accuracy(seed_form, out))) == plots.SIZE
+    assert png_size(render(lambda out: plots.plot_noise_curve([], [], out))) == plots.SIZE
+
+
+def test_accuracies_given_as_percent_are_refused() -> None:
+    bad = Curves(x=[1, 2], test_accuracy=[95.0, 97.0])
+    with pytest.raises(ValueError, match=r"fractions in \[0, 1\]"):
+        plots.plot_accuracy(bad, io.BytesIO())
+
+
+def test_w1_tiles_beyond_max_tiles_are_cut() -> None:
+    w1 = RNG.standard_normal((784, 40)).astype(np.float32)
+    assert png_size(render(lambda out: plots.plot_w1_tiles(w1, out, max_tiles=9))) == plots.SIZE
+
+
+def test_w1_mosaic_puts_tile_k_at_row_k_div_cols_with_grey_lines_and_blank_unused_slots() -> None:
+    tiles = np.stack([np.full((2, 2), v) for v in (-1.0, 0.0, 1.0)])  # 3 tiles of 2x2 in 2 columns
+    grid = plots._mosaic(tiles, cols=2)
+    assert grid.shape == (7, 7, 4)  # 2 rows/cols of (2 pixels + 1 line), plus the line above/left
+    np.testing.assert_allclose(grid[1, 1], plots.DIVERGING(0.0))  # tile 0, top left: -1
+    np.testing.assert_allclose(grid[2, 5], plots.DIVERGING(0.5))  # tile 1, top right: 0
+    np.testing.assert_allclose(grid[5, 2], plots.DIVERGING(1.0))  # tile 2, bottom left: +1
+    assert grid[5, 5, 3] == 0  # the unused fourth slot is transparent
+    grey = plots.TILES(np.nan)
+    for line in (grid[0, 3], grid[3, 0], grid[3, 3], grid[1, 3], grid[6, 1]):
+        np.testing.assert_allclose(line, grey)
+
+
+def test_noise_comparison_refuses_a_table_of_the_wrong_shape() -> None:
+    with pytest.raises(ValueError, match="expected"):
+        plots.plot_noise_comparison([0, 10], LEVELS, TABLE, io.BytesIO())
+
+
+def test_rendering_is_deterministic_across_threads() -> None:
+    draw = PLOTS["noise"]
+    first = render(draw)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda _: render(draw), range(2)))
+    assert all(result == first for result in results)
+
+
+def test_digit_maps_of_a_two_layer_net_are_w1_times_a_column_of_w2() -> None:
+    maps = plots.digit_maps(PARAMS)
+    assert maps.shape == (10, 28, 28)
+    for d in range(10):
+        expected = (PARAMS["w1"].astype(np.float64) @ PARAMS["w2"][:, d]).reshape(28, 28)
+        np.testing.assert_allclose(maps[d], expected, rtol=1e-6, atol=1e-9)
+
+
+def test_digit_maps_of_a_deeper_net_chain_every_weight_matrix() -> None:
+    params = MLP([784, 12, 7, 10], rng=np.random.default_rng(2)).params
+    maps = plots.digit_maps(params)
+    w1, w2, w3 = (params[f"w{i}"].astype(np.float64) for i in (1, 2, 3))
+    for d in range(10):
+        expected = np.zeros(784)
+        for h1 in range(12):  # the sum over every path pixel -> h1 -> h2 -> d
+            for h2 in range(7):
+                expected += w1[:, h1] * w2[h1, h2] * w3[h2, d]
+        np.testing.assert_allclose(maps[d], expected.reshape(28, 28), rtol=1e-9, atol=1e-12)
+
+
+def test_digit_maps_refuse_a_non_square_input() -> None:
+    with pytest.raises(ValueError, match="not a square image"):
+        plots.digit_maps(MLP([100, 4, 10]).params | {"w1": np.zeros((783, 4))})
+
+
+def test_write_version_plots_writes_all_six_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    folder = tmp_path / "v0001"
+    names = plots.write_version_plots(
+        folder, CURVES, CONFUSION, DIGITS, PARAMS, LEVELS, NOISE_ACCURACY
+    )
+    assert names == list(plots.PLOT_NAMES)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.png" for n in plots.PLOT_NAMES)
+    for name in names:
+        assert png_size(folder / f"{name}.png") == plots.SIZE

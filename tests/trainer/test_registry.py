@@ -1,0 +1,308 @@
+"""The registry on disk: immutable numbered versions, one pointer, and nothing left half-written."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlp import MLP, read_meta
+from trainer.registry import (
+    CorruptVersion,
+    NothingToRollBack,
+    Registry,
+    RegistryError,
+    VersionNotFound,
+    normalize_version,
+    sha256_of,
+)
+
+SIZES = [784, 8, 10]
+
+
+def small_net(seed: int) -> MLP:
+    return MLP(SIZES, rng=np.random.default_rng(seed))
+
+
+def write_plots(folder: Path, net: MLP) -> list[str]:
+    """A stand-in for the real plots: one small file per picture."""
+    (folder / "accuracy.png").write_bytes(b"\x89PNG fake")
+    (folder / "w1.png").write_bytes(b"\x89PNG fake " + net.params["w1"][:2, :2].tobytes())
+    return ["accuracy", "w1"]
+
+
+@pytest.fixture
+def registry(tmp_path) -> Registry:
+    return Registry(tmp_path / "models")
+
+
+def publish(registry: Registry, seed: int, **manifest) -> str:
+    return registry.publish(small_net(seed), {"test_accuracy": 0.5 + seed / 100, **manifest}, write_plots)
+
+
+def listing(folder: Path) -> list[str]:
+    """Every entry under `folder`, hidden ones included, as relative paths."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [3, "3", "0003", "v3", "v0003", " v0003 "])
+def test_normalize_version_accepts_the_usual_spellings(name):
+    assert normalize_version(name) == "v0003"
+
+
+def test_normalize_version_keeps_large_numbers():
+    assert normalize_version("v12345") == "v12345"
+
+
+@pytest.mark.parametrize(
+    "name", ["", "0", "v0", "vv3", "abc", "-1", "v1234567", "3.0", "../v0001", "current"]
+)
+def test_normalize_version_refuses_other_names(name):
+    with pytest.raises(VersionNotFound, match="not a version name"):
+        normalize_version(name)
+
+
+@pytest.mark.parametrize("model", ["", "Mnist", "../etc", "a b", "x" * 65])
+def test_bad_model_names_are_refused(tmp_path, model):
+    with pytest.raises(RegistryError, match="bad model name"):
+        Registry(tmp_path, model)
+
+
+# -- publishing ---------------------------------------------------------------------------------
+
+
+def test_publish_writes_weights_manifest_and_plots_with_a_matching_checksum(registry):
+    net = small_net(0)
+    version = registry.publish(net, {"test_accuracy": 0.91, "preset": "fast"}, write_plots)
+    assert version == "v0001"
+    folder = registry.folder
+    assert listing(folder) == ["v0001", "v0001.json", "v0001.npz", "v0001/accuracy.png", "v0001/w1.png"]
+    manifest = json.loads((folder / "v0001.json").read_text())
+    assert manifest["sha256"] == sha256_of(folder / "v0001.npz")
+    assert manifest["version"] == "v0001" and manifest["model"] == "mnist"
+    assert manifest["sizes"] == SIZES and manifest["dtype"] == "float32"
+    assert manifest["num_params"] == net.num_params
+    assert manifest["plots"] == ["accuracy", "w1"]
+    assert manifest["test_accuracy"] == 0.91 and manifest["preset"] == "fast"
+    assert manifest["parent"] is None
+    assert manifest["created_at"].endswith("Z")
+    # the npz describes itself: the same record (without the plot list and its own checksum)
+    embedded = read_meta(folder / "v0001.npz")["metadata"]
+    assert embedded["version"] == "v0001" and embedded["test_accuracy"] == 0.91
+    assert registry.manifest("1") == manifest
+    assert registry.plot_path("v0001", "w1") == folder / "v0001" / "w1.png"
+    loaded, loaded_manifest = registry.load("v0001")
+    np.testing.assert_array_equal(loaded.flat_params, net.flat_params)
+    assert loaded_manifest == manifest
+
+
+def test_versions_are_numbered_in_order_and_record_their_parent(registry):
+    assert registry.versions() == [] and registry.current() is None
+    assert [publish(registry, s) for s in range(3)] == ["v0001", "v0002", "v0003"]
+    assert registry.versions() == ["v0001", "v0002", "v0003"]
+    assert registry.manifest("v0002")["parent"] is None  # nothing was current
+    registry.promote("v0002")
+    assert registry.manifest(publish(registry, 9))["parent"] == "v0002"
+
+
+def test_an_unfinished_claim_is_not_a_version_and_its_number_is_not_reused(registry):
+    publish(registry, 0)
+    (registry.folder / "v0002").mkdir()  # a publisher that claimed a number and died
+    assert registry.versions() == ["v0001"]
+    assert publish(registry, 1) == "v0003"
+    assert registry.versions() == ["v0001", "v0003"]
+
+
+def _publish_many(root: str, count: int, barrier, results) -> None:
+    """Runs in a child process: publish `count` versions, each round starting with the others."""
+    registry = Registry(Path(root))
+    versions = []
+    for i in range(count):
+        barrier.wait(timeout=60)  # all publishers claim a number at the same moment
+        versions.append(registry.publish(small_net(os.getpid() * 100 + i), {"pid": os.getpid()}, write_plots))
+    results.put(versions)
+
+
+def test_concurrent_publishers_get_unique_versions_that_all_load(tmp_path):
+    processes, per_process = 3, 5
+    context = multiprocessing.get_context("fork")  # spawn would cost seconds of imports
+    barrier = context.Barrier(processes)
+    results = context.Queue()
+    workers = [
+        context.Process(target=_publish_many, args=(str(tmp_path), per_process, barrier, results))
+        for _ in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    try:
+        published = [results.get(timeout=120) for _ in workers]
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)
+    assert [w.exitcode for w in workers] == [0] * processes
+    everything = [v for versions in published for v in versions]
+    total = processes * per_process
+    assert sorted(everything) == [f"v{i:04d}" for i in range(1, total + 1)]  # unique, no gaps
+    registry = Registry(tmp_path)
+    assert registry.versions() == sorted(everything)
+    pids = set()
+    for version in everything:
+        net, manifest = registry.load(version)
+        assert manifest["version"] == version and net.sizes == tuple(SIZES)
+        pids.add(manifest["pid"])
+    assert len(pids) == processes
+    assert not [p for p in listing(registry.folder) if p.endswith(".tmp")]
+
+
+# -- the pointer ---------------------------------------------------------------------------------
+
+
+def test_promote_and_rollback_move_the_pointer(registry):
+    v1, v2, v3 = (publish(registry, s) for s in range(3))
+    assert registry.promote(v1) == (None, v1)
+    assert registry.promote("2") == (v1, v2)
+    assert registry.promote(3) == (v2, v3)
+    assert registry.current() == v3
+    assert registry.pointer()["history"] == [v1, v2]
+    assert registry.rollback() == (v3, v2)
+    assert registry.rollback() == (v2, v1)
+    assert registry.current() == v1
+    with pytest.raises(NothingToRollBack):
+        registry.rollback()
+    assert registry.current() == v1
+    net, _ = registry.load()  # the current version
+    np.testing.assert_array_equal(net.flat_params, small_net(0).flat_params)
+
+
+def test_promoting_the_current_version_again_adds_no_history(registry):
+    v1 = publish(registry, 0)
+    registry.promote(v1)
+    assert registry.promote(v1) == (v1, v1)
+    with pytest.raises(NothingToRollBack):
+        registry.rollback()
+
+
+def test_rollback_with_nothing_promoted(registry):
+    with pytest.raises(NothingToRollBack, match="no earlier version"):
+        registry.rollback()
+    publish(registry, 0)
+    with pytest.raises(NothingToRollBack):
+        registry.rollback()
+
+
+def test_rollback_skips_versions_that_are_gone(registry):
+    v1, v2, v3 = (publish(registry, s) for s in range(3))
+    for v in (v1, v2, v3):
+        registry.promote(v)
+    (registry.folder / f"{v2}.json").unlink()
+    assert registry.rollback() == (v3, v1)
+
+
+def test_unknown_versions(registry):
+    with pytest.raises(VersionNotFound, match="no current version"):
+        registry.load()
+    publish(registry, 0)
+    for call in (registry.load, registry.promote, registry.manifest, registry.resolve):
+        with pytest.raises(VersionNotFound, match="v0007"):
+            call("v0007")
+    with pytest.raises(VersionNotFound):
+        registry.plot_path("v0001", "../../etc/passwd")
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_tampered_npz_is_refused_on_load(registry):
+    version = publish(registry, 0)
+    flip_a_byte(registry.weights_path(version))
+    with pytest.raises(CorruptVersion, match="sha256"):
+        registry.load(version)
+
+
+def test_a_bad_file_with_a_matching_checksum_is_still_refused(registry):
+    version = publish(registry, 0)
+    path = registry.weights_path(version)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["w2"][0, 0] = np.nan
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+    manifest = registry.manifest(version)
+    manifest["sha256"] = sha256_of(path)  # as if the publisher itself wrote a broken file
+    (registry.folder / f"{version}.json").write_text(json.dumps(manifest))
+    with pytest.raises(CorruptVersion, match="NaN"):
+        registry.load(version)
+
+
+def test_promoting_a_corrupt_version_is_refused_and_the_pointer_stays(registry):
+    v1, v2 = publish(registry, 0), publish(registry, 1)
+    registry.promote(v1)
+    pointer_before = registry.pointer_path.read_bytes()
+    flip_a_byte(registry.weights_path(v2))
+    with pytest.raises(CorruptVersion):
+        registry.promote(v2)
+    assert registry.pointer_path.read_bytes() == pointer_before
+    assert registry.current() == v1
+
+
+def test_a_manifest_that_is_not_json_is_corrupt(registry):
+    version = publish(registry, 0)
+    (registry.folder / f"{version}.json").write_text("{half")
+    with pytest.raises(CorruptVersion, match="not valid JSON"):
+        registry.manifest(version)
+
+
+# -- interrupted publishing ----------------------------------------------------------------------
+
+
+def interrupting_plots(folder: Path, net: MLP) -> list[str]:
+    (folder / "accuracy.png").write_bytes(b"half a picture")
+    raise KeyboardInterrupt
+
+
+def test_a_publish_interrupted_in_write_plots_leaves_nothing_and_the_next_one_works(registry):
+    with pytest.raises(KeyboardInterrupt):
+        registry.publish(small_net(0), {}, interrupting_plots)
+    assert listing(registry.folder) == []
+    assert registry.versions() == []
+    version = publish(registry, 1)
+    assert registry.versions() == [version]
+    registry.load(version)
+
+
+def test_a_publish_interrupted_while_saving_weights_leaves_nothing(registry, monkeypatch):
+    publish(registry, 0)
+    before = listing(registry.folder)
+
+    def savez_then_interrupt(file, *args, **kwargs):
+        file.write(b"PK\x03\x04")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", savez_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        publish(registry, 1)
+    assert listing(registry.folder) == before
+    monkeypatch.undo()
+    assert publish(registry, 2) == "v0002"
+
+
+def test_a_publish_failing_at_the_manifest_removes_its_weights(registry, monkeypatch):
+    import trainer.registry
+
+    def refuse(path, data):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(trainer.registry, "atomic_write_bytes", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        publish(registry, 0)
+    assert listing(registry.folder) == []

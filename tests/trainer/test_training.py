@@ -1,0 +1,153 @@
+"""The training loop on a small learnable synthetic problem: it learns, reports, stops and repeats itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlp import MLP
+from trainer.config import ConfigError, TrainConfig
+from trainer.evaluation import evaluate
+from trainer.training import Progress, TrainingCancelled, split_validation, train
+
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
+
+SMALL = TrainConfig(hidden=(32,), optimizer="adam", lr=2e-3, epochs=2, batch_size=64, val_size=200, seed=0)
+
+
+@pytest.fixture(scope="module")
+def data(digits, one_blas_thread):
+    x, y = digits(2000, seed=0)
+    x_test, y_test = digits(500, seed=1)
+    for a in (x, y, x_test, y_test):
+        a.flags.writeable = False  # as the Dataset hands them out: training must not write into them
+    return x, y, x_test, y_test
+
+
+@pytest.fixture(scope="module")
+def small_run(data):
+    """One run of SMALL with every progress report it sent."""
+    reports: list[Progress] = []
+    result = train(SMALL, *data, progress=reports.append)
+    return result, reports
+
+
+def test_the_synthetic_problem_is_not_solved_by_an_untrained_network(data):
+    _, _, x_test, y_test = data
+    assert evaluate(MLP(SMALL.sizes, rng=np.random.default_rng(0)), x_test, y_test).accuracy < 0.4
+
+
+def test_training_reaches_high_accuracy(small_run, data):
+    result, _ = small_run
+    _, _, x_test, y_test = data
+    assert result.test.accuracy > 0.95
+    assert result.test.accuracy == evaluate(result.net, x_test, y_test).accuracy
+    assert result.net.sizes == (784, 32, 10)
+    assert result.test.confusion.sum() == 500
+    assert result.config is SMALL
+    assert result.wall_time_s > 0 and result.samples_per_s > 0
+
+
+def test_curves_have_one_point_per_epoch(small_run):
+    curves = small_run[0].curves
+    assert curves.x_label == "epoch"
+    assert curves.x == [1.0, 2.0]
+    for series in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy"):
+        assert len(getattr(curves, series)) == 2, series
+    assert curves.val_accuracy[-1] > 0.95
+    assert curves.train_loss[1] < curves.train_loss[0]  # the loss goes down
+    assert curves.lr[1] < curves.lr[0]  # cosine schedule
+    assert curves.seconds == sorted(curves.seconds)
+
+
+def test_progress_reports_increasing_steps_and_ends_at_100_percent(small_run):
+    result, reports = small_run
+    total = 2 * (1800 // 64)
+    steps = [p.step for p in reports]
+    assert steps == sorted(set(steps))  # strictly increasing
+    assert all(p.total_steps == total for p in reports)
+    assert reports[-1].step == total and reports[-1].percent == 100.0
+    assert reports[-1].eta_s == 0.0 and reports[-1].evaluated
+    assert reports[-1].accuracy == result.curves.val_accuracy[-1]
+    evaluated = [p for p in reports if p.evaluated]
+    assert [p.epoch for p in evaluated] == [1, 2] and all(p.epochs == 2 for p in reports)
+    first = reports[0]
+    assert not first.evaluated and first.accuracy is None and first.step < total // 2
+    assert all(np.isfinite(p.loss) and p.loss > 0 for p in reports)
+
+
+def test_should_stop_cancels_between_batches(data):
+    calls = []
+
+    def stop_at_fifth() -> bool:
+        calls.append(1)
+        return len(calls) == 5
+
+    with pytest.raises(TrainingCancelled, match="cancelled at step 4 of"):
+        train(SMALL, *data, should_stop=stop_at_fifth)
+    assert len(calls) == 5
+
+
+def test_same_seed_gives_bit_identical_params_and_another_seed_does_not(data):
+    config = SMALL.replace(epochs=1, dropout=0.2, augment_shift=1, noise=5)  # every random source in play
+    a = train(config, *data).net.flat_params
+    b = train(config, *data).net.flat_params
+    c = train(config.replace(seed=1), *data).net.flat_params
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_seed_form_draws_iterations_and_records_curves_per_iteration(data):
+    config = TrainConfig(
+        hidden=(16,), optimizer="sgd", lr=0.1, schedule="constant", epochs=None, iters=50,
+        batch_size=50, init=0.1, val_size=0, eval_every=20,
+    )  # fmt: skip
+    reports = []
+    result = train(config, *data, progress=reports.append)
+    curves = result.curves
+    assert curves.x_label == "iteration"
+    assert curves.x == [20, 40, 50]  # every 20 iterations, and at the end
+    assert curves.lr == [0.1, 0.1, 0.1]
+    assert curves.val_accuracy == curves.test_accuracy  # no validation split: the test set stands in
+    assert [p.step for p in reports if p.evaluated] == [20, 40, 50]
+    assert reports[-1].percent == 100.0
+
+
+def test_seed_form_evaluates_20_times_by_default(data):
+    config = SMALL.replace(epochs=None, iters=40, batch_size=16, val_size=0)
+    assert train(config, *data).curves.x == list(range(2, 41, 2))
+
+
+def test_a_validation_set_as_large_as_the_training_set_is_refused_clearly(data):
+    with pytest.raises(ConfigError, match="validation size 2000 leaves no training images"):
+        train(SMALL.replace(val_size=2000), *data)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"lr": 0.0}, "learning rate"),
+        ({"hidden": ()}, "hidden sizes"),
+        ({"hidden": (0,)}, "hidden sizes"),
+        ({"epochs": 0}, "epochs"),
+        ({"epochs": None, "iters": None}, "either epochs or iters"),
+        ({"optimizer": "rmsprop"}, "optimizer"),
+    ],
+)
+def test_invalid_configs_are_refused_before_training(data, change, message):
+    calls = []
+    with pytest.raises(ConfigError, match=message):
+        train(SMALL.replace(**change), *data, progress=calls.append)
+    assert calls == []
+
+
+def test_split_validation_is_seeded_and_disjoint():
+    x = np.arange(100)[:, None]
+    y = np.arange(100)
+    x_fit, y_fit, x_val, y_val = split_validation(x, y, 10, seed=3)
+    assert len(x_fit) == 90 and len(x_val) == 10
+    assert set(y_fit).isdisjoint(y_val) and set(y_fit) | set(y_val) == set(range(100))
+    np.testing.assert_array_equal(x_val[:, 0], y_val)  # images and labels stay paired
+    np.testing.assert_array_equal(split_validation(x, y, 10, seed=3)[3], y_val)
+    assert not np.array_equal(split_validation(x, y, 10, seed=4)[3], y_val)
+    assert len(split_validation(x, y, 0, seed=3)[2]) == 0

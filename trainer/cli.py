@@ -1,0 +1,245 @@
+"""`python -m trainer`: train, evaluate, compare noise robustness and manage versions.
+
+Besides the subcommands, the research script's positional form still works:
+
+    python -m trainer FILE_NAME ITERS LR HIDDEN NOISE_PERCENT [-debug] [-save]
+
+Invalid values exit with status 2 and a one-line message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from trainer.config import DATASETS, PRESETS, ConfigError, TrainConfig, preset
+from trainer.optim import OPTIMIZERS, SCHEDULES
+
+SUBCOMMANDS = ("train", "evaluate", "noise", "list", "promote", "rollback", "download")
+MODELS_DIR_ENV = "MNIST_MODELS_DIR"
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def hidden_sizes(text: str) -> tuple[int, ...]:
+    """`"500,300"` -> (500, 300); empty, zero or negative sizes are refused."""
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"hidden sizes must be integers like 100 or 500,300, got {text!r}"
+        ) from None
+    if not sizes or any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"hidden sizes must be >= 1, got {text!r}")
+    return sizes
+
+
+def percentages(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected percentages like 0,5,10, got {text!r}") from None
+    if any(not 0 <= v <= 100 for v in values):
+        raise argparse.ArgumentTypeError(f"percentages must be in 0..100, got {text!r}")
+    return values
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path(os.environ.get(MODELS_DIR_ENV, "models")),
+        help=f"registry folder (env {MODELS_DIR_ENV}; default: models)",
+    )
+    parser.add_argument(
+        "--model", default=None, help="model name in the registry (default: the dataset's name)"
+    )
+
+
+def add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the four *-ubyte.gz files (env MNIST_DATA_DIR); else download",
+    )
+    parser.add_argument("--cache-dir", type=Path, default=Path("data"), help="download cache (default: data)")
+    parser.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+
+
+def add_hyperparameters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="fast",
+        help="starting point; the options below override it (default: fast)",
+    )
+    parser.add_argument("--hidden", type=hidden_sizes, help="hidden layer sizes, e.g. 100 or 500,300")
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument("--epochs", type=positive_int, help="epochs over shuffled data")
+    run.add_argument("--iters", type=positive_int, help="batches drawn with replacement (seed form)")
+    parser.add_argument("--lr", type=positive_float, help="learning rate")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS)
+    parser.add_argument("--momentum", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--schedule", choices=SCHEDULES)
+    parser.add_argument("--batch-size", type=positive_int)
+    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--augment-shift", type=int, help="random shifts of up to N pixels")
+    parser.add_argument("--noise", type=float, help="percent of pixels replaced by noise while training")
+    parser.add_argument("--val-size", type=int, help="training images held out for validation")
+    parser.add_argument("--seed", type=int, help="makes a run bit-reproducible (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="Train the NumPy MLP on MNIST and manage the registry of model versions.",
+        epilog="Seed form, as the research script: python -m trainer FILE_NAME ITERS LR HIDDEN "
+        "NOISE_PERCENT [-debug] [-save]",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train and publish a new version")
+    add_hyperparameters(p)
+    add_data(p)
+    add_common(p)
+    p.add_argument("--promote", action="store_true", help="make the new version current")
+    p.add_argument("--min-accuracy", type=float, help="with --promote: only if test accuracy >= this (0..1)")
+    p.add_argument("--threads", type=positive_int, help="BLAS threads (default: the faster for the size)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="measure a version on the test set, clean and under noise")
+    p.add_argument("version", help="v0003, 3 or current")
+    add_data(p)
+    add_common(p)
+
+    p = sub.add_parser("noise", help="train one model per noise level and compare them on noisy test sets")
+    add_hyperparameters(p)
+    add_data(p)
+    p.add_argument("--train-levels", type=percentages, default=(0, 5, 10, 15, 20, 25))
+    p.add_argument("--test-levels", type=percentages, default=(0, 5, 10, 15, 20, 25))
+    p.add_argument("--out", type=Path, default=Path("runs/noise"), help="folder for the table and plot")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("list", help="list versions")
+    add_common(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("promote", help="make a version current")
+    p.add_argument("version")
+    add_common(p)
+
+    p = sub.add_parser("rollback", help="make the previously current version current again")
+    add_common(p)
+
+    p = sub.add_parser("download", help="download and verify the dataset into the cache")
+    add_data(p)
+    return parser
+
+
+def build_seed_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer",
+        description="The research script's form: 784-HIDDEN-10, 0.1*randn init, plain SGD, batches "
+        "of 100 drawn with replacement, fixed learning rate.",
+    )
+    parser.add_argument("file_name", help="name of the run (kept in the manifest)")
+    parser.add_argument("iters", type=positive_int, help="training iterations (batches)")
+    parser.add_argument("lr", type=positive_float, help="learning rate")
+    parser.add_argument("hidden", type=hidden_sizes, help="hidden size(s), e.g. 100 or 500,300")
+    parser.add_argument("noise_percent", type=percentages, help="percent of pixels replaced by noise")
+    parser.add_argument("-debug", action="store_true", help="print progress")
+    parser.add_argument("-save", action="store_true", help="publish the weights, plots and log")
+    add_data(parser)
+    add_common(parser)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base = preset(args.preset)
+    changes = {
+        key: value
+        for key in (
+            "hidden",
+            "lr",
+            "optimizer",
+            "momentum",
+            "weight_decay",
+            "schedule",
+            "batch_size",
+            "dropout",
+            "augment_shift",
+            "noise",
+            "val_size",
+            "seed",
+        )
+        if (value := getattr(args, key, None)) is not None
+    }
+    if args.epochs is not None:
+        changes.update(epochs=args.epochs, iters=None)
+    if args.iters is not None:
+        changes.update(iters=args.iters, epochs=None)
+    return base.replace(**changes, dataset=args.dataset).validate()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 failed, 2 bad usage)."""
+    from trainer import commands  # heavy imports (numpy work, plots) only after parsing
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+        parser = build_seed_parser()
+        args = parser.parse_args(argv)
+        config = preset("seed").replace(
+            hidden=args.hidden,
+            iters=args.iters,
+            lr=args.lr,
+            noise=args.noise_percent[0],
+            dataset=args.dataset,
+        )
+        run = commands.seed_form
+    else:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        config = None
+        run = getattr(commands, f"{args.command}_command")
+        if args.command in ("train", "noise"):
+            try:
+                config = config_from_args(args)
+            except ConfigError as exc:
+                parser.error(str(exc))
+    if config is not None:
+        try:
+            config.validate()
+        except ConfigError as exc:
+            parser.error(str(exc))
+    try:
+        return run(args, config)
+    except commands.UserFacingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: nothing was published", file=sys.stderr)
+        return 130
+
+
+def print_json(data: object) -> None:
+    print(json.dumps(data, indent=1))

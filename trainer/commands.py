@@ -1,0 +1,246 @@
+"""What each `python -m trainer` command does, once its arguments are parsed and checked."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from mlp.atomicfile import atomic_write_bytes
+from trainer.config import ConfigError, TrainConfig
+from trainer.datasets import Dataset, DatasetError, download, load_dataset
+from trainer.evaluation import NOISE_LEVELS, evaluate, noise_curve
+from trainer.publish import publish_result
+from trainer.registry import Registry, RegistryError
+from trainer.training import Progress, TrainResult, train
+
+
+class UserFacingError(Exception):
+    """A failure to report in one line (missing data, unknown version, diverged run)."""
+
+
+def seed_form(args: argparse.Namespace, config: TrainConfig) -> int:
+    """The research script: train, print the test accuracy; `-save` publishes weights, plots, log."""
+    dataset = _dataset(args)
+    result = _train(config, dataset, show=args.debug)
+    print(
+        f"test accuracy {result.test.accuracy:.4f} after {config.iters} iterations "
+        f"({result.wall_time_s:.1f} s)"
+    )
+    if args.save:
+        published = _publish(args, result, dataset, promote=False, extra={"run_name": args.file_name})
+        print(f"saved {published.version} ({published.reason})")
+    return 0
+
+
+def train_command(args: argparse.Namespace, config: TrainConfig) -> int:
+    dataset = _dataset(args)
+    with _blas_threads(args.threads, config):
+        result = _train(config, dataset, show=not args.quiet)
+    published = _publish(args, result, dataset, promote=args.promote, min_accuracy=args.min_accuracy)
+    print(
+        f"{_registry(args, dataset.name).model} {published.version}: test accuracy "
+        f"{result.test.accuracy:.4f}, {result.wall_time_s:.1f} s of training, "
+        f"{result.samples_per_s:,.0f} samples/s; {published.reason}"
+    )
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace, _: None) -> int:
+    dataset = _dataset(args)
+    registry = _registry(args, dataset.name)
+    try:
+        version = registry.resolve(args.version)
+        net, manifest = registry.load(version)
+    except RegistryError as exc:
+        raise UserFacingError(str(exc)) from exc
+    result = evaluate(net, dataset.x_test, dataset.y_test)
+    noise = noise_curve(net, dataset.x_test, dataset.y_test)
+    print(
+        f"{registry.model} {version} on {dataset.name} test ({len(dataset.y_test)} images): "
+        f"accuracy {result.accuracy:.4f}, loss {result.loss:.4f}"
+    )
+    print(
+        "per class: "
+        + "  ".join(f"{c}:{a:.3f}" for c, a in zip(dataset.classes, result.per_class_accuracy, strict=True))
+    )
+    print("under noise: " + "  ".join(f"{lvl}%:{a:.3f}" for lvl, a in zip(NOISE_LEVELS, noise, strict=True)))
+    recorded = manifest.get("test_accuracy")
+    if recorded is not None and abs(recorded - result.accuracy) > 1e-9:
+        print(f"note: the manifest recorded {recorded:.4f}", file=sys.stderr)
+    return 0
+
+
+def noise_command(args: argparse.Namespace, config: TrainConfig) -> int:
+    """Train one model per training noise level and test each on every test noise level."""
+    dataset = _dataset(args)
+    train_levels, test_levels = list(args.train_levels), list(args.test_levels)
+    table = np.zeros((len(train_levels), len(test_levels)))
+    for i, level in enumerate(train_levels):
+        if not args.quiet:
+            print(f"training at {level:g} % noise ({i + 1}/{len(train_levels)})", file=sys.stderr)
+        result = _train(config.replace(noise=level), dataset, show=not args.quiet)
+        table[i] = noise_curve(
+            result.net, dataset.x_test, dataset.y_test, tuple(test_levels), seed=config.seed
+        )
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    write_noise_table(out, train_levels, test_levels, table, config)
+    from trainer.plots import plot_noise_comparison
+
+    plot_noise_comparison(train_levels, test_levels, table, out / "noise_comparison.png")
+    print(
+        f"wrote {out / 'noise_comparison.csv'}, {out / 'noise_comparison.json'} and "
+        f"{out / 'noise_comparison.png'}"
+    )
+    print(format_noise_table(train_levels, test_levels, table))
+    return 0
+
+
+def write_noise_table(
+    out: Path, train_levels: list[float], test_levels: list[float], table: np.ndarray, config: TrainConfig
+) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["train_noise_percent", *[f"test_{lvl:g}" for lvl in test_levels]])
+    for level, row in zip(train_levels, table, strict=True):
+        writer.writerow([f"{level:g}", *[f"{a:.4f}" for a in row]])
+    atomic_write_bytes(out / "noise_comparison.csv", buffer.getvalue().encode())
+    record = {
+        "train_levels": train_levels,
+        "test_levels": test_levels,
+        "accuracy": table.round(6).tolist(),
+        "config": config.as_dict(),
+    }
+    atomic_write_bytes(out / "noise_comparison.json", json.dumps(record, indent=1).encode())
+
+
+def format_noise_table(train_levels: list[float], test_levels: list[float], table: np.ndarray) -> str:
+    header = "trained at \\ tested at  " + "  ".join(f"{lvl:>5g}%" for lvl in test_levels)
+    rows = [
+        f"{lvl:>21g}%  " + "  ".join(f"{a * 100:6.2f}" for a in row)
+        for lvl, row in zip(train_levels, table, strict=True)
+    ]
+    return "\n".join([header, *rows])
+
+
+def list_command(args: argparse.Namespace, _: None) -> int:
+    registry = _registry(args, "mnist")
+    current = registry.current()
+    rows = []
+    for version in reversed(registry.versions()):
+        manifest = registry.manifest(version)
+        rows.append(
+            {
+                "version": version,
+                "current": version == current,
+                "test_accuracy": manifest.get("test_accuracy"),
+                "sizes": manifest.get("sizes"),
+                "preset": manifest.get("preset"),
+                "created_at": manifest.get("created_at"),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print(f"no versions of {registry.model!r} in {registry.folder}")
+    for row in rows:
+        mark = "*" if row["current"] else " "
+        sizes = "-".join(str(s) for s in row["sizes"] or [])
+        print(
+            f"{mark} {row['version']}  {row['test_accuracy'] or 0:.4f}  {sizes:<18} "
+            f"{row['preset'] or '':<8} {row['created_at']}"
+        )
+    return 0
+
+
+def promote_command(args: argparse.Namespace, _: None) -> int:
+    registry = _registry(args, "mnist")
+    try:
+        previous, current = registry.promote(args.version)
+    except RegistryError as exc:
+        raise UserFacingError(str(exc)) from exc
+    print(f"{registry.model}: current is now {current} (was {previous or 'none'})")
+    return 0
+
+
+def rollback_command(args: argparse.Namespace, _: None) -> int:
+    registry = _registry(args, "mnist")
+    try:
+        previous, current = registry.rollback()
+    except RegistryError as exc:
+        raise UserFacingError(str(exc)) from exc
+    print(f"{registry.model}: rolled back from {previous} to {current}")
+    return 0
+
+
+def download_command(args: argparse.Namespace, _: None) -> int:
+    try:
+        folder = download(args.dataset, args.cache_dir / args.dataset, progress=True)
+        dataset = load_dataset(args.dataset, data_dir=folder, cache_dir=args.cache_dir, download=False)
+    except DatasetError as exc:
+        raise UserFacingError(str(exc)) from exc
+    print(
+        f"{dataset.name}: {len(dataset.y_train)} training and {len(dataset.y_test)} test images "
+        f"verified in {folder}"
+    )
+    return 0
+
+
+# -- shared steps ---------------------------------------------------------------------------------
+
+
+def _dataset(args: argparse.Namespace) -> Dataset:
+    try:
+        return load_dataset(
+            args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, download=not args.no_download
+        )
+    except DatasetError as exc:
+        raise UserFacingError(str(exc)) from exc
+
+
+def _registry(args: argparse.Namespace, dataset_name: str) -> Registry:
+    return Registry(args.models_dir, args.model or dataset_name)
+
+
+def _train(config: TrainConfig, dataset: Dataset, show: bool) -> TrainResult:
+    bar = tqdm(total=1, unit="batch", disable=None if show else True, dynamic_ncols=True, file=sys.stderr)
+
+    def report(p: Progress) -> None:
+        bar.total = p.total_steps
+        bar.n = p.step
+        accuracy = f"{p.accuracy:.4f}" if p.accuracy is not None else "-"
+        bar.set_postfix_str(f"eval {p.epoch}/{p.epochs} loss {p.loss:.4f} val {accuracy}", refresh=False)
+        bar.refresh()
+        if p.evaluated and show:
+            bar.write(
+                f"{'iteration' if config.iters else 'epoch'} {p.epoch}/{p.epochs}: "
+                f"train loss {p.loss:.4f}, validation accuracy {accuracy}"
+            )
+
+    try:
+        return train(
+            config, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, progress=report
+        )
+    except (FloatingPointError, ConfigError) as exc:
+        raise UserFacingError(str(exc)) from exc
+    finally:
+        bar.close()
+
+
+def _publish(args: argparse.Namespace, result: TrainResult, dataset: Dataset, **kwargs):
+    return publish_result(_registry(args, dataset.name), result, dataset, **kwargs)
+
+
+def _blas_threads(threads: int | None, config: TrainConfig) -> AbstractContextManager:
+    from trainer.threads import blas_threads
+
+    return blas_threads(config.sizes, threads)

@@ -1,0 +1,158 @@
+"""Optimisers and learning-rate schedules over the network's flat parameter buffer.
+
+Each optimiser's `step(params, grads, lr)` updates the flat float32 `params` in place from the
+flat `grads`, which it never modifies. Working on one flat buffer means the whole update is a few
+vectorised passes with preallocated scratch space, instead of one small update per array: that is
+where a NumPy network wins back time from a framework's per-tensor loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class Optimizer:
+    """Base: weight decay on the weight matrices only (biases are left alone)."""
+
+    def __init__(self, size: int, weight_decay: float = 0.0, decay_slices: Sequence[slice] = ()):
+        self.weight_decay = weight_decay
+        self.decay_slices = list(decay_slices)
+        self.scratch = np.empty(size, dtype=np.float32)
+        self.decayed = np.empty(size, dtype=np.float32) if weight_decay else None
+
+    def effective_grads(self, params: np.ndarray, grads: np.ndarray) -> np.ndarray:
+        """`grads + weight_decay * params` (L2) without touching `grads`, or `grads` itself."""
+        if self.decayed is None:
+            return grads
+        g = self.decayed
+        np.copyto(g, grads)
+        for s in self.decay_slices:
+            g[s] += self.weight_decay * params[s]
+        return g
+
+    def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Plain stochastic gradient descent: p -= lr * g."""
+
+    def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
+        g = self.effective_grads(params, grads)
+        np.multiply(g, np.float32(lr), out=self.scratch)
+        params -= self.scratch
+
+
+class Momentum(Optimizer):
+    """Heavy-ball momentum as PyTorch defines it: buf = mu * buf + g; p -= lr * buf (or Nesterov)."""
+
+    def __init__(self, size: int, momentum: float = 0.9, nesterov: bool = False, **kwargs):
+        super().__init__(size, **kwargs)
+        self.momentum, self.nesterov = np.float32(momentum), nesterov
+        self.buf = np.zeros(size, dtype=np.float32)
+
+    def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
+        g = self.effective_grads(params, grads)
+        self.buf *= self.momentum
+        self.buf += g
+        if self.nesterov:  # look ahead: g + mu * buf
+            np.multiply(self.buf, self.momentum, out=self.scratch)
+            self.scratch += g
+        else:
+            np.copyto(self.scratch, self.buf)
+        self.scratch *= np.float32(lr)
+        params -= self.scratch
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), with the bias corrections folded into the step size as in the paper."""
+
+    def __init__(self, size: int, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, **kwargs):
+        super().__init__(size, **kwargs)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m = np.zeros(size, dtype=np.float32)
+        self.v = np.zeros(size, dtype=np.float32)
+        self.t = 0
+
+    def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
+        g, tmp = self.effective_grads(params, grads), self.scratch
+        self.t += 1
+        b1, b2 = self.beta1, self.beta2
+        # m = b1 * m + (1 - b1) * g, written as m += (1 - b1) * (g - m): two passes, no temporary
+        np.subtract(g, self.m, out=tmp)
+        tmp *= np.float32(1 - b1)
+        self.m += tmp
+        # v = b2 * v + (1 - b2) * g^2
+        np.multiply(g, g, out=tmp)
+        tmp -= self.v
+        tmp *= np.float32(1 - b2)
+        self.v += tmp
+        # p -= lr_t * m / (sqrt(v) + eps_t), with lr_t and eps_t carrying the bias corrections
+        correction2 = math.sqrt(1 - b2**self.t)
+        step_size = lr * correction2 / (1 - b1**self.t)
+        np.sqrt(self.v, out=tmp)
+        tmp += np.float32(self.eps * correction2)
+        np.divide(self.m, tmp, out=tmp)
+        tmp *= np.float32(step_size)
+        params -= tmp
+
+
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
+
+
+def make_optimizer(
+    name: str,
+    size: int,
+    *,
+    weight_decay: float = 0.0,
+    decay_slices: Sequence[slice] = (),
+    momentum: float = 0.9,
+) -> Optimizer:
+    """Build an optimiser by its CLI name."""
+    common = {"weight_decay": weight_decay, "decay_slices": decay_slices}
+    if name == "sgd":
+        return SGD(size, **common)
+    if name in ("momentum", "nesterov"):
+        return Momentum(size, momentum=momentum, nesterov=name == "nesterov", **common)
+    if name == "adam":
+        return Adam(size, **common)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Learning rate as a function of the step: constant, cosine to `final_fraction`, or step decay.
+
+    A short linear warm-up (`warmup_steps`) keeps Adam's first steps from overshooting.
+    """
+
+    kind: str
+    base_lr: float
+    total_steps: int
+    warmup_steps: int = 0
+    final_fraction: float = 0.0
+    step_every: int = 1
+    gamma: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.kind!r}; choose one of {', '.join(SCHEDULES)}")
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.base_lr * (step + 1) / self.warmup_steps
+        if self.kind == "constant":
+            return self.base_lr
+        if self.kind == "step":
+            return self.base_lr * self.gamma ** (step // max(1, self.step_every))
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        floor = self.base_lr * self.final_fraction
+        return floor + (self.base_lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))

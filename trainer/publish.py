@@ -1,0 +1,98 @@
+"""Turn a finished training run into a registry version: manifest, plots, optional promotion."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlp import MLP
+from mlp.atomicfile import atomic_write_bytes
+from trainer.datasets import Dataset
+from trainer.evaluation import NOISE_LEVELS, noise_curve
+from trainer.registry import Registry
+from trainer.training import TrainResult
+
+
+@dataclasses.dataclass(frozen=True)
+class Published:
+    version: str
+    promoted: bool
+    test_accuracy: float
+    reason: str  # why it was or was not promoted
+
+
+def build_manifest(result: TrainResult, dataset: Dataset, noise_accuracy: list[float]) -> dict[str, Any]:
+    """Everything a person or the service wants to know about a version, as JSON-ready data."""
+    return {
+        "preset": result.config.preset,
+        "hyperparameters": result.config.as_dict(),
+        "dataset": {"name": dataset.name, "checksums": dataset.checksums, "classes": list(dataset.classes)},
+        "test_accuracy": result.test.accuracy,
+        "test_loss": result.test.loss,
+        "per_class_accuracy": result.test.per_class_accuracy,
+        "confusion_matrix": result.test.confusion.tolist(),
+        "noise_robustness": {"levels": list(NOISE_LEVELS), "accuracy": noise_accuracy},
+        "curves": dataclasses.asdict(result.curves),
+        "wall_time_s": round(result.wall_time_s, 3),
+        "samples_per_s": round(result.samples_per_s, 1),
+    }
+
+
+def publish_result(
+    registry: Registry,
+    result: TrainResult,
+    dataset: Dataset,
+    *,
+    promote: bool = False,
+    min_accuracy: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Published:
+    """Publish a version with its plots and log; promote it if asked (and if it passes the gate)."""
+    noise_accuracy = noise_curve(result.net, dataset.x_test, dataset.y_test, seed=result.config.seed)
+    manifest = {**build_manifest(result, dataset, noise_accuracy), **(extra or {})}
+
+    def write_plots(folder: Path, net: MLP) -> list[str]:
+        from trainer.plots import write_version_plots  # matplotlib is slow to import; only here
+
+        atomic_write_bytes(folder / "curves.csv", curves_csv(result))
+        return write_version_plots(
+            folder,
+            result.curves,
+            result.test.confusion,
+            dataset.classes,
+            net.params,
+            NOISE_LEVELS,
+            noise_accuracy,
+        )
+
+    version = registry.publish(result.net, manifest, write_plots)
+    accuracy = result.test.accuracy
+    if not promote:
+        return Published(version, False, accuracy, "candidate: promote it explicitly")
+    if min_accuracy is not None and accuracy < min_accuracy:
+        reason = f"not promoted: test accuracy {accuracy:.4f} is below the gate {min_accuracy:.4f}"
+        return Published(version, False, accuracy, reason)
+    registry.promote(version)
+    return Published(version, True, accuracy, "promoted to current")
+
+
+def curves_csv(result: TrainResult) -> bytes:
+    """The training log, one row per evaluation, for spreadsheets and diffing runs."""
+    curves = dataclasses.asdict(result.curves)
+    x_label = curves.pop("x_label")
+    columns = [x_label, *[k for k in curves if k != "x"]]
+    rows = zip(curves["x"], *[curves[k] for k in columns[1:]], strict=True)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    writer.writerows([[_fmt(v) for v in row] for row in rows])
+    return buffer.getvalue().encode()
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.6g}" if isinstance(value, float | np.floating) else str(value)

@@ -1,0 +1,213 @@
+"""The training loop: one function that the CLI and the service's job runner both call.
+
+Progress is reported through a callback rather than printed, so the CLI can draw a progress bar
+and the service can store it in the job record. A `should_stop` callable lets a caller cancel
+between batches; nothing is written anywhere by this module, so stopping leaves no debris.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mlp import INPUT_SCALE, MLP
+from trainer.config import ConfigError, TrainConfig
+from trainer.evaluation import Evaluation, evaluate
+from trainer.noise import add_noise, random_shift
+from trainer.optim import Schedule, make_optimizer
+
+
+class TrainingCancelled(Exception):
+    """Raised when `should_stop()` answered True; the run produced nothing."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a run, sent to the progress callback after every batch or evaluation."""
+
+    step: int
+    total_steps: int
+    epoch: int  # epochs completed (seed form: evaluations completed)
+    epochs: int
+    elapsed_s: float
+    eta_s: float
+    loss: float  # running mean training loss
+    accuracy: float | None  # latest validation (or test) accuracy, None before the first evaluation
+    evaluated: bool  # True when this snapshot carries a fresh evaluation
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.step / self.total_steps
+
+
+@dataclass
+class Curves:
+    """Per-evaluation history: the x axis is the epoch (or the iteration in the seed form)."""
+
+    x_label: str = "epoch"
+    x: list[float] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    test_loss: list[float] = field(default_factory=list)
+    test_accuracy: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    net: MLP
+    config: TrainConfig
+    curves: Curves
+    test: Evaluation
+    wall_time_s: float
+    samples_per_s: float
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def split_validation(
+    x: np.ndarray, y: np.ndarray, val_size: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Hold out `val_size` training images, chosen by a seeded permutation."""
+    if val_size == 0:
+        return x, y, x[:0], y[:0]
+    order = np.random.default_rng(seed).permutation(len(x))
+    train, val = order[val_size:], order[:val_size]
+    return x[train], y[train], x[val], y[val]
+
+
+def train(
+    config: TrainConfig,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train a fresh network as `config` says on uint8 images (n, 784) and integer labels."""
+    config.validate()
+    if config.val_size >= len(x_train):  # else an empty training set reads as "diverged"
+        raise ConfigError(
+            f"validation size {config.val_size} leaves no training images: the training set has "
+            f"{len(x_train)}; lower --val-size"
+        )
+    rng = np.random.default_rng(config.seed)
+    x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, config.val_size, config.seed)
+    y_fit = y_fit.astype(np.int64)
+    net = MLP(config.sizes, init=config.init, dropout=config.dropout, rng=rng)
+    weight_slices = _weight_slices(net)
+    optimizer = make_optimizer(
+        config.optimizer,
+        net.num_params,
+        weight_decay=config.weight_decay,
+        decay_slices=weight_slices,
+        momentum=config.momentum,
+    )
+
+    batches_per_epoch = max(1, len(x_fit) // config.batch_size)
+    if config.iters is not None:  # seed form: evaluate `eval_points` times over the run
+        total_steps = config.iters
+        eval_every = config.eval_every or max(1, total_steps // 20)
+    else:
+        total_steps = config.epochs * batches_per_epoch
+        eval_every = batches_per_epoch
+    schedule = Schedule(
+        config.schedule,
+        config.lr,
+        total_steps,
+        warmup_steps=config.warmup_steps,
+        step_every=max(1, total_steps // 3),
+    )
+    evaluations = -(-total_steps // eval_every)
+    curves = Curves(x_label="iteration" if config.iters is not None else "epoch")
+    train_subset = rng.choice(len(x_fit), size=min(len(x_fit), 10_000), replace=False)
+    scale = np.float32(INPUT_SCALE)
+
+    started = time.perf_counter()
+    order = np.empty(0, dtype=np.int64)
+    loss_sum, loss_count, accuracy = 0.0, 0, None
+    for step in range(total_steps):
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled(f"cancelled at step {step} of {total_steps}")
+        if config.iters is not None:
+            batch = rng.integers(0, len(x_fit), size=config.batch_size)  # with replacement
+        else:
+            position = step % batches_per_epoch
+            if position == 0:
+                order = rng.permutation(len(x_fit))
+            batch = order[position * config.batch_size : (position + 1) * config.batch_size]
+        pixels = random_shift(x_fit[batch], config.augment_shift, rng)  # (batch, 784) uint8
+        xb = pixels.astype(np.float32)
+        xb *= scale
+        if config.noise:
+            xb = add_noise(xb, config.noise, rng)
+        loss_sum += net.loss_and_grads(xb, y_fit[batch])
+        loss_count += 1
+        lr = schedule(step)
+        optimizer.step(net.flat_params, net.flat_grads, lr)
+        if not np.isfinite(loss_sum):
+            raise FloatingPointError(
+                f"training diverged at step {step} (loss is not finite); lower the learning rate"
+            )
+
+        done = step + 1
+        evaluated = done % eval_every == 0 or done == total_steps
+        elapsed = time.perf_counter() - started
+        if evaluated:
+            train_eval = evaluate(net, x_fit[train_subset], y_fit[train_subset])
+            test_eval = evaluate(net, x_test, y_test)
+            val_eval = evaluate(net, x_val, y_val) if len(x_val) else test_eval
+            accuracy = val_eval.accuracy
+            curves.x.append(done if config.iters is not None else done / batches_per_epoch)
+            curves.train_loss.append(loss_sum / loss_count)
+            curves.train_accuracy.append(train_eval.accuracy)
+            curves.val_loss.append(val_eval.loss)
+            curves.val_accuracy.append(val_eval.accuracy)
+            curves.test_loss.append(test_eval.loss)
+            curves.test_accuracy.append(test_eval.accuracy)
+            curves.lr.append(lr)
+            curves.seconds.append(time.perf_counter() - started)
+        if progress is not None and (evaluated or done % 20 == 0):
+            progress(
+                Progress(
+                    step=done,
+                    total_steps=total_steps,
+                    epoch=len(curves.x),
+                    epochs=evaluations,
+                    elapsed_s=elapsed,
+                    eta_s=elapsed / done * (total_steps - done),
+                    loss=loss_sum / loss_count,
+                    accuracy=accuracy,
+                    evaluated=evaluated,
+                )
+            )
+        if evaluated:
+            loss_sum, loss_count = 0.0, 0
+
+    wall = time.perf_counter() - started
+    return TrainResult(
+        net=net,
+        config=config,
+        curves=curves,
+        test=evaluate(net, x_test, y_test),
+        wall_time_s=wall,
+        samples_per_s=total_steps * config.batch_size / wall,
+    )
+
+
+def _weight_slices(net: MLP) -> list[slice]:
+    """Where each weight matrix (not bias) sits in the flat parameter buffer."""
+    slices, offset = [], 0
+    for name, view in net.params.items():
+        if name.startswith("w"):
+            slices.append(slice(offset, offset + view.size))
+        offset += view.size
+    return slices
