@@ -1,0 +1,36 @@
+# Plain entry points behind the README's commands. Everything runs from a local virtualenv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MNIST_DATA_DIR ?= $(wildcard ../shared/data/mnist)
+export MNIST_DATA_DIR
+
+.PHONY: setup run test lint baseline bench docker-smoke clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
+
+run: setup  ## serve the shipped baseline model on http://127.0.0.1:8000
+	$(PY) -m service
+
+test: setup  ## lint, then the whole test suite (unit, HTTP, end-to-end, browser)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+baseline: setup  ## retrain the shipped baseline model on real MNIST and promote it
+	$(PY) -m trainer train --preset baseline --promote
+
+bench: setup  ## the benchmarks (see bench/README.md)
+	$(PY) bench/train_throughput.py
+	$(PY) bench/presets.py --preset fast
+
+docker-smoke:  ## build the image, docker compose up, predict, train, promote, down
+	bash tests/docker/smoke.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

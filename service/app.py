@@ -1,0 +1,158 @@
+"""The FastAPI app factory: `create_app(settings)` wires routers, errors, metrics and the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI
+from threadpoolctl import threadpool_limits
+
+from service.auth import load_or_create_token
+from service.errors import install_error_handlers
+from service.jobs.runner import ProcessJobRunner
+from service.metrics import Metrics
+from service.model_store import LoadedModel, ModelStore
+from service.routers import health, models, predict, train, ui, v2, weights
+from service.settings import Settings
+from service.state import AppState
+from trainer.registry import Registry
+
+log = logging.getLogger("service")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; nothing is read from disk until the lifespan starts."""
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = start_services(settings, metrics)
+        app.state.services = state
+        watcher = asyncio.create_task(watch_pointer(state))
+        restore_sigterm = mark_not_ready_on_sigterm(state)
+        try:
+            yield
+        finally:
+            state.shutting_down = True
+            restore_sigterm()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            if state.jobs is not None:
+                await asyncio.to_thread(state.jobs.stop)
+
+    app = FastAPI(
+        title="MNIST digit service",
+        description="A NumPy MLP that reads handwritten digits, its training jobs and its model versions.",
+        version="1.0.0",
+        lifespan=lifespan,
+    )
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    for router in (predict, models, weights, train, health, v2, ui):
+        app.include_router(router.router)
+    return app
+
+
+def start_services(settings: Settings, metrics: Metrics) -> AppState:
+    """Open the registry, load the current model, warm it up, start the job runner."""
+    # One request is one small matrix-vector product: extra BLAS threads only add wake-up latency,
+    # and with several workers they would fight over the same cores.
+    threadpool_limits(limits=1, user_api="blas")
+    token = load_or_create_token(
+        settings.state_dir, settings.token.get_secret_value() if settings.token else None
+    )
+    registry = Registry(settings.models_dir, settings.model_name)
+    state = AppState(settings=settings, registry=registry, models=None, metrics=metrics, token=token)  # type: ignore[arg-type]
+
+    def on_reload(version: str, model: LoadedModel | None, error: Exception | None) -> None:
+        metrics.model_loads.labels("success" if error is None else "failure").inc()
+        if model is not None:
+            warm_up(model)
+            metrics.served(registry.model, version, model.manifest.get("test_accuracy"))
+            state.warmed_up = True
+
+    state.models = ModelStore(registry, on_reload=on_reload)
+    state.models.refresh()
+    if state.models.current is None:
+        log.warning(
+            "no current version of %r in %s: /readyz stays 503 until one is promoted",
+            registry.model,
+            registry.folder,
+        )
+    state.jobs = ProcessJobRunner(settings, metrics)
+    state.jobs.start()
+    return state
+
+
+def warm_up(model: LoadedModel) -> None:
+    """One prediction before the model serves, so the first real request pays no first-call costs."""
+    probabilities = model.predict_proba(np.zeros((1, 784), dtype=np.uint8))
+    if not np.isfinite(probabilities).all():
+        raise ValueError(f"{model.version}: warm-up prediction is not finite")
+
+
+async def watch_pointer(state: AppState) -> None:
+    """Re-check the `current` pointer every `reload_interval_s`; loading happens off the event loop."""
+    while True:
+        await asyncio.sleep(state.settings.reload_interval_s)
+        try:
+            await asyncio.to_thread(state.models.refresh)
+        except Exception:  # the watcher must survive anything a damaged registry throws
+            log.exception("checking the model pointer failed")
+
+
+def mark_not_ready_on_sigterm(state: AppState) -> Any:
+    """Chain onto uvicorn's SIGTERM handler so /readyz answers 503 while requests drain."""
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum: int, frame: Any) -> None:
+            state.shutting_down = True
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. a test client): nothing to chain onto
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request by route template (not raw path: bounded label values)."""
+
+    def __init__(self, app: Any, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.latency.labels(template, method).observe(time.perf_counter() - started)

@@ -1,0 +1,126 @@
+"""One error hierarchy and one place that turns errors into HTTP responses.
+
+Routes raise domain errors (the trainer's image, registry and config errors, or the service's
+own); the handlers here map each to a status and the JSON body `{"error": code, "detail": text}`.
+Anything unexpected becomes a 500 with no internals in the body, and is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from trainer import digitize
+from trainer.config import ConfigError
+from trainer.registry import CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
+
+log = logging.getLogger("service")
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status, a stable machine-readable code and a human detail."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, *, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = headers
+
+
+class BadRequest(ServiceError):
+    pass
+
+
+class PayloadTooLarge(ServiceError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, code = 415, "unsupported_media_type"
+
+
+class NotFound(ServiceError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ServiceError):
+    status, code = 409, "conflict"
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "missing_token"
+
+
+class Forbidden(ServiceError):
+    status, code = 403, "invalid_token"
+
+
+class NotReady(ServiceError):
+    status, code = 503, "not_ready"
+
+    def __init__(self, detail: str, retry_after_s: int = 1):
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+# Errors raised by the trainer package, by type: (status, code).
+DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
+    (digitize.ImageTooLarge, 413, "image_too_large"),
+    (digitize.UnsupportedImageType, 415, "unsupported_image_type"),
+    (digitize.NoDigitFound, 422, "no_digit_found"),
+    (digitize.BadImageDimensions, 422, "bad_image_dimensions"),
+    (digitize.UnreadableImage, 400, "unreadable_image"),
+    (digitize.ImageError, 400, "bad_image"),
+    (VersionNotFound, 404, "version_not_found"),
+    (NothingToRollBack, 409, "nothing_to_roll_back"),
+    (CorruptVersion, 409, "corrupt_version"),
+    (RegistryError, 409, "registry_error"),
+    (ConfigError, 422, "invalid_training_parameters"),
+]
+
+
+def error_response(
+    status: int, code: str, detail: object, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error the same JSON shape."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+
+    for error_type, status, code in DOMAIN_ERRORS:
+
+        async def domain_error(
+            _: Request, exc: Exception, status: int = status, code: str = code
+        ) -> JSONResponse:
+            return error_response(status, getattr(exc, "code", None) or code, str(exc))
+
+        app.add_exception_handler(error_type, domain_error)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        summary = "; ".join(f"{p['field'] or 'body'}: {p['message']}" for p in problems)
+        return error_response(422, "validation_error", summary or "invalid request")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, exc.detail, getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "the server failed; the error was logged")

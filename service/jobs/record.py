@@ -1,0 +1,72 @@
+"""A training job as the API shows it, independent of where the runner keeps it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+STATES: tuple[JobState, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
+PROGRESS_KEYS = ("epoch", "epochs", "percent", "eta_seconds", "accuracy", "loss")
+EMPTY_PROGRESS: dict[str, Any] = {
+    "epoch": 0, "epochs": None, "percent": 0.0, "eta_seconds": None, "accuracy": None, "loss": None,
+}  # fmt: skip
+
+
+def utc_now() -> str:
+    """ISO 8601 UTC with milliseconds, e.g. 2026-11-30T05:00:00.123Z (sorts as text)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job. The owner and cancel fields are the runner's bookkeeping and stay out of `to_json`."""
+
+    id: str
+    state: JobState
+    params: dict[str, Any]
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    progress: dict[str, Any] = field(default_factory=lambda: dict(EMPTY_PROGRESS))
+    version: str | None = None
+    promoted: bool = False
+    error: str | None = None
+    cancel_requested: bool = False
+    owner_pid: int | None = None
+    owner_host: str | None = None
+    owner_started: str | None = None
+    worker_pid: int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def duration_s(self) -> float | None:
+        """Wall time from start to end, for the training-duration metric."""
+        return seconds_between(self.started_at, self.finished_at)
+
+    def to_json(self) -> dict[str, Any]:
+        """The job record of the HTTP contract, and nothing more."""
+        progress = {key: self.progress.get(key, EMPTY_PROGRESS[key]) for key in PROGRESS_KEYS}
+        return {
+            "id": self.id,
+            "state": self.state,
+            "params": self.params,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "progress": progress,
+            "version": self.version,
+            "promoted": self.promoted,
+            "error": self.error,
+        }

@@ -1,0 +1,119 @@
+"""Prometheus metrics, through prometheus_client.
+
+Each app gets its own `CollectorRegistry` (no process-global state), so tests can build many
+apps. When uvicorn runs several worker processes, `PROMETHEUS_MULTIPROC_DIR` must point to a
+shared folder: prometheus_client then keeps the values in files there and `/metrics` merges all
+workers' files, so any worker answers with the whole service's figures.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+TRAINING_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 3600)
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    """The service's metrics, registered on a registry of its own."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._served: tuple[str, str] | None = None
+        r = self.registry
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests by route template, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer a request, by route template and method.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            "mnist_predictions_total", "Images classified, by predicted digit.", ["digit"], registry=r
+        )
+        self.confidence = Histogram(
+            "mnist_prediction_confidence",
+            "Probability of the predicted digit.",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "mnist_model_info",
+            "1 for the version this process serves.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.model_accuracy = Gauge(
+            "mnist_model_test_accuracy",
+            "Test accuracy recorded in the served version's manifest.",
+            ["model", "version"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.model_loads = Counter(
+            "mnist_model_loads_total",
+            "Attempts to load a model version, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.jobs = Gauge(
+            "mnist_training_jobs",
+            "Training jobs by state, from the job database.",
+            ["state"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.training_duration = Histogram(
+            "mnist_training_duration_seconds",
+            "Wall time of finished training jobs.",
+            ["state"],
+            buckets=TRAINING_BUCKETS,
+            registry=r,
+        )
+
+    def served(self, model: str, version: str, accuracy: float | None) -> None:
+        """Record which version this process now serves; the one it served before drops to 0.
+
+        Setting 0 rather than removing the label set works the same in multiprocess mode, where
+        a removed child would linger in the worker's value file.
+        """
+        if self._served is not None:
+            self.model_info.labels(*self._served).set(0)
+            self.model_accuracy.labels(*self._served).set(0)
+        self._served = (model, version)
+        self.model_info.labels(model, version).set(1)
+        self.model_accuracy.labels(model, version).set(accuracy if accuracy is not None else float("nan"))
+
+    def exposition(self) -> bytes:
+        """The text format, merged across worker processes in multiprocess mode."""
+        folder = multiprocess_dir()
+        if folder is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, path=folder)
+        return generate_latest(merged)

@@ -1,0 +1,37 @@
+"""Probes and metrics: always open, never behind the token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+
+from service.state import State
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/livez", summary="The process is up")
+async def livez() -> dict[str, str]:
+    return {"status": "alive"}
+
+
+@router.get("/readyz", summary="A model is loaded, warmed up, and the service is not shutting down")
+async def readyz(state: State) -> JSONResponse:
+    current = state.models.current
+    if state.ready and current is not None:
+        return JSONResponse({"status": "ready", "model": state.registry.model, "version": current.version})
+    reason = "shutting down" if state.shutting_down else "no model version loaded yet"
+    return JSONResponse(
+        {"status": "not_ready", "error": "not_ready", "detail": reason},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics (text format)", response_class=Response)
+async def metrics(state: State) -> Response:
+    if state.jobs is not None:
+        counts = state.jobs.counts()
+        for job_state in ("queued", "running", "succeeded", "failed", "cancelled"):
+            state.metrics.jobs.labels(job_state).set(counts.get(job_state, 0))
+    return Response(state.metrics.exposition(), media_type=state.metrics.content_type)

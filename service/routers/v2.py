@@ -1,0 +1,218 @@
+"""Open Inference Protocol (KServe V2), so existing inference clients work unchanged.
+
+Inputs: `[N, 784]` FP32 pixels scaled to [0, 1] exactly as in training, or `[N, 28, 28]` UINT8
+pixels 0..255 (white ink on black, as MNIST). Outputs: `probabilities` `[N, 10]` FP32 and
+`label` `[N]` INT64. Errors follow the protocol: `{"error": "<message>"}`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
+
+from mlp import as_input
+from service.body import read_body
+from service.errors import ServiceError
+from service.state import AppState, State
+from trainer.registry import RegistryError
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+
+MAX_BATCH = 1024
+INPUTS = [
+    {"name": "input", "datatype": "FP32", "shape": [-1, 784]},
+    {"name": "input", "datatype": "UINT8", "shape": [-1, 28, 28]},
+]
+OUTPUTS = [
+    {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
+    {"name": "label", "datatype": "INT64", "shape": [-1]},
+]
+DTYPES = {"FP32": np.float32, "UINT8": np.uint8}
+
+Name = Annotated[str, Path(max_length=64)]
+Version = Annotated[str, Path(max_length=16)]
+
+
+class V2Error(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def v2_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def model_version(state: AppState, name: str, version: str | None) -> str:
+    if name != state.registry.model:
+        raise V2Error(404, f"unknown model {name!r}; this server serves {state.registry.model!r}")
+    if version is None and state.models.current is None:
+        raise V2Error(503, "no model version is loaded yet")
+    try:
+        return state.models.get(version).version
+    except RegistryError as exc:
+        raise V2Error(404, str(exc)) from exc
+
+
+def guarded(handler: Any) -> Any:
+    """Run a V2 handler, answering protocol-shaped errors instead of the service's usual shape."""
+
+    @functools.wraps(handler)  # FastAPI reads the wrapped handler's parameters through __wrapped__
+    async def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await handler(*args, **kwargs)
+        except V2Error as exc:
+            return v2_error(exc.status, str(exc))
+        except ServiceError as exc:
+            return v2_error(exc.status, exc.detail)
+
+    return run
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> dict[str, Any]:
+    return {"name": "mnist-service", "version": "1.0.0", "extensions": []}
+
+
+@router.get("/health/live", summary="Server is live")
+async def live() -> dict[str, bool]:
+    return {"live": True}
+
+
+@router.get("/health/ready", summary="Server is ready")
+async def ready(state: State) -> JSONResponse:
+    return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 503)
+
+
+def metadata(state: AppState, name: str, version: str | None) -> dict[str, Any]:
+    served = model_version(state, name, version)
+    return {
+        "name": name,
+        "versions": state.registry.versions(),
+        "platform": "numpy-mlp",
+        "inputs": INPUTS,
+        "outputs": OUTPUTS,
+        **({"version": served} if version else {}),
+    }
+
+
+@router.get("/models/{name}", summary="Model metadata")
+@guarded
+async def model_metadata(name: Name, state: State) -> Any:
+    return metadata(state, name, None)
+
+
+@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+@guarded
+async def version_metadata(name: Name, version: Version, state: State) -> Any:
+    return metadata(state, name, version)
+
+
+@router.get("/models/{name}/ready", summary="Model is ready")
+@guarded
+async def model_ready(name: Name, state: State) -> Any:
+    model_version(state, name, None)
+    return {"name": name, "ready": state.ready}
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model version is ready")
+@guarded
+async def version_ready(name: Name, version: Version, state: State) -> Any:
+    return {"name": name, "version": model_version(state, name, version), "ready": True}
+
+
+@router.post("/models/{name}/infer", summary="Inference on the current version")
+@guarded
+async def infer(name: Name, request: Request, state: State) -> Any:
+    return await run_inference(state, request, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference on a given version")
+@guarded
+async def infer_version(name: Name, version: Version, request: Request, state: State) -> Any:
+    return await run_inference(state, request, name, version)
+
+
+async def run_inference(state: AppState, request: Request, name: str, version: str | None) -> dict[str, Any]:
+    served = model_version(state, name, version)
+    model = state.models.get(served)
+    limit = MAX_BATCH * 784 * 24  # generous for JSON-encoded floats
+    try:
+        body = json.loads(await read_body(request, limit))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise V2Error(400, f"the body is not valid JSON: {exc}") from exc
+    pixels = parse_inputs(body)
+    probabilities = model.predict_proba(pixels)
+    labels = probabilities.argmax(axis=1)
+    for label in labels:
+        state.metrics.predictions.labels(str(int(label))).inc()
+    wanted = {o.get("name") for o in body.get("outputs") or [] if isinstance(o, dict)} or {
+        "probabilities",
+        "label",
+    }
+    if unknown := wanted - {"probabilities", "label"}:
+        raise V2Error(400, f"unknown outputs {sorted(unknown)}; this model has 'probabilities' and 'label'")
+    outputs = []
+    if "probabilities" in wanted:
+        outputs.append(
+            {
+                "name": "probabilities",
+                "datatype": "FP32",
+                "shape": list(probabilities.shape),
+                "data": probabilities.ravel().tolist(),
+            }
+        )
+    if "label" in wanted:
+        outputs.append(
+            {"name": "label", "datatype": "INT64", "shape": [len(labels)], "data": labels.tolist()}
+        )
+    response = {"model_name": name, "model_version": served, "outputs": outputs}
+    if isinstance(body.get("id"), str):
+        response["id"] = body["id"]
+    return response
+
+
+def parse_inputs(body: Any) -> np.ndarray:
+    """The one input tensor of a V2 request, checked and scaled as the network expects."""
+    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
+        raise V2Error(400, "expected a JSON object with 'inputs': a list holding one tensor")
+    tensor = body["inputs"][0]
+    if not isinstance(tensor, dict):
+        raise V2Error(400, "an input tensor must be an object with name, shape, datatype and data")
+    datatype, shape, data = tensor.get("datatype"), tensor.get("shape"), tensor.get("data")
+    if datatype not in DTYPES:
+        raise V2Error(
+            400, f"datatype must be FP32 ([N,784], 0..1) or UINT8 ([N,28,28], 0..255), got {datatype!r}"
+        )
+    expected_tail = [784] if datatype == "FP32" else [28, 28]
+    if (
+        not isinstance(shape, list)
+        or len(shape) != len(expected_tail) + 1
+        or shape[1:] != expected_tail
+        or not isinstance(shape[0], int)
+        or not 1 <= shape[0] <= MAX_BATCH
+    ):
+        raise V2Error(
+            400,
+            f"{datatype} input must have shape [N, {', '.join(map(str, expected_tail))}] "
+            f"with 1 <= N <= {MAX_BATCH}, got {shape!r}",
+        )
+    try:
+        array = np.asarray(data, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise V2Error(400, f"'data' must be numbers: {exc}") from exc
+    if array.size != math.prod(shape):
+        raise V2Error(400, f"'data' holds {array.size} values, shape {shape} needs {math.prod(shape)}")
+    if not np.isfinite(array).all():
+        raise V2Error(400, "'data' contains NaN or infinite values")
+    if datatype == "UINT8":
+        if array.min() < 0 or array.max() > 255 or not np.array_equal(array, np.round(array)):
+            raise V2Error(400, "UINT8 data must be integers 0..255")
+        return array.reshape(shape[0], 784).astype(np.uint8)
+    return as_input(array.reshape(shape[0], 784).astype(np.float32))

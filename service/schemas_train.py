@@ -1,0 +1,112 @@
+"""Request and response bodies of the training-job endpoints (`/train`), with the bounds the API enforces.
+
+Bounds are tighter than the trainer's own checks on purpose: they are what one shared service
+accepts from a client (no 100-epoch runs of a 8192-wide network), while the CLI stays free.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from service.jobs.record import JobState
+from trainer.optim import OPTIMIZERS, SCHEDULES
+
+Optimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
+Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
+HiddenSize = Annotated[int, Field(ge=1, le=4096)]
+
+
+class TrainRequest(BaseModel):
+    """A training job: a preset, plus any hyperparameters to change. Every field is optional."""
+
+    model_config = ConfigDict(
+        extra="forbid",  # a misspelt field is a 422, not a silently ignored wish
+        allow_inf_nan=False,
+        json_schema_extra={
+            "examples": [
+                {"preset": "fast", "epochs": 3, "hidden": [128], "lr": 0.001, "optimizer": "adam",
+                 "batch_size": 128, "seed": 0, "promote": False},
+            ]
+        },
+    )  # fmt: skip
+
+    preset: Literal["seed", "fast", "best"] = Field(
+        "fast", description="Starting point: seed (the research script), fast (~98 %), best (~99.2 %, slow)."
+    )
+    hidden: list[HiddenSize] | None = Field(
+        None, min_length=1, max_length=4, description="Hidden layer widths, 1 to 4 layers of 1..4096 units."
+    )
+    epochs: int | None = Field(
+        None, ge=1, le=200, description="Passes over the training set (not with iters)."
+    )
+    iters: int | None = Field(
+        None, ge=1, le=1_000_000, description="Batches drawn with replacement, instead of epochs."
+    )
+    lr: float | None = Field(None, gt=0, le=1, description="Learning rate.")
+    optimizer: Optimizer | None = Field(None, description="Optimiser.")
+    batch_size: int | None = Field(None, ge=1, le=4096, description="Images per step.")
+    momentum: float | None = Field(
+        None, ge=0, lt=1, description="Momentum (momentum and nesterov optimisers)."
+    )
+    weight_decay: float | None = Field(None, ge=0, lt=1, description="Weight decay on the weight matrices.")
+    dropout: float | None = Field(None, ge=0, lt=1, description="Dropout rate on hidden activations.")
+    augment_shift: int | None = Field(
+        None, ge=0, le=4, description="Random shifts of up to this many pixels."
+    )
+    noise: float | None = Field(
+        None, ge=0, le=100, description="Percent of pixels replaced by noise in training."
+    )
+    val_size: int | None = Field(None, ge=0, le=20000, description="Training images held out for validation.")
+    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Random seed: same seed, same run.")
+    schedule: Schedule | None = Field(None, description="Learning-rate schedule.")
+    promote: bool = Field(False, description="Make the new version current when it finishes.")
+    min_accuracy: float | None = Field(
+        None, ge=0, le=1, description="With promote: only promote if the test accuracy reaches this."
+    )
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainRequest:
+        if self.epochs is not None and self.iters is not None:
+            raise ValueError("give either epochs or iters, not both")
+        return self
+
+    def to_params(self) -> dict[str, Any]:
+        """What the job record keeps: the preset, promote, and the fields the client set."""
+        return self.model_dump(exclude_none=True)
+
+
+class JobProgress(BaseModel):
+    epoch: int = Field(description="Evaluations done so far (epochs, or checkpoints with iters).")
+    epochs: int | None = Field(description="Evaluations in the whole run.")
+    percent: float | None = Field(description="Share of the training steps done, 0..100.")
+    eta_seconds: float | None = Field(description="Estimated seconds of training left.")
+    accuracy: float | None = Field(description="Latest validation accuracy, 0..1.")
+    loss: float | None = Field(description="Running training loss.")
+
+
+class JobOut(BaseModel):
+    """A training job's record."""
+
+    id: str
+    state: JobState
+    params: dict[str, Any] = Field(description="The parameters as submitted (with preset and promote).")
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    progress: JobProgress
+    version: str | None = Field(description="The published version, once the job succeeded.")
+    promoted: bool = Field(description="Whether that version was made current.")
+    error: str | None = Field(description="Why the job failed or was cancelled, in one line.")
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut] = Field(description="Newest first.")
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    error: str = Field(description="Short machine-readable code, e.g. queue_full.")
+    detail: Any = Field(description="What was wrong, for a person.")

@@ -1,0 +1,48 @@
+"""Service configuration, read from `MNIST_*` environment variables (or passed in by tests).
+
+Built by `create_app` or `python -m service`, never at import time, so every test can give its
+app its own folders.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MNIST_", env_file=None, extra="ignore")
+
+    models_dir: Path = Field(Path("models"), description="Registry of model versions (the trainer's output).")
+    state_dir: Path = Field(Path("state"), description="Job database, generated token, metrics scratch.")
+    data_dir: Path | None = Field(
+        None, description="Folder with the four MNIST *-ubyte.gz files for training jobs; unset: download."
+    )
+    cache_dir: Path = Field(Path("data"), description="Where training jobs cache downloaded datasets.")
+    model_name: str = Field("mnist", description="Which model of the registry this service serves.")
+    token: SecretStr | None = Field(
+        None, description="Bearer token for mutating endpoints; unset: generated once into the state folder."
+    )
+    host: str = Field("127.0.0.1", description="Interface `python -m service` listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port `python -m service` listens on.")
+    workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
+    log_level: str = Field("info", description="uvicorn and app log level.")
+    max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest image accepted (413 above).")
+    max_files: int = Field(64, ge=1, le=1024, description="Most images in one /predict request.")
+    max_image_pixels: int = Field(
+        16_000_000, ge=784, description="Decompression-bomb guard (width x height)."
+    )
+    reload_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often the `current` pointer is checked."
+    )
+    max_running_jobs: int = Field(1, ge=1, le=16, description="Training jobs running at once.")
+    job_queue_size: int = Field(
+        4, ge=0, le=100, description="Queued jobs beyond the running ones (409 above)."
+    )
+    job_cancel_grace_s: float = Field(10.0, gt=0, description="How long a cancelled job may take to stop.")
+    batch_window_ms: float = Field(
+        0.0, ge=0, le=50, description="Micro-batching of concurrent /predict calls; 0 turns it off."
+    )
+    shutdown_drain_s: float = Field(10.0, ge=0, description="Time in-flight requests get after SIGTERM.")

@@ -1,0 +1,40 @@
+"""What the app holds for its lifetime, created in the lifespan and reached through a dependency."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+
+from service.metrics import Metrics
+from service.model_store import ModelStore
+from service.settings import Settings
+from trainer.registry import Registry
+
+if TYPE_CHECKING:
+    from service.jobs.runner import JobRunner
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    registry: Registry
+    models: ModelStore
+    metrics: Metrics
+    token: str
+    jobs: JobRunner | None = None
+    warmed_up: bool = False
+    shutting_down: bool = False
+    cache: dict[tuple[str, ...], tuple[bytes, str]] = field(default_factory=dict)  # rendered pictures
+
+    @property
+    def ready(self) -> bool:
+        return self.warmed_up and not self.shutting_down and self.models.current is not None
+
+
+def app_state(request: Request) -> AppState:
+    return request.app.state.services
+
+
+State = Annotated[AppState, Depends(app_state)]

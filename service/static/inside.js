@@ -1,0 +1,82 @@
+// "Inside the network": the weight pictures of the current version, the list of versions, and the
+// plots of the version the person chooses. Failures are thrown to the caller (or handed to onError
+// for clicks), which owns the message region.
+
+import { api } from "./api.js";
+
+const $ = (selector) => document.querySelector(selector);
+const DATE_FORMAT = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
+const PLOT_TITLES = {
+  accuracy: "Accuracy per epoch on the training and validation sets",
+  loss: "Loss per epoch on the training and validation sets",
+  confusion: "Confusion matrix on the test set: true digit against predicted digit",
+  noise: "Test accuracy as more and more noise is added to the images",
+  w1: "First-layer weights, one tile per hidden unit",
+  w2: "Per-digit maps of the weights along the path to each output",
+};
+
+let shownPlots = null; // the version whose plots are on screen; kept across refreshes
+
+/** Loads GET /models and redraws the whole section. Returns the current version. */
+export async function showInside(onError) {
+  const models = await api("/models");
+  showWeights(models.current);
+  renderVersions(models.versions, models.current, onError);
+  const known = models.versions.some((v) => v.version === shownPlots);
+  await showPlots(known ? shownPlots : models.current);
+  return models.current;
+}
+
+function showWeights(version) {
+  // ?version= busts browser caches when the current model changes.
+  for (const id of ["w1", "w2"]) $(`#${id}`).src = `/weights/${id}.png?version=${encodeURIComponent(version)}`;
+}
+
+function renderVersions(versions, current, onError) {
+  const rows = versions.map((v) => {
+    const row = document.createElement("tr");
+    row.dataset.version = v.version;
+    row.innerHTML = `<th scope="row"></th><td></td><td></td>
+      <td><button type="button" class="small" aria-pressed="false">Show</button></td>`;
+    row.cells[0].textContent = v.version; // server text goes in as text, never as HTML
+    if (v.version === current) row.cells[0].insertAdjacentHTML("beforeend", ' <span class="badge">current</span>');
+    row.cells[1].textContent = v.test_accuracy == null ? "–" : `${(v.test_accuracy * 100).toFixed(2)}%`;
+    row.cells[2].textContent = v.created_at ? DATE_FORMAT.format(new Date(v.created_at)) : "–";
+    const button = row.querySelector("button");
+    button.setAttribute("aria-label", `Show plots for ${v.version}`);
+    button.addEventListener("click", () => showPlots(v.version).catch(onError));
+    return row;
+  });
+  $("#versions tbody").replaceChildren(...rows);
+}
+
+async function showPlots(version) {
+  if (!version) return;
+  shownPlots = version;
+  for (const row of document.querySelectorAll("#versions tr[data-version]")) {
+    const selected = row.dataset.version === version;
+    row.classList.toggle("selected", selected);
+    row.querySelector("button").setAttribute("aria-pressed", String(selected));
+  }
+  const manifest = await api(`/models/${encodeURIComponent(version)}`);
+  if (shownPlots !== version) return; // the person chose another version meanwhile
+  const heading = document.createElement("h3");
+  heading.textContent = `Plots for ${version}`;
+  const grid = document.createElement("div");
+  grid.className = "plot-grid";
+  grid.append(...(manifest.plots || []).map((name) => plotFigure(version, name)));
+  $("#plots").replaceChildren(heading, grid.children.length ? grid : "No plots for this version.");
+}
+
+function plotFigure(version, name) {
+  const figure = document.createElement("figure");
+  const img = document.createElement("img");
+  img.src = `/models/${encodeURIComponent(version)}/plots/${encodeURIComponent(name)}.png`;
+  img.alt = `${PLOT_TITLES[name] || `Plot “${name}”`} (${version})`;
+  img.loading = "lazy";
+  img.addEventListener("error", () => figure.classList.add("missing"));
+  const caption = document.createElement("figcaption");
+  caption.textContent = name;
+  figure.append(img, caption);
+  return figure;
+}

@@ -1,0 +1,321 @@
+"""The /train endpoints end to end: a real app, a real SQLite file, real child processes.
+
+Training data is a tiny synthetic MNIST (a few hundred learnable images) written as un-gzipped
+IDX files, which the trainer checks by structure only. Waiting is always polling with a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.jobs.owner import Owner
+from service.jobs.store import ORPHAN_ERROR, JobStore
+from service.settings import Settings
+from trainer.registry import Registry
+
+TOKEN = "t"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+QUICK = {"hidden": [16], "epochs": 2, "batch_size": 32, "val_size": 50}
+LONG = {"hidden": [256], "iters": 1_000_000, "batch_size": 32, "val_size": 50}  # never ends by itself
+DEADLINE_S = 90.0
+
+Client = Callable[..., TestClient]
+
+
+def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    n = len(images)
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
+    )
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
+
+
+@pytest.fixture(scope="module")
+def tiny_mnist(tmp_path_factory: pytest.TempPathFactory, digits: Callable[..., Any]) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-mnist")
+    write_idx(folder, "train", *digits(300, seed=0))
+    write_idx(folder, "t10k", *digits(100, seed=1))
+    return folder
+
+
+@pytest.fixture
+def make_client(tmp_path: Path, tiny_mnist: Path) -> Client:
+    """A factory: a TestClient on an app whose folders are all in this test's tmp_path."""
+
+    def make(**overrides: Any) -> TestClient:
+        settings = Settings(
+            **{
+                "models_dir": tmp_path / "models",
+                "state_dir": tmp_path / "state",
+                "data_dir": tiny_mnist,
+                "cache_dir": tmp_path / "cache",
+                "token": TOKEN,
+                "job_cancel_grace_s": 10.0,
+                **overrides,
+            }
+        )
+        return TestClient(create_app(settings))
+
+    return make
+
+
+@pytest.fixture
+def client(make_client: Client) -> Iterator[TestClient]:
+    with make_client() as c:
+        yield c
+
+
+def submit(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
+    response = client.post("/train", json=body, headers=AUTH)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def wait_for(client: TestClient, job_id: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """Poll GET /train/{id} until `done(job)`; fail with the last record after the deadline."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        response = client.get(f"/train/{job_id}")
+        assert response.status_code == 200, response.text
+        job = response.json()
+        if done(job):
+            return job
+        assert time.monotonic() < deadline, f"gave up waiting; last record: {job}"
+        time.sleep(0.05)
+
+
+def ended(job: dict[str, Any]) -> bool:
+    return job["state"] in ("succeeded", "failed", "cancelled")
+
+
+def training(job: dict[str, Any]) -> bool:
+    """Running and past its first batches (it has reported a loss)."""
+    assert job["state"] in ("queued", "running"), job
+    return job["state"] == "running" and job["progress"]["loss"] is not None
+
+
+def store_of(tmp_path: Path) -> JobStore:
+    return JobStore(tmp_path / "state" / "jobs.sqlite3")
+
+
+# -- auth and validation -------------------------------------------------------------------------
+
+
+def test_mutating_endpoints_need_the_token(client: TestClient) -> None:
+    for method, path in (("POST", "/train"), ("DELETE", "/train/" + "0" * 32)):
+        missing = client.request(method, path, json=QUICK)
+        assert (missing.status_code, missing.json()["error"]) == (401, "missing_token")
+        wrong = client.request(method, path, json=QUICK, headers={"Authorization": "Bearer nope"})
+        assert (wrong.status_code, wrong.json()["error"]) == (403, "invalid_token")
+    assert client.get("/train").json() == {"jobs": []}  # reading is open, and nothing was queued
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"lr": 0},
+        {"lr": 1.5},
+        {"hidden": []},
+        {"hidden": [0]},
+        {"hidden": [4097]},
+        {"hidden": [8, 8, 8, 8, 8]},
+        {"epochs": 0},
+        {"epochs": 201},
+        {"epochs": 3, "iters": 100},
+        {"learning_rate": 0.01},
+        {"preset": "huge"},
+        {"optimizer": "adagrad"},
+        {"momentum": 1.0},
+        {"seed": -1},
+        {"min_accuracy": 1.5},
+    ],
+)
+def test_bad_parameters_are_a_422_and_queue_nothing(client: TestClient, body: dict[str, Any]) -> None:
+    response = client.post("/train", json=body, headers=AUTH)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "validation_error"
+    assert client.get("/train").json() == {"jobs": []}
+
+
+def test_unknown_jobs_are_a_404(client: TestClient) -> None:
+    for method in ("GET", "DELETE"):
+        response = client.request(method, "/train/" + "0" * 32, headers=AUTH)
+        assert (response.status_code, response.json()["error"]) == (404, "job_not_found")
+
+
+def test_no_new_jobs_while_shutting_down(client: TestClient) -> None:
+    client.app.state.services.shutting_down = True
+    try:
+        response = client.post("/train", json=QUICK, headers=AUTH)
+    finally:
+        client.app.state.services.shutting_down = False
+    assert response.status_code == 503
+    assert response.headers["Retry-After"].isdigit()
+    assert client.get("/train").json() == {"jobs": []}
+
+
+def test_the_docs_describe_every_route(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    assert set(paths["/train"]) == {"get", "post"}
+    assert set(paths["/train/{job_id}"]) == {"get", "delete"}
+    for operations in (paths["/train"], paths["/train/{job_id}"]):
+        assert all(op["summary"] for op in operations.values())
+    assert "202" in paths["/train"]["post"]["responses"]
+    assert "409" in paths["/train"]["post"]["responses"]
+
+
+# -- jobs that run -------------------------------------------------------------------------------
+
+
+def test_jobs_publish_a_candidate_or_promote_it(make_client: Client, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models", "mnist")
+    with make_client(max_running_jobs=2) as client:
+        candidate = submit(client, QUICK)
+        promoted = submit(client, {**QUICK, "seed": 1, "promote": True})
+        assert candidate["state"] == "queued"
+        assert candidate["params"] == {"preset": "fast", **QUICK, "promote": False}
+
+        candidate = wait_for(client, candidate["id"], ended)
+        promoted = wait_for(client, promoted["id"], ended)
+
+        for job in (candidate, promoted):
+            assert job["state"] == "succeeded", job
+            assert job["error"] is None and job["finished_at"] is not None
+            assert job["progress"]["percent"] == 100.0 and job["progress"]["epoch"] == 2
+            assert 0 <= job["progress"]["accuracy"] <= 1
+        assert candidate["promoted"] is False and promoted["promoted"] is True
+        assert sorted(registry.versions()) == sorted([candidate["version"], promoted["version"]])
+        assert registry.current() == promoted["version"]
+        assert registry.manifest(candidate["version"])["job"] == candidate["id"]
+
+        listed = client.get("/models").json()
+        assert {v["version"] for v in listed["versions"]} >= {candidate["version"], promoted["version"]}
+        assert [j["id"] for j in client.get("/train").json()["jobs"]] == [promoted["id"], candidate["id"]]
+
+        metrics = client.app.state.metrics.registry
+        deadline = time.monotonic() + 10
+        while metrics.get_sample_value("mnist_training_duration_seconds_count", {"state": "succeeded"}) != 2:
+            assert time.monotonic() < deadline, "training durations were not observed"
+            time.sleep(0.05)
+
+
+def test_a_running_job_can_be_cancelled_and_publishes_nothing(client: TestClient, tmp_path: Path) -> None:
+    job = submit(client, LONG)
+    wait_for(client, job["id"], training)
+
+    response = client.delete(f"/train/{job['id']}", headers=AUTH)
+
+    assert response.status_code == 200, response.text
+    cancelled = response.json()
+    assert cancelled["state"] == "cancelled", cancelled
+    assert cancelled["error"].startswith("cancelled on request")
+    assert cancelled["version"] is None
+    assert client.get(f"/train/{job['id']}").json() == cancelled
+    assert Registry(tmp_path / "models", "mnist").versions() == []
+    again = client.delete(f"/train/{job['id']}", headers=AUTH)
+    assert (again.status_code, again.json()["error"]) == (409, "job_finished")
+
+
+def test_a_second_job_is_refused_when_there_is_no_queue(make_client: Client) -> None:
+    with make_client(max_running_jobs=1, job_queue_size=0) as client:
+        first = submit(client, LONG)
+        wait_for(client, first["id"], training)
+
+        response = client.post("/train", json=QUICK, headers=AUTH)
+
+        assert response.status_code == 409
+        body = response.json()
+        assert body["error"] == "queue_full"
+        assert "1 training job(s) running and 0 queued" in body["detail"]
+        assert len(client.get("/train").json()["jobs"]) == 1
+
+
+def test_a_queued_job_waits_for_a_slot_and_cancels_at_once(make_client: Client) -> None:
+    with make_client(max_running_jobs=1, job_queue_size=1) as client:
+        first = submit(client, LONG)
+        wait_for(client, first["id"], training)
+        response = client.post("/train", headers=AUTH)  # no body at all: the preset as it is
+        assert response.status_code == 202, response.text
+        second = response.json()
+        assert second["params"] == {"preset": "fast", "promote": False}
+        assert client.post("/train", json=QUICK, headers=AUTH).status_code == 409
+
+        assert client.get(f"/train/{second['id']}").json()["state"] == "queued"
+        response = client.delete(f"/train/{second['id']}", headers=AUTH)
+
+        assert response.status_code == 200
+        assert response.json()["state"] == "cancelled"
+        assert response.json()["started_at"] is None
+        assert client.get(f"/train/{first['id']}").json()["state"] == "running"
+
+
+def test_a_job_whose_process_dies_is_failed_and_the_api_lives_on(client: TestClient, tmp_path: Path) -> None:
+    job = submit(client, LONG)
+    wait_for(client, job["id"], training)
+    worker_pid = store_of(tmp_path).get(job["id"]).worker_pid
+    assert worker_pid is not None and worker_pid != os.getpid()
+
+    os.kill(worker_pid, signal.SIGKILL)  # what the OOM killer does
+
+    failed = wait_for(client, job["id"], ended)
+    assert failed["state"] == "failed"
+    assert "SIGKILL" in failed["error"]
+    retry = submit(client, LONG)  # the runner still takes work (and still cancels it)
+    assert client.delete(f"/train/{retry['id']}", headers=AUTH).json()["state"] == "cancelled"
+
+
+def test_failures_are_recorded_with_a_one_line_reason(make_client: Client, tmp_path: Path) -> None:
+    with make_client() as client:
+        too_few = wait_for(client, submit(client, {**QUICK, "val_size": 20000})["id"], ended)
+    assert too_few["state"] == "failed"
+    assert too_few["error"].startswith("invalid training parameters: validation size 20000")
+
+    with make_client(data_dir=tmp_path / "nowhere") as client:
+        no_data = wait_for(client, submit(client, QUICK)["id"], ended)
+    assert no_data["state"] == "failed"
+    assert "nowhere" in no_data["error"] and "\n" not in no_data["error"]
+
+
+# -- restarts ------------------------------------------------------------------------------------
+
+
+def test_a_restart_keeps_the_records_and_none_stays_running(make_client: Client) -> None:
+    with make_client() as client:
+        job = submit(client, LONG)
+        wait_for(client, job["id"], training)
+    # The app stopped while the job was running: the runner stopped the child and said why.
+
+    with make_client() as client:
+        after = client.get(f"/train/{job['id']}").json()
+        assert after["state"] == "cancelled"
+        assert after["error"] == "service shut down"
+        assert after["params"] == job["params"]
+        assert [j["id"] for j in client.get("/train").json()["jobs"]] == [job["id"]]
+
+
+def test_jobs_left_running_by_a_dead_service_are_failed_at_start(make_client: Client, tmp_path: Path) -> None:
+    store = store_of(tmp_path)
+    job = store.create({"preset": "fast", "promote": False}, max_running=1, queue_size=0)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    store.claim_next(Owner(gone.pid, socket.gethostname(), None), max_running=1)  # a service killed -9
+
+    with make_client() as client:
+        record = client.get(f"/train/{job.id}").json()
+
+    assert record["state"] == "failed"
+    assert record["error"] == ORPHAN_ERROR
