@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
+import sys
 
 import uvicorn
 
@@ -25,6 +27,10 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)  # values of a previous run's processes are stale
         folder.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder.resolve())
+    # After a graceful shutdown uvicorn re-raises the SIGTERM it caught; with the default action that
+    # kills the process (exit status -15 / 143) although it stopped cleanly. End with status 0
+    # instead, as uvicorn already does for Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "service.app:create_app",
         factory=True,

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from service.errors import NotReady
 from service.metrics import Metrics
-from service.model_store import ModelStore
+from service.model_store import LoadedModel, ModelStore
 from service.settings import Settings
 from trainer.registry import Registry
 
@@ -27,6 +28,12 @@ class AppState:
     warmed_up: bool = False
     shutting_down: bool = False
     cache: dict[tuple[str, ...], tuple[bytes, str]] = field(default_factory=dict)  # rendered pictures
+
+    def model_for(self, version: str | None) -> LoadedModel:
+        """The model that answers a request: a given version, or the current one (503 if none yet)."""
+        if version in (None, "", "current") and self.models.current is None:
+            raise NotReady("no model version is loaded yet; train and promote one", retry_after_s=5)
+        return self.models.get(version)
 
     @property
     def ready(self) -> bool:

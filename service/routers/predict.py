@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from service.body import read_body
-from service.errors import BadRequest, NotReady, UnsupportedMediaType
+from service.errors import BadRequest, UnsupportedMediaType
 from service.model_store import LoadedModel
 from service.state import AppState, State
 from trainer.digitize import ImageError, Limits, digitize
@@ -82,7 +82,7 @@ async def predict(
     version: Annotated[str | None, Query(description="Version to ask, e.g. v0003; default current")] = None,
     debug: Annotated[bool, Query(description="Also return the 28x28 input the network saw")] = False,
 ) -> JSONResponse:
-    model = choose_model(state, version)
+    model = state.model_for(version)
     uploads = await read_uploads(request, state)
     limits = Limits(max_bytes=state.settings.max_upload_bytes, max_pixels=state.settings.max_image_pixels)
     digits = np.empty((len(uploads), 28, 28), dtype=np.uint8)
@@ -95,12 +95,6 @@ async def predict(
             raise
     probabilities = model.predict_proba(digits)
     return JSONResponse(answer(state, model, uploads, digits, probabilities, debug))
-
-
-def choose_model(state: AppState, version: str | None) -> LoadedModel:
-    if version is None and state.models.current is None:
-        raise NotReady("no model version is loaded yet; train and promote one", retry_after_s=5)
-    return state.models.get(version)
 
 
 def answer(

@@ -148,16 +148,11 @@ async def run_inference(state: AppState, request: Request, name: str, version: s
     except (ValueError, UnicodeDecodeError) as exc:
         raise V2Error(400, f"the body is not valid JSON: {exc}") from exc
     pixels = parse_inputs(body)
+    wanted = requested_outputs(body)
     probabilities = model.predict_proba(pixels)
     labels = probabilities.argmax(axis=1)
     for label in labels:
         state.metrics.predictions.labels(str(int(label))).inc()
-    wanted = {o.get("name") for o in body.get("outputs") or [] if isinstance(o, dict)} or {
-        "probabilities",
-        "label",
-    }
-    if unknown := wanted - {"probabilities", "label"}:
-        raise V2Error(400, f"unknown outputs {sorted(unknown)}; this model has 'probabilities' and 'label'")
     outputs = []
     if "probabilities" in wanted:
         outputs.append(
@@ -176,6 +171,19 @@ async def run_inference(state: AppState, request: Request, name: str, version: s
     if isinstance(body.get("id"), str):
         response["id"] = body["id"]
     return response
+
+
+def requested_outputs(body: dict[str, Any]) -> set[str]:
+    """The output names the request asks for (all of them when it names none)."""
+    requested = body.get("outputs") or []
+    if not isinstance(requested, list) or not all(
+        isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
+    ):
+        raise V2Error(400, "'outputs' must be a list of objects, each with a 'name'")
+    wanted = {o["name"] for o in requested} or {"probabilities", "label"}
+    if unknown := wanted - {"probabilities", "label"}:
+        raise V2Error(400, f"unknown outputs {sorted(unknown)}; this model has 'probabilities' and 'label'")
+    return wanted
 
 
 def parse_inputs(body: Any) -> np.ndarray:
@@ -215,4 +223,6 @@ def parse_inputs(body: Any) -> np.ndarray:
         if array.min() < 0 or array.max() > 255 or not np.array_equal(array, np.round(array)):
             raise V2Error(400, "UINT8 data must be integers 0..255")
         return array.reshape(shape[0], 784).astype(np.uint8)
+    if array.min() < 0 or array.max() > 1:  # also keeps float32 from overflowing to inf
+        raise V2Error(400, "FP32 data must be pixels scaled to 0..1 (value / 255), as in training")
     return as_input(array.reshape(shape[0], 784).astype(np.float32))

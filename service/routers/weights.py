@@ -21,20 +21,22 @@ CACHE_LIMIT = 32
 
 
 def render(model: LoadedModel, name: str) -> bytes:
+    from trainer.datasets import DIGITS
     from trainer.plots import plot_digit_maps, plot_w1_tiles  # matplotlib: imported on first use
 
     buffer = io.BytesIO()
     if name == "w1":
         plot_w1_tiles(model.net.params["w1"], buffer)
     else:
+        # A manifest without class names (older or hand-made versions) gets the digits' names.
         plot_digit_maps(
-            model.net.params, buffer, classes=model.manifest.get("dataset", {}).get("classes") or None
+            model.net.params, buffer, classes=model.manifest.get("dataset", {}).get("classes") or DIGITS
         )
     return buffer.getvalue()
 
 
 async def picture(state: AppState, request: Request, name: str, version: str | None) -> Response:
-    model = state.models.get(version)
+    model = state.model_for(version)
     etag = f'"{name}-{model.version}-{model.manifest.get("sha256", "")[:16]}"'
     headers = {"ETag": etag, "Cache-Control": "public, max-age=60"}
     if request.headers.get("if-none-match") == etag:

@@ -1,0 +1,146 @@
+"""The whole service as it is deployed: `python -m service` under a real uvicorn, spoken to over TCP.
+
+Train a version through the API (a real child process on a tiny synthetic MNIST), promote it, see
+the server answer with it, then stop the server with SIGTERM as an orchestrator would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from conftest import AUTH, TOKEN, DigitImage, Publish
+
+ROOT = Path(__file__).resolve().parents[2]
+START_DEADLINE_S = 30.0
+TRAIN_DEADLINE_S = 90.0
+STOP_DEADLINE_S = 20.0
+
+
+def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Un-gzipped IDX files (checked by structure only): big-endian magic, count, rows, columns."""
+    n = len(images)
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
+        struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
+    )
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check: Callable[[], Any], deadline_s: float, what: str, log: Path) -> Any:
+    deadline = time.monotonic() + deadline_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except httpx.TransportError as exc:  # not listening yet
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.1)
+    pytest.fail(
+        f"gave up waiting for {what} after {deadline_s} s (last: {last!r})\n{log.read_text()[-4000:]}"
+    )
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path, digits: Callable[..., tuple[np.ndarray, np.ndarray]], publish: Publish
+) -> Iterator[Any]:
+    data = tmp_path / "tiny-mnist"
+    data.mkdir()
+    write_idx(data, "train", *digits(300, seed=0))
+    write_idx(data, "t10k", *digits(100, seed=1))
+    assert publish() == "v0001"  # so the server is ready at once; the job trains v0002
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MNIST_MODELS_DIR": str(tmp_path / "models"),
+        "MNIST_STATE_DIR": str(tmp_path / "state"),
+        "MNIST_DATA_DIR": str(data),
+        "MNIST_CACHE_DIR": str(tmp_path / "cache"),
+        "MNIST_TOKEN": TOKEN,
+        "MNIST_PORT": str(port),
+        "MNIST_HOST": "127.0.0.1",
+        "MNIST_RELOAD_INTERVAL_S": "0.2",
+        "MNIST_LOG_LEVEL": "info",
+        "MNIST_WORKERS": "1",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
+            yield process, client, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def test_train_promote_predict_and_stop(server: Any, digit_image: DigitImage) -> None:
+    process, client, log = server
+
+    def ready_with(version: str) -> bool:
+        response = client.get("/readyz")
+        return response.status_code == 200 and response.json()["version"] == version
+
+    wait_until(lambda: ready_with("v0001"), START_DEADLINE_S, "the server to be ready", log)
+
+    submitted = client.post("/train", json={"hidden": [16], "epochs": 1, "val_size": 100}, headers=AUTH)
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+
+    def finished() -> dict[str, Any] | None:
+        job = client.get(f"/train/{job_id}").json()
+        return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+
+    job = wait_until(finished, TRAIN_DEADLINE_S, "the training job", log)
+    assert job["state"] == "succeeded", job
+    assert (job["version"], job["promoted"]) == ("v0002", False)
+    assert client.get("/models").json()["current"] == "v0001"  # a candidate until promoted
+
+    promoted = client.post(f"/models/{job['version']}/promote", headers=AUTH)
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json() == {"model": "mnist", "current": "v0002", "previous": "v0001"}
+    wait_until(lambda: ready_with("v0002"), START_DEADLINE_S, "the new version to serve", log)
+
+    answer = client.post("/predict", files={"file": ("d.png", digit_image(5), "image/png")})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["version"] == "v0002"
+    [item] = answer.json()["predictions"]
+    assert 0 <= item["digit"] <= 9 and sum(item["probabilities"]) == pytest.approx(1, abs=1e-4)
+    metrics = client.get("/metrics").text
+    assert 'mnist_model_info{model="mnist",version="v0002"} 1.0' in metrics
+
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(STOP_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(
+            f"the server did not stop within {STOP_DEADLINE_S} s of SIGTERM\n{log.read_text()[-4000:]}"
+        )
+    assert code == 0, log.read_text()[-4000:]
+    assert "Finished server process" in log.read_text()

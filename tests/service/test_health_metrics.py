@@ -1,0 +1,125 @@
+"""Probes and /metrics: what an orchestrator and Prometheus see."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import DigitImage, MakeClient
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def scrape(client: TestClient) -> dict[str, Any]:
+    """/metrics parsed: family name -> family (counters lose their `_total` in the family name)."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {family.name: family for family in text_string_to_metric_families(response.text)}
+
+
+def value(families: dict[str, Any], sample: str, **labels: str) -> float | None:
+    """The value of the first sample called `sample` whose labels include `labels`."""
+    for family in families.values():
+        for s in family.samples:
+            if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return None
+
+
+def post_png(client: TestClient, data: bytes) -> int:
+    return client.post("/predict", content=data, headers={"Content-Type": "image/png"}).status_code
+
+
+def test_livez_and_readyz(api: TestClient) -> None:
+    live = api.get("/livez")
+    assert (live.status_code, live.json()) == (200, {"status": "alive"})
+    ready = api.get("/readyz")
+    assert (ready.status_code, ready.json()) == (
+        200,
+        {"status": "ready", "model": "mnist", "version": "v0001"},
+    )
+
+
+def test_readyz_is_503_without_a_model_and_while_shutting_down(make_client: MakeClient, publish: Any) -> None:
+    with make_client() as client:
+        response = client.get("/readyz")
+        assert response.status_code == 503
+        assert response.json() == {
+            "status": "not_ready",
+            "error": "not_ready",
+            "detail": "no model version loaded yet",
+        }
+        assert response.headers["Retry-After"] == "1"
+
+    publish()
+    with make_client() as client:
+        assert client.get("/readyz").status_code == 200
+        client.app.state.services.shutting_down = True  # what SIGTERM does
+        response = client.get("/readyz")
+        assert (response.status_code, response.json()["detail"]) == (503, "shutting down")
+        assert client.get("/livez").status_code == 200  # alive, just draining
+
+
+def test_metrics_parse_and_count_requests_by_route(api: TestClient, digit_image: DigitImage) -> None:
+    for _ in range(2):
+        assert post_png(api, digit_image(7)) == 200
+    assert post_png(api, b"") == 400
+    assert api.get("/models/v0009").status_code == 404
+    assert api.get("/no/such/path").status_code == 404
+
+    families = scrape(api)
+
+    requests = "http_requests"
+    assert families[requests].type == "counter"
+    assert value(families, "http_requests_total", route="/predict", method="POST", status="200") == 2
+    assert value(families, "http_requests_total", route="/predict", method="POST", status="400") == 1
+    assert value(families, "http_requests_total", route="/models/{version}", status="404") == 1
+    routes = {s.labels["route"] for s in families[requests].samples}
+    assert "/no/such/path" not in routes and "/models/v0009" not in routes  # templates only: bounded labels
+    assert families["http_request_duration_seconds"].type == "histogram"
+    count = value(families, "http_request_duration_seconds_count", route="/predict")
+    assert count == 3
+
+
+def test_predictions_are_counted_by_digit(api: TestClient, digit_image: DigitImage) -> None:
+    before = scrape(api)
+    assert value(before, "mnist_predictions_total", digit="3") in (None, 0)
+
+    files = [
+        ("file", ("a.png", digit_image(3), "image/png")),
+        ("file", ("b.png", digit_image(3), "image/png")),
+    ]
+    assert api.post("/predict", files=files).status_code == 200
+    assert post_png(api, digit_image(8)) == 200
+
+    after = scrape(api)
+    assert value(after, "mnist_predictions_total", digit="3") == 2
+    assert value(after, "mnist_predictions_total", digit="8") == 1
+    confidence = after["mnist_prediction_confidence"]
+    assert confidence.type == "histogram"
+    assert value(after, "mnist_prediction_confidence_count") == 3
+    assert value(after, "mnist_prediction_confidence_bucket", le="+Inf") == 3
+    assert 0 < value(after, "mnist_prediction_confidence_sum") <= 3
+
+
+def test_model_info_loads_and_jobs(api: TestClient) -> None:
+    families = scrape(api)
+
+    assert value(families, "mnist_model_info", model="mnist", version="v0001") == 1
+    assert value(families, "mnist_model_test_accuracy", version="v0001") == 0.9
+    assert value(families, "mnist_model_loads_total", outcome="success") == 1
+    assert value(families, "mnist_model_loads_total", outcome="failure") in (None, 0)
+    jobs = {s.labels["state"]: s.value for s in families["mnist_training_jobs"].samples}
+    assert jobs == {"queued": 0, "running": 0, "succeeded": 0, "failed": 0, "cancelled": 0}
+
+
+def test_model_info_follows_a_promotion(api: TestClient, publish: Any) -> None:
+    version = publish(promote=False)
+    response = api.post(f"/models/{version}/promote", headers={"Authorization": "Bearer secret"})
+    assert response.status_code == 200, response.text
+
+    families = scrape(api)
+
+    assert value(families, "mnist_model_info", version="v0002") == 1
+    assert value(families, "mnist_model_info", version="v0001") == 0
+    assert value(families, "mnist_model_loads_total", outcome="success") == 2

@@ -1,0 +1,176 @@
+"""/models: the registry seen over HTTP. Listing, manifests, plots, and moving the `current` pointer."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import httpx
+import pytest
+from conftest import AUTH, MakeClient, Publish, variant
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from trainer.registry import Registry
+
+
+def assert_error(response: httpx.Response, status: int, error: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "detail"}, body
+    if error is not None:
+        assert body["error"] == error, body
+    return body
+
+
+@pytest.fixture
+def three(make_client: MakeClient, publish: Publish, trained_net: Any) -> TestClient:
+    """v0001 (with plots) and v0002 promoted in turn, v0003 a candidate; the app not started yet."""
+    publish(plots=True, accuracy=0.91)
+    publish(variant(trained_net, seed=2), accuracy=0.92)
+    publish(variant(trained_net, seed=3), promote=False, accuracy=0.93)
+    return make_client()
+
+
+def test_the_list_is_newest_first_with_current_flagged(three: TestClient) -> None:
+    with three as client:
+        response = client.get("/models")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"] == "mnist" and body["current"] == "v0002"
+    assert [v["version"] for v in body["versions"]] == ["v0003", "v0002", "v0001"]
+    assert [v["current"] for v in body["versions"]] == [False, True, False]
+    assert [v["test_accuracy"] for v in body["versions"]] == [0.93, 0.92, 0.91]
+    assert [v["parent"] for v in body["versions"]] == ["v0002", "v0001", None]
+    for v in body["versions"]:
+        assert v["sizes"] == [784, 32, 10] and v["preset"] == "test"
+        assert v["created_at"].endswith("Z")
+
+
+def test_an_empty_registry_lists_nothing(make_client: MakeClient) -> None:
+    with make_client() as client:
+        assert client.get("/models").json() == {"model": "mnist", "current": None, "versions": []}
+
+
+def test_a_manifest_by_any_spelling_of_its_version(three: TestClient, registry: Registry) -> None:
+    with three as client:
+        answers = [client.get(f"/models/{name}") for name in ("v0001", "0001", "1")]
+
+    for response in answers:
+        assert response.status_code == 200, response.text
+        manifest = response.json()
+        assert manifest == registry.manifest("v0001")
+    assert manifest["version"] == "v0001"
+    assert manifest["sha256"] == registry.manifest("v0001")["sha256"] and len(manifest["sha256"]) == 64
+    assert manifest["sizes"] == [784, 32, 10] and manifest["plots"] == ["accuracy", "w1"]
+    assert manifest["dataset"]["classes"] == [str(d) for d in range(10)]
+
+
+def test_a_plot_is_served_as_png(three: TestClient) -> None:
+    with three as client:
+        response = client.get("/models/v0001/plots/accuracy.png")
+        also = client.get("/models/1/plots/w1.png")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/png"
+    assert "immutable" in response.headers["cache-control"]
+    assert Image.open(io.BytesIO(response.content)).format == "PNG"
+    assert also.status_code == 200 and also.content == response.content  # both tiny gray PNGs
+
+
+def test_unknown_plots_are_a_404(three: TestClient) -> None:
+    with three as client:
+        for path in (
+            "/models/v0001/plots/confusion.png",  # a plot name it does not have
+            "/models/v0002/plots/accuracy.png",  # a version published without plots
+            "/models/v0001/plots/Bad-Name.png",
+            "/models/v0001/plots/...png",
+            "/models/v0001/plots/..%2F..%2Fcurrent.png",
+            "/models/v0001/plots/accuracy.svg",
+            "/models/v0009/plots/accuracy.png",
+        ):
+            response = client.get(path)
+            assert response.status_code == 404, (path, response.text)
+            assert_error(response, 404)
+
+
+def test_bad_or_unknown_versions_are_a_404(three: TestClient) -> None:
+    with three as client:
+        for version in ("abc", "v0", "0", "v0009", "..%2Fx", "..%2F..%2Fcurrent", "v1234567", "%20"):
+            response = client.get(f"/models/{version}")
+            assert response.status_code == 404, (version, response.text)
+            assert_error(response, 404)
+            assert_error(client.post(f"/models/{version}/promote", headers=AUTH), 404)
+        too_long = client.get("/models/v" + "0" * 20 + "1")  # refused by the path parameter's validation
+        assert_error(too_long, 422, "validation_error")
+        assert client.get("/models").json()["current"] == "v0002"
+
+
+def test_a_parent_directory_is_not_reachable(three: TestClient) -> None:
+    with three as client:
+        for path in ("/models/../models/v0001", "/models/%2E%2E/current"):
+            response = client.get(path)
+            assert response.status_code in (200, 404), response.text
+            if response.status_code == 200:  # the client normalised it to /models/v0001
+                assert response.json()["version"] == "v0001"
+
+
+# -- promote and roll back -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/models/v0003/promote", "/models/rollback"])
+def test_moving_the_pointer_needs_the_token(three: TestClient, registry: Registry, path: str) -> None:
+    with three as client:
+        assert_error(client.post(path), 401, "missing_token")
+        assert_error(client.post(path, headers={"Authorization": "Bearer wrong"}), 403, "invalid_token")
+        assert_error(client.post(path, headers={"Authorization": "Basic c2VjcmV0"}), 401, "missing_token")
+        assert registry.current() == "v0002"
+        assert client.post(path, headers=AUTH).status_code == 200
+
+
+def test_promote_then_rollback_move_current(three: TestClient, registry: Registry) -> None:
+    with three as client:
+        promoted = client.post("/models/3/promote", headers=AUTH)
+
+        assert promoted.status_code == 200, promoted.text
+        assert promoted.json() == {"model": "mnist", "current": "v0003", "previous": "v0002"}
+        assert registry.current() == "v0003"
+        assert client.get("/readyz").json()["version"] == "v0003"  # this process switched at once
+        assert client.get("/models").json()["current"] == "v0003"
+
+        back = client.post("/models/rollback", headers=AUTH)
+
+        assert back.status_code == 200, back.text
+        assert back.json() == {"model": "mnist", "current": "v0002", "previous": "v0003"}
+        assert client.get("/readyz").json()["version"] == "v0002"
+        again = client.post("/models/rollback", headers=AUTH)
+        assert again.json() == {"model": "mnist", "current": "v0001", "previous": "v0002"}
+        assert_error(client.post("/models/rollback", headers=AUTH), 409, "nothing_to_roll_back")
+        assert registry.current() == "v0001"
+
+
+def test_rollback_with_nothing_before_is_a_409(make_client: MakeClient, publish: Publish) -> None:
+    with make_client() as client:
+        assert_error(client.post("/models/rollback", headers=AUTH), 409, "nothing_to_roll_back")  # empty
+        publish()
+        assert_error(client.post("/models/rollback", headers=AUTH), 409, "nothing_to_roll_back")
+
+
+def test_promoting_a_tampered_version_is_a_409_and_changes_nothing(
+    three: TestClient, registry: Registry, tamper: Any
+) -> None:
+    tamper("v0003")
+    with three as client:
+        body = assert_error(client.post("/models/v0003/promote", headers=AUTH), 409, "corrupt_version")
+
+        assert "sha256" in body["detail"]
+        assert registry.current() == "v0002"
+        assert client.get("/readyz").json()["version"] == "v0002"
+        assert client.get("/models").json()["current"] == "v0002"
+
+
+def test_promoting_an_unknown_version_is_a_404(three: TestClient, registry: Registry) -> None:
+    with three as client:
+        assert_error(client.post("/models/v0042/promote", headers=AUTH), 404, "version_not_found")
+    assert registry.current() == "v0002"

@@ -1,0 +1,233 @@
+"""The Open Inference Protocol (KServe V2) endpoints, as an inference client would call them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import MakeClient, Publish, digit_pixels, variant
+from fastapi.testclient import TestClient
+
+from trainer.digitize import digitize_array
+
+INFER = "/v2/models/mnist/infer"
+
+
+@pytest.fixture(scope="module")
+def images() -> np.ndarray:
+    """Four digits as the network sees them: (4, 28, 28) uint8, white ink on black."""
+    return np.stack([digitize_array(np.asarray(digit_pixels(k))) for k in (0, 3, 7, 9)])
+
+
+def fp32(images: np.ndarray) -> dict[str, Any]:
+    pixels = (images.reshape(len(images), 784) / 255).astype(np.float32)
+    return {
+        "inputs": [
+            {
+                "name": "input",
+                "datatype": "FP32",
+                "shape": [len(images), 784],
+                "data": pixels.ravel().tolist(),
+            }
+        ]
+    }
+
+
+def uint8(images: np.ndarray) -> dict[str, Any]:
+    shape = [len(images), 28, 28]
+    return {
+        "inputs": [{"name": "input", "datatype": "UINT8", "shape": shape, "data": images.ravel().tolist()}]
+    }
+
+
+def outputs_of(response: Any) -> dict[str, dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    return {o["name"]: o for o in response.json()["outputs"]}
+
+
+def assert_v2_error(response: Any, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"] and isinstance(body["error"], str) and body["error"], body
+    return body["error"]
+
+
+# -- server and model metadata -------------------------------------------------------------------
+
+
+def test_server_metadata_and_health(api: TestClient) -> None:
+    assert api.get("/v2").json() == {"name": "mnist-service", "version": "1.0.0", "extensions": []}
+    assert api.get("/v2/health/live").json() == {"live": True}
+    ready = api.get("/v2/health/ready")
+    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+
+
+def test_not_ready_without_a_model(make_client: MakeClient) -> None:
+    with make_client() as client:
+        ready = client.get("/v2/health/ready")
+        assert (ready.status_code, ready.json()) == (503, {"ready": False})
+        assert client.get("/v2/health/live").json() == {"live": True}
+        assert_v2_error(client.get("/v2/models/mnist"), 503)
+        assert_v2_error(client.post(INFER, json={"inputs": []}), 503)
+
+
+def test_model_metadata(api: TestClient) -> None:
+    response = api.get("/v2/models/mnist")
+
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["name"] == "mnist" and body["versions"] == ["v0001"] and body["platform"] == "numpy-mlp"
+    assert "version" not in body
+    assert {"name": "input", "datatype": "FP32", "shape": [-1, 784]} in body["inputs"]
+    assert {"name": "input", "datatype": "UINT8", "shape": [-1, 28, 28]} in body["inputs"]
+    assert {(o["name"], o["datatype"], tuple(o["shape"])) for o in body["outputs"]} == {
+        ("probabilities", "FP32", (-1, 10)),
+        ("label", "INT64", (-1,)),
+    }
+
+
+def test_version_metadata_and_readiness(api: TestClient) -> None:
+    for spelling in ("v0001", "1"):
+        body = api.get(f"/v2/models/mnist/versions/{spelling}").json()
+        assert body["version"] == "v0001" and body["name"] == "mnist"
+        ready = api.get(f"/v2/models/mnist/versions/{spelling}/ready")
+        assert ready.json() == {"name": "mnist", "version": "v0001", "ready": True}
+    assert api.get("/v2/models/mnist/ready").json() == {"name": "mnist", "ready": True}
+
+
+def test_unknown_models_and_versions_are_a_404(api: TestClient) -> None:
+    for path in (
+        "/v2/models/fashion",
+        "/v2/models/fashion/ready",
+        "/v2/models/fashion/versions/v0001",
+        "/v2/models/mnist/versions/v0009",
+        "/v2/models/mnist/versions/abc",
+        "/v2/models/mnist/versions/v0009/ready",
+    ):
+        assert_v2_error(api.get(path), 404)
+
+
+# -- inference -----------------------------------------------------------------------------------
+
+
+def test_infer_fp32_and_uint8_agree(api: TestClient, images: np.ndarray) -> None:
+    as_floats = outputs_of(api.post(INFER, json={**fp32(images), "id": "req-1"}))
+    as_bytes = outputs_of(api.post(INFER, json=uint8(images)))
+
+    for outputs in (as_floats, as_bytes):
+        probabilities = outputs["probabilities"]
+        assert probabilities["datatype"] == "FP32" and probabilities["shape"] == [4, 10]
+        p = np.array(probabilities["data"]).reshape(4, 10)
+        assert np.allclose(p.sum(axis=1), 1, atol=1e-5)
+        label = outputs["label"]
+        assert label["datatype"] == "INT64" and label["shape"] == [4]
+        assert label["data"] == p.argmax(axis=1).tolist()
+    assert as_floats["label"]["data"] == as_bytes["label"]["data"] == [0, 3, 7, 9]
+    assert np.allclose(as_floats["probabilities"]["data"], as_bytes["probabilities"]["data"], atol=1e-5)
+
+
+def test_infer_answers_with_the_model_and_the_request_id(api: TestClient, images: np.ndarray) -> None:
+    body = api.post(INFER, json={**uint8(images[:1]), "id": "req-7"}).json()
+    assert (body["model_name"], body["model_version"], body["id"]) == ("mnist", "v0001", "req-7")
+
+
+def test_infer_on_a_given_version(
+    make_client: MakeClient, publish: Publish, trained_net: Any, images: np.ndarray
+) -> None:
+    publish()
+    publish(variant(trained_net, seed=4), promote=False)
+    with make_client() as client:
+        for spelling, served in (("v0002", "v0002"), ("1", "v0001")):
+            response = client.post(f"/v2/models/mnist/versions/{spelling}/infer", json=uint8(images))
+            assert response.status_code == 200, response.text
+            assert response.json()["model_version"] == served
+            assert outputs_of(response)["label"]["data"] == [0, 3, 7, 9]
+        assert_v2_error(client.post("/v2/models/mnist/versions/v0003/infer", json=uint8(images)), 404)
+
+
+def test_requested_outputs_only(api: TestClient, images: np.ndarray) -> None:
+    for wanted in (["label"], ["probabilities"], ["label", "probabilities"]):
+        request = {**uint8(images), "outputs": [{"name": name} for name in wanted]}
+        assert set(outputs_of(api.post(INFER, json=request))) == set(wanted)
+
+
+def fp32_tensor(data: list[float]) -> dict[str, Any]:
+    return {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": data}]}
+
+
+def bad_requests(images: np.ndarray) -> dict[str, Any]:
+    good = uint8(images)
+    tensor = good["inputs"][0]
+
+    def with_tensor(**change: Any) -> dict[str, Any]:
+        return {"inputs": [{**tensor, **change}]}
+
+    return {
+        "shape_784_as_uint8": with_tensor(shape=[4, 784]),
+        "shape_27": with_tensor(shape=[4, 28, 27]),
+        "shape_flat": with_tensor(shape=[3136]),
+        "shape_not_a_list": with_tensor(shape="4,28,28"),
+        "batch_zero": with_tensor(shape=[0, 28, 28], data=[]),
+        "batch_negative": with_tensor(shape=[-1, 28, 28]),
+        "batch_too_big": with_tensor(shape=[1025, 28, 28]),
+        "datatype_int32": with_tensor(datatype="INT32"),
+        "datatype_missing": {"inputs": [{k: v for k, v in tensor.items() if k != "datatype"}]},
+        "count_short": with_tensor(data=tensor["data"][:-1]),
+        "count_long": with_tensor(data=[*tensor["data"], 0]),
+        "uint8_out_of_range": with_tensor(data=[256, *tensor["data"][1:]]),
+        "uint8_negative": with_tensor(data=[-1, *tensor["data"][1:]]),
+        "uint8_fraction": with_tensor(data=[0.5, *tensor["data"][1:]]),
+        "fp32_scaled_0_255": fp32_tensor([255.0] * 784),
+        "fp32_negative": fp32_tensor([-0.5] * 784),
+        "fp32_overflows_float32": fp32_tensor([1e39, -1e39] * 392),  # finite in JSON, inf as float32
+        "data_strings": with_tensor(data=["x"] * len(tensor["data"])),
+        "data_ragged": with_tensor(data=[[1, 2], [3]]),
+        "data_object": with_tensor(data={"a": 1}),
+        "no_inputs": {"outputs": []},
+        "two_inputs": {"inputs": [tensor, tensor]},
+        "input_not_object": {"inputs": [5]},
+        "body_a_list": [tensor],
+        "unknown_output": {**good, "outputs": [{"name": "logits"}]},
+        "outputs_not_a_list": {**good, "outputs": 5},
+        "output_name_not_a_string": {**good, "outputs": [{"name": ["label"]}]},
+    }
+
+
+def test_bad_requests_are_a_400(api: TestClient, images: np.ndarray) -> None:
+    for case, request in bad_requests(images).items():
+        response = api.post(INFER, json=request)
+        assert response.status_code == 400, (case, response.text)
+        assert len(assert_v2_error(response, 400)) < 500, case
+
+
+def test_nan_and_infinity_are_a_400(api: TestClient) -> None:
+    for literal in ("NaN", "Infinity", "-Infinity"):
+        data = ", ".join([literal] + ["0.5"] * 783)
+        body = f'{{"inputs": [{{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": [{data}]}}]}}'
+        message = assert_v2_error(
+            api.post(INFER, content=body, headers={"Content-Type": "application/json"}), 400
+        )
+        assert "NaN or infinite" in message
+
+
+def test_invalid_json_is_a_400(api: TestClient) -> None:
+    for body in (b"", b"{", b"not json", b"\xff\xfe\x00", json.dumps({"inputs": "x"}).encode()):
+        response = api.post(INFER, content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 400, (body, response.text)
+        assert_v2_error(response, 400)
+
+
+def test_an_unknown_model_is_a_404(api: TestClient, images: np.ndarray) -> None:
+    message = assert_v2_error(api.post("/v2/models/fashion/infer", json=uint8(images)), 404)
+    assert "fashion" in message
+
+
+def test_infer_counts_predictions_but_not_refused_requests(api: TestClient, images: np.ndarray) -> None:
+    registry = api.app.state.metrics.registry
+    assert api.post(INFER, json={**uint8(images), "outputs": [{"name": "logits"}]}).status_code == 400
+    assert registry.get_sample_value("mnist_predictions_total", {"digit": "7"}) is None
+
+    assert api.post(INFER, json=uint8(images)).status_code == 200
+    assert registry.get_sample_value("mnist_predictions_total", {"digit": "7"}) == 1
