@@ -75,8 +75,11 @@ function plotFigure(version, name) {
   img.alt = `${PLOT_TITLES[name] || `Plot “${name}”`} (${version})`;
   img.loading = "lazy";
   img.addEventListener("error", () => figure.classList.add("missing"));
+  const link = document.createElement("a"); // the grid shows them small; a click opens full size
+  link.href = img.src;
+  link.append(img);
   const caption = document.createElement("figcaption");
   caption.textContent = name;
-  figure.append(img, caption);
+  figure.append(link, caption);
   return figure;
 }
