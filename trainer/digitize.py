@@ -32,10 +32,21 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import (  # noqa: F401 (the plugins register themselves on import)
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -107,21 +118,26 @@ class NoDigitFound(ImageError):
 
 OUT_SIDE = 28  # the field
 BOX_SIDE = 20  # the ink's bounding box is scaled so its long side is this
-# Where MNIST put the centre of mass, in array-index coordinates (pixel i is centred on i). Measured
-# on t10k: every one of the 10,000 test digits has its centre of mass within 0.5 px of (14, 14)
-# (mean 13.99, 14.01), so rounding the shift to the nearest pixel leaves MNIST digits where they are.
-CENTRE = 14.0
+# The pixel MNIST put the centre of mass in: pixel (14, 14), with pixel i centred on index i and
+# covering [i - 0.5, i + 0.5). Measured on t10k: all 10,000 test digits have their centre of mass
+# in [13.5, 14.5) on both axes (one sits exactly on 13.5), so that is the rule applied here.
+CENTRE = 14
 
 # --- thresholds (0..255, after polarity and background subtraction) -----------------------------
 # Tuned on t10k as it is (must come back unchanged) and on t10k rendered dark-on-white, upscaled to
 # 280x280 and saved as JPEG q90 (must come back close); see tests/trainer/test_digitize.py.
 
-# Ink fainter than this above the background is not a digit (a blank sheet, a flat colour).
+# Noise floor = a multiple of the 75th percentile of the border's deviation from the background
+# (p75 ~ 1.15 sigma for Gaussian grain). The largest grain grows with the number of pixels: ~3.4
+# sigma among the ~1,600 of an image under 40 px, ~5.5 sigma among millions. So the floor is
+# NOISE_K_SMALL x p75 (~3.5 sigma) for an image under 40 px and NOISE_K x p75 (~6 sigma) for a
+# larger one. It is 0 for a clean border (MNIST, PNG drawings), so nothing faint is thrown away
+# there; on a grainy photo or a low-quality JPEG, grain below it is zeroed and never becomes ink.
+NOISE_K_SMALL = 3
+NOISE_K = 5
+# Ink must rise this far above the noise floor to be a digit; else it is a blank sheet, a flat
+# colour or plain grain.
 MIN_CONTRAST = 32
-# Noise floor = NOISE_K x the 75th percentile of the border's deviation from the background. It is
-# 0 for a clean border (MNIST, PNG drawings), so nothing faint is thrown away there; on a grainy
-# photo it zeroes the grain before it can become ink.
-NOISE_K = 3
 # The digit's core is what reaches CORE_FRACTION of the darkest ink; its long side tells the scale.
 # At MNIST scale every pixel above the noise floor counts for the bounding box, as it did in MNIST
 # (faint strokes included). When the core is at least FRINGE_SCALE x the 20 px box, a one-pixel
@@ -146,8 +162,9 @@ ENLARGE = Image.Resampling.LANCZOS
 # --- decoding -----------------------------------------------------------------------------------
 
 # Only these plugins ever parse an upload. MPO is what Pillow calls a JPEG carrying extra frames
-# (many phone cameras write them); its first frame is an ordinary JPEG.
-Image.init()
+# (many phone cameras write them); its first frame is an ordinary JPEG. The five plugins are
+# imported (which registers them) rather than `Image.init()`, which imports all forty-odd of
+# Pillow's (PDF, DDS, ...): 0.05 s of the service's start-up.
 _OPEN_FORMATS = tuple(sorted(f for f in ALLOWED_FORMATS if f in Image.OPEN))
 _FORMAT_ALIASES = {"MPO": "JPEG"}
 
@@ -226,8 +243,31 @@ def _check_dimensions(width: int, height: int, limits: Limits) -> None:
         )
 
 
+def _webp_canvas(head: bytes) -> tuple[int, int] | None:
+    """The canvas size a WebP header claims (RIFF....WEBP + the first chunk), else None."""
+    if head[:4] != b"RIFF" or head[8:12] != b"WEBP" or len(head) < 30:
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8X":  # extended: 24-bit sizes minus one
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8L" and head[20] == 0x2F:  # lossless: 14-bit sizes minus one
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":  # lossy: 14-bit sizes
+        return (
+            int.from_bytes(head[26:28], "little") & 0x3FFF,
+            int.from_bytes(head[28:30], "little") & 0x3FFF,
+        )
+    return None
+
+
 def _open(data: bytes, limits: Limits) -> Image.Image:
     """Identify the file and check its header; no pixel is decoded here."""
+    # Pillow's WebP reader creates libwebp's decoder, which allocates the whole canvas, while
+    # opening; so a WebP's claimed size is checked here first (the other readers allocate nothing
+    # before load()).
+    if canvas := _webp_canvas(data[:30]):
+        _check_dimensions(*canvas, limits)
     try:
         im = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
     except UnidentifiedImageError:
@@ -265,15 +305,85 @@ def _decode_gray(im: Image.Image) -> Image.Image:
         return Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8))
     if im.has_transparency_data:
         # A browser canvas is transparent with dark strokes: composite onto white, as it is shown.
-        rgba = im.convert("RGBA")
-        gray = Image.new("L", rgba.size, 255)
-        gray.paste(rgba.convert("L"), mask=rgba.getchannel("A"))
+        if im.mode not in ("RGBA", "LA"):  # a palette or a colour key with transparency, ...
+            im = im.convert("RGBA")
+        gray = Image.new("L", im.size, 255)
+        gray.paste(im.convert("L"), mask=im.getchannel("A"))
         return gray
     if im.mode == "L":
         return im
     if im.mode in ("1", "P", "RGB", "LA", "RGBA"):
         return im.convert("L")
     return im.convert("RGB").convert("L")  # CMYK, YCbCr, ...
+
+
+# The plainest PNGs (8-bit, not interlaced, no palette, no chunk but IHDR, IDAT and IEND) are
+# decoded by Pillow's own PNG decoder without the rest of its file machinery, which costs a
+# 28x28 upload more than the pixels do. Colour type -> Pillow's mode, which is also the raw mode.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PLAIN_PNG_MODES = {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}
+
+
+def _open_plain_png(data: bytes, limits: Limits) -> Image.Image | None:
+    """A plain PNG decoded into a fresh image, exactly as Pillow would; None for any other file.
+
+    Plain: 8-bit gray, RGB, gray+alpha or RGBA, not interlaced, only IHDR, IDAT... and IEND (so
+    no palette, no tRNS, no EXIF or XMP orientation, no text, no animation), every CRC right,
+    nothing after IEND, dimensions within `limits`. For such a file `Image.open` + `load` only
+    feeds the IDAT bytes to Pillow's zip decoder, into an image of that mode; this does the same,
+    so the pixels are the same. Everything else, and any file the decoder finds damaged or short,
+    returns None and takes the general path, which then decodes or refuses it as before.
+    """
+    if len(data) < 57 or not data.startswith(_PNG_SIGNATURE):
+        return None
+    length, kind, width, height, depth, colour, compression, filtering, interlace = struct.unpack_from(
+        ">I4sIIBBBBB", data, 8
+    )
+    mode = _PLAIN_PNG_MODES.get(colour)
+    if (
+        kind != b"IHDR"
+        or length != 13
+        or mode is None
+        or (depth, compression, filtering, interlace) != (8, 0, 0, 0)
+        or zlib.crc32(data[12:29]) != struct.unpack_from(">I", data, 29)[0]
+    ):
+        return None
+    pixels = width * height
+    if (
+        not 0 < pixels <= limits.max_pixels
+        or (Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS)
+        or min(width, height) < limits.min_side
+        or max(width, height) > limits.max_aspect * min(width, height)
+    ):
+        return None  # the general path refuses it with the right error
+    idat, pos, end = [], 33, len(data)
+    while True:
+        if pos + 12 > end:
+            return None
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        stop = pos + 12 + length
+        if stop > end or zlib.crc32(data[pos + 4 : stop - 4]) != struct.unpack_from(">I", data, stop - 4)[0]:
+            return None
+        if kind == b"IDAT":
+            idat.append(data[pos + 8 : stop - 4])
+        elif kind == b"IEND" and idat and length == 0 and stop == end:
+            break
+        else:
+            return None
+        pos = stop
+    try:
+        im = Image.new(mode, (width, height), None)  # zeroed, as ImageFile.load_prepare makes it
+        decoder = Image._getdecoder(mode, "zip", mode)
+        try:
+            decoder.setimage(im.im, (0, 0, width, height))
+            status, error = decoder.decode(b"".join(idat))
+        finally:
+            decoder.cleanup()
+    except Exception:  # out of memory, say: the general path has the words for it
+        return None
+    if status >= 0 or error < 0:  # wants more data (truncated) or failed: let Pillow say so
+        return None
+    return im
 
 
 def digitize(data: bytes, limits: Limits = Limits()) -> np.ndarray:
@@ -299,7 +409,9 @@ def digitize(data: bytes, limits: Limits = Limits()) -> np.ndarray:
     if not data:
         raise UnreadableImage("empty body")
     data = bytes(data)
-    im = _open(data, limits)
+    im = _open_plain_png(data, limits)
+    if im is None:
+        im = _open(data, limits)
     try:
         gray = _decode_gray(im)
         if max(gray.size) > 2 * WORK_SIDE:
@@ -320,9 +432,24 @@ def digitize(data: bytes, limits: Limits = Limits()) -> np.ndarray:
 # --- after decoding -----------------------------------------------------------------------------
 
 
-def _lower_median(values: np.ndarray) -> int:
-    k = (values.size - 1) // 2
-    return int(np.partition(values, k)[k])
+_RAMP = np.arange(OUT_SIDE, dtype=np.float64)  # pixel indices, for centres of mass
+
+
+def _span(mask: np.ndarray) -> tuple[int, int]:
+    """First and last index where a 1-D mask is True (it must be True somewhere)."""
+    return int(mask.argmax()), mask.size - 1 - int(mask[::-1].argmax())
+
+
+def _ink_profiles(region: np.ndarray, bg: int, dark_ink: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per row and per column: the strongest ink level (distance from the background).
+
+    Two reductions over the pixels and no full-size temporary, so a big image costs little.
+    """
+    if dark_ink:
+        return bg - region.min(axis=1).astype(np.int16), bg - region.min(axis=0).astype(np.int16)
+    if bg == 0:  # already ink levels (MNIST, a black canvas)
+        return region.max(axis=1), region.max(axis=0)
+    return region.max(axis=1).astype(np.int16) - bg, region.max(axis=0).astype(np.int16) - bg
 
 
 def digitize_array(gray: np.ndarray) -> np.ndarray:
@@ -331,8 +458,7 @@ def digitize_array(gray: np.ndarray) -> np.ndarray:
     1. polarity from the border: a bright outer ring means dark ink on light paper -> invert;
     2. subtract the background (the border's median) and zero the noise floor (a multiple of
        the border's spread: 0 on a clean border, so MNIST digits lose nothing);
-    3. no ink at least ``MIN_CONTRAST`` (and twice the noise floor) above the background
-       -> :class:`NoDigitFound`;
+    3. no ink at least ``MIN_CONTRAST`` above the noise floor -> :class:`NoDigitFound`;
     4. crop to the ink: the core (>= ``CORE_FRACTION`` of the darkest ink) plus the faint
        anti-aliased edges around it (all of them at MNIST scale; those >= ``FRINGE_FRACTION``
        when the ink is large, so JPEG ringing and blur halos stay out);
@@ -340,7 +466,8 @@ def digitize_array(gray: np.ndarray) -> np.ndarray:
        Lanczos when enlarging); a crop whose long side is already 20 is not resampled at all, so
        an MNIST digit comes back unchanged;
     6. stretch so the darkest ink is 255 (unless it already is 254 or 255, as in MNIST);
-    7. place it in 28x28 zeros so its centre of mass lands on (14, 14), the nearest whole pixel.
+    7. place it in 28x28 zeros so its centre of mass lands in pixel (14, 14), i.e. within
+       [13.5, 14.5) on each axis, as in every MNIST digit (a whole-pixel shift).
        If that would push ink out of the field (very lopsided mass), the shift is clamped so
        all the ink stays in: zero fill, never wrap-around, never cut ink.
 
@@ -354,67 +481,78 @@ def digitize_array(gray: np.ndarray) -> np.ndarray:
     if a.size == 0:
         raise BadImageDimensions(f"empty image {a.shape}")
 
-    # 1. polarity from the outer ring of pixels
-    border = np.concatenate((a[0], a[-1], a[1:-1, 0], a[1:-1, -1]))
-    bg = _lower_median(border)
-    if bg > 127:
-        a = 255 - a  # new array: dark-on-light becomes white-on-black
-        border = 255 - border
-        bg = 255 - bg
+    # 1. polarity from the outer ring of pixels. The "ink level" of a pixel is its distance from
+    # the background on the ink's side: a - bg for light ink on dark, bg - a for dark ink on light.
+    ring = np.sort(np.concatenate((a[0], a[-1], a[1:-1, 0], a[1:-1, -1])))
+    bg = int(ring[(ring.size - 1) // 2])  # the median
+    dark_ink = bg > 127
 
-    # 2. background and noise floor
-    dev = np.abs(border.astype(np.int16) - bg)
-    k = (3 * dev.size) // 4
-    noise = NOISE_K * int(np.partition(dev, k)[k])
-    if bg:
-        a = np.maximum(a, np.uint8(bg)) - np.uint8(bg)
-    peak = int(a.max())
+    # 2. noise floor from the ring's spread (0 when the ring is uniform, e.g. every MNIST digit
+    # that does not touch the edge)
+    noise = 0
+    if ring[0] != ring[-1]:
+        dev = np.abs(ring.astype(np.int16) - bg)
+        k = (3 * dev.size) // 4
+        small = max(a.shape) < FRINGE_SCALE * BOX_SIDE
+        noise = (NOISE_K_SMALL if small else NOISE_K) * int(np.partition(dev, k)[k])
 
     # 3. is there a digit at all?
-    if peak < max(MIN_CONTRAST, 2 * noise + 1):
+    rows, cols = _ink_profiles(a, bg, dark_ink)
+    peak = int(rows.max())
+    if peak < noise + MIN_CONTRAST:
         raise NoDigitFound("no digit found: the image is blank or has too little contrast")
-    if noise:
-        a = np.where(a > noise, a, np.uint8(0))
 
     # 4. crop to the ink
-    core = a >= max(1, math.ceil(CORE_FRACTION * peak))
-    rows = np.flatnonzero(core.any(axis=1))
-    cols = np.flatnonzero(core.any(axis=0))
-    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-    core_side = max(r1 - r0, c1 - c0) + 1
+    core_side = 0  # an image under 40 px is at MNIST scale whatever its core
+    if max(a.shape) >= FRINGE_SCALE * BOX_SIDE:
+        core = max(noise + 1, math.ceil(CORE_FRACTION * peak))
+        r0, r1 = _span(rows >= core)
+        c0, c1 = _span(cols >= core)
+        core_side = max(r1 - r0, c1 - c0) + 1
     if core_side >= FRINGE_SCALE * BOX_SIDE:
         m = math.ceil(CORE_MARGIN * core_side)
         r0, c0 = max(r0 - m, 0), max(c0 - m, 0)
         window = a[r0 : r1 + m + 1, c0 : c1 + m + 1]
-        ink = window >= max(noise + 1, math.ceil(FRINGE_FRACTION * peak))
+        rows, cols = _ink_profiles(window, bg, dark_ink)
+        edge = max(noise + 1, math.ceil(FRINGE_FRACTION * peak))
     else:  # MNIST scale: every pixel above the noise floor is ink, as in MNIST's own box
         window = a
-        ink = window > noise
-    rows = np.flatnonzero(ink.any(axis=1))
-    cols = np.flatnonzero(ink.any(axis=0))
-    crop = window[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        edge = noise + 1
+    r0, r1 = _span(rows >= edge)
+    c0, c1 = _span(cols >= edge)
+    crop = window[r0 : r1 + 1, c0 : c1 + 1]
+    # ink levels, background subtracted (new arrays; the caller's pixels are left alone)
+    if dark_ink:
+        crop = np.uint8(bg) - np.minimum(crop, np.uint8(bg))
+    elif bg:
+        crop = np.maximum(crop, np.uint8(bg)) - np.uint8(bg)
+    if noise:
+        crop = np.where(crop > noise, crop, np.uint8(0))
 
     # 5. long side -> 20 px
     h, w = crop.shape
+    top = peak  # the core, hence the darkest pixel, is inside the crop
     if max(h, w) != BOX_SIDE:
         scale = BOX_SIDE / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         crop = np.asarray(Image.fromarray(crop).resize(size, ENLARGE if scale > 1 else SHRINK))
         h, w = crop.shape
+        top = int(crop.max())
+        if top == 0:  # cannot happen for real ink, but never divide by zero
+            raise NoDigitFound("no digit found: the ink vanished when scaled")
 
     # 6. contrast
-    top = int(crop.max())
-    if top == 0:  # cannot happen for real ink, but never divide by zero
-        raise NoDigitFound("no digit found: the ink vanished when scaled")
     if top < 254:
         crop = ((crop.astype(np.uint16) * 255 + top // 2) // top).astype(np.uint8)
 
-    # 7. centre of mass -> (14, 14), whole-pixel shift, zero fill
-    mass = crop.sum(dtype=np.int64)
-    cy = float(crop.sum(axis=1, dtype=np.int64) @ np.arange(h)) / mass
-    cx = float(crop.sum(axis=0, dtype=np.int64) @ np.arange(w)) / mass
-    y0 = min(max(math.floor(CENTRE - cy + 0.5), 0), OUT_SIDE - h)
-    x0 = min(max(math.floor(CENTRE - cx + 0.5), 0), OUT_SIDE - w)
+    # 7. centre of mass -> pixel (14, 14), whole-pixel shift, zero fill
+    row_mass = crop.sum(axis=1)
+    col_mass = crop.sum(axis=0)
+    mass = float(row_mass.sum())
+    cy = float(row_mass @ _RAMP[:h]) / mass
+    cx = float(col_mass @ _RAMP[:w]) / mass
+    y0 = min(max(CENTRE - math.floor(cy + 0.5), 0), OUT_SIDE - h)  # y0 + cy in [13.5, 14.5)
+    x0 = min(max(CENTRE - math.floor(cx + 0.5), 0), OUT_SIDE - w)
     out = np.zeros((OUT_SIDE, OUT_SIDE), dtype=np.uint8)
     out[y0 : y0 + h, x0 : x0 + w] = crop
     return out
