@@ -77,23 +77,25 @@ def _percent(values: Sequence[float] | np.ndarray, what: str) -> np.ndarray:
     """Fractions in [0, 1] -> percent; refuse percentages so a mix-up fails loudly, not as 9780 %."""
     array = np.asarray(values, dtype=np.float64)
     if array.size and not (np.nanmin(array) >= 0 and np.nanmax(array) <= 1):
-        raise ValueError(f"{what} must be fractions in [0, 1], got values from "
-                         f"{np.nanmin(array):g} to {np.nanmax(array):g}")
+        raise ValueError(
+            f"{what} must be fractions in [0, 1], got values from "
+            f"{np.nanmin(array):g} to {np.nanmax(array):g}"
+        )
     return 100 * array
 
 
 def _no_data(ax: Axes, message: str) -> None:
     """Say so in the middle of the axes rather than leave a blank frame."""
-    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", fontsize=LABEL,
-            color="0.4")
+    ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", fontsize=LABEL, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
 
 
 def _chance(ax: Axes, classes: int = 10) -> None:
     """A reference line at chance level: what a model that guesses would score."""
-    ax.axhline(100 / classes, color="0.5", linestyle=(0, (1, 3)), linewidth=1,
-               label=f"chance ({100 / classes:g} %)")
+    ax.axhline(
+        100 / classes, color="0.5", linestyle=(0, (1, 3)), linewidth=1, label=f"chance ({100 / classes:g} %)"
+    )
 
 
 def _heatmap(
@@ -118,8 +120,16 @@ def _curves(ax: Axes, x: Sequence[float], series: Sequence[np.ndarray]) -> None:
     """Train / validation / test against `x`, each in its own colour, dashes and marker; skip empty ones."""
     for (label, line, marker), ys, color in zip(SERIES, series, PALETTE, strict=False):
         if len(ys):
-            ax.plot(x[: len(ys)], ys, line, color=color, linewidth=2, label=label,
-                    marker=marker if len(ys) <= 30 else None, markersize=5)
+            ax.plot(
+                x[: len(ys)],
+                ys,
+                line,
+                color=color,
+                linewidth=2,
+                label=label,
+                marker=marker if len(ys) <= 30 else None,
+                markersize=5,
+            )
     if any(len(ys) for ys in series):
         ax.legend(fontsize=TICK, frameon=False)
     else:
@@ -176,8 +186,13 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], out: Out) -> N
     ax.set_xticks(ticks, classes, rotation=40 if long_names else 0, ha="right" if long_names else "center")
     ax.set_yticks(ticks, classes)
     accuracy = 100 * correct / total if total else 0.0
-    _style(ax, f"Confusion matrix: {accuracy:.2f} % correct ({correct:,} of {total:,})",
-           "predicted label", "true label", grid=False)
+    _style(
+        ax,
+        f"Confusion matrix: {accuracy:.2f} % correct ({correct:,} of {total:,})",
+        "predicted label",
+        "true label",
+        grid=False,
+    )
     _save(fig, out)
 
 
@@ -186,8 +201,15 @@ def plot_noise_curve(levels: Sequence[float], accuracies: Sequence[float], out: 
     fig = _figure()
     ax = fig.add_subplot()
     if len(levels):
-        ax.plot(levels, _percent(accuracies, "noise accuracies"), "-o", color=PALETTE[0], linewidth=2,
-                markersize=5, label=label or "this model")
+        ax.plot(
+            levels,
+            _percent(accuracies, "noise accuracies"),
+            "-o",
+            color=PALETTE[0],
+            linewidth=2,
+            markersize=5,
+            label=label or "this model",
+        )
         _chance(ax)
         ax.legend(fontsize=TICK, frameon=False)
         ax.set_xlim(left=0)
@@ -204,16 +226,19 @@ def plot_noise_comparison(
     """Models trained at each noise level, tested at each: does training on noise buy robustness?"""
     table = _percent(accuracy, "noise accuracies")
     if table.shape != (len(train_levels), len(test_levels)):
-        raise ValueError(f"accuracy is {table.shape}, expected (train levels, test levels) = "
-                         f"({len(train_levels)}, {len(test_levels)})")
+        raise ValueError(
+            f"accuracy is {table.shape}, expected (train levels, test levels) = "
+            f"({len(train_levels)}, {len(test_levels)})"
+        )
     fig = _figure(WIDE)
     lines, cells = fig.subplots(1, 2, width_ratios=[3, 2])
     many = len(train_levels) > len(PALETTE)
     shade = Normalize(min(train_levels), max(train_levels))
     colors = LINES(shade(train_levels)) if many else PALETTE
     for level, row, color in zip(train_levels, table, colors, strict=False):
-        lines.plot(test_levels, row, "-o", color=color, linewidth=2, markersize=4,
-                   label=f"trained at {level:g} %")
+        lines.plot(
+            test_levels, row, "-o", color=color, linewidth=2, markersize=4, label=f"trained at {level:g} %"
+        )
     _chance(lines)
     if many:  # a 25-entry legend is unreadable; a colour bar says the same
         colorbar = fig.colorbar(ScalarMappable(shade, LINES), ax=lines, shrink=0.9)
@@ -221,8 +246,12 @@ def plot_noise_comparison(
     else:
         lines.legend(fontsize=TICK - 1, frameon=False, loc="lower left")
     lines.set_ylim(0, 101)
-    _style(lines, "Accuracy under noise, per training noise", "test pixels replaced by noise (%)",
-           "test accuracy (%)")
+    _style(
+        lines,
+        "Accuracy under noise, per training noise",
+        "test pixels replaced by noise (%)",
+        "test accuracy (%)",
+    )
 
     size = max(table.shape)
     text = [[f"{v:.0f}" for v in row] for row in table] if size <= 12 else None  # else too small to read
@@ -301,14 +330,21 @@ def plot_digit_maps(params: dict[str, np.ndarray], out: Out, classes: Sequence[s
     colorbar = fig.colorbar(shown, cax=fig.add_axes((0.2, 0.12, 0.6, 0.025)), orientation="horizontal")
     colorbar.set_label("summed weight, pixel → class score", fontsize=LABEL)
     fig.suptitle("How W1 feeds each digit", fontsize=TITLE)
-    fig.supxlabel("red: ink here raises the class score, blue: lowers it "
-                  "(W1 @ W2 @ ..., biases and ReLUs left out)", fontsize=TICK)
+    fig.supxlabel(
+        "red: ink here raises the class score, blue: lowers it (W1 @ W2 @ ..., biases and ReLUs left out)",
+        fontsize=TICK,
+    )
     _save(fig, out)
 
 
 def write_version_plots(
-    folder: Path, curves: Curves, confusion: np.ndarray, classes: Sequence[str],
-    params: dict[str, np.ndarray], noise_levels: Sequence[float], noise_accuracy: Sequence[float],
+    folder: Path,
+    curves: Curves,
+    confusion: np.ndarray,
+    classes: Sequence[str],
+    params: dict[str, np.ndarray],
+    noise_levels: Sequence[float],
+    noise_accuracy: Sequence[float],
 ) -> list[str]:
     """Write the six standard pictures of a model version into `folder`; returns their names."""
     folder = Path(folder)

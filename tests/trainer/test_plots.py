@@ -65,8 +65,9 @@ def test_plots_write_to_a_path(tmp_path: Path) -> None:
 
 
 def test_empty_series_are_skipped_and_no_data_still_draws() -> None:
-    seed_form = Curves(x_label="iteration", x=[100, 200, 300], train_accuracy=[0.3, 0.6, 0.8],
-                       test_accuracy=[0.3, 0.5, 0.7])
+    seed_form = Curves(
+        x_label="iteration", x=[100, 200, 300], train_accuracy=[0.3, 0.6, 0.8], test_accuracy=[0.3, 0.5, 0.7]
+    )
     assert png_size(render(lambda out: plots.plot_accuracy(seed_form, out))) == plots.SIZE
     assert png_size(render(lambda out: plots.plot_noise_curve([], [], out))) == plots.SIZE
 
@@ -135,9 +136,7 @@ def test_digit_maps_refuse_a_non_square_input() -> None:
 
 def test_write_version_plots_writes_all_six_and_leaves_no_temp_files(tmp_path: Path) -> None:
     folder = tmp_path / "v0001"
-    names = plots.write_version_plots(
-        folder, CURVES, CONFUSION, DIGITS, PARAMS, LEVELS, NOISE_ACCURACY
-    )
+    names = plots.write_version_plots(folder, CURVES, CONFUSION, DIGITS, PARAMS, LEVELS, NOISE_ACCURACY)
     assert names == list(plots.PLOT_NAMES)
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.png" for n in plots.PLOT_NAMES)
     for name in names:
