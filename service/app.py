@@ -129,11 +129,18 @@ def mark_not_ready_on_sigterm(state: AppState) -> Any:
 
 
 class MetricsMiddleware:
-    """Counts and times every HTTP request by route template (not raw path: bounded label values)."""
+    """Counts and times every HTTP request by route template (not raw path: bounded label values).
+
+    The label children are looked up once per (route, method, status) and kept: prometheus_client's
+    `labels()` validates and locks on every call, which costs more than the counting itself.
+    """
+
+    MAX_CACHED = 1024  # label sets kept; beyond that (odd methods, say) they are looked up each time
 
     def __init__(self, app: Any, metrics: Metrics):
         self.app = app
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -153,6 +160,19 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope["method"]
-            self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template, method).observe(time.perf_counter() - started)
+            key = (template, scope["method"], status)
+            children = self._children.get(key)
+            if children is None:
+                children = self._label(key)
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)
+
+    def _label(self, key: tuple[str, str, int]) -> tuple[Any, Any]:
+        template, method, status = key
+        children = (
+            self.metrics.requests.labels(template, method, str(status)),
+            self.metrics.latency.labels(template, method),
+        )
+        if len(self._children) < self.MAX_CACHED:
+            self._children[key] = children
+        return children

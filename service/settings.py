@@ -42,7 +42,7 @@ class Settings(BaseSettings):
         4, ge=0, le=100, description="Queued jobs beyond the running ones (409 above)."
     )
     job_cancel_grace_s: float = Field(10.0, gt=0, description="How long a cancelled job may take to stop.")
-    batch_window_ms: float = Field(
-        0.0, ge=0, le=50, description="Micro-batching of concurrent /predict calls; 0 turns it off."
-    )
     shutdown_drain_s: float = Field(10.0, ge=0, description="Time in-flight requests get after SIGTERM.")
+    predict_batching: bool = Field(
+        False, description="One network pass for the /predict calls that are ready together (no waiting)."
+    )

@@ -40,7 +40,8 @@ class AppState:
         return self.warmed_up and not self.shutting_down and self.models.current is not None
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    """Async on purpose: a plain def would send every request through the threadpool."""
     return request.app.state.services
 
 

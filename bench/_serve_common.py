@@ -1,0 +1,387 @@
+"""What the serving benchmarks share: MNIST test images as upload bodies, servers in child processes, wrk.
+
+The scripts are run by path from the repo root (`.venv/bin/python bench/serve_load.py`); importing
+this module first puts the repo root on `sys.path`. Servers are started as real processes
+(`python -m service`, `python -m bench.noop_app`) on 127.0.0.1, optionally pinned to CPUs with
+`taskset`, and stopped with SIGTERM; their output goes to a log file in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PYTHON = sys.executable
+DATA_DIR = Path(os.environ.get("MNIST_DATA_DIR") or "/work/shared/data/mnist")  # t10k idx files
+BOUNDARY = "mnist-bench-3f9c2a7d1e"
+TOKEN = "bench-token"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+# -- the data ------------------------------------------------------------------------------------
+
+
+def load_mnist_test(data_dir: Path = DATA_DIR) -> tuple[np.ndarray, np.ndarray]:
+    """The 10,000 test digits (n, 28, 28) uint8 and their labels (n,), straight from the idx files."""
+    with gzip.open(data_dir / "t10k-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    with gzip.open(data_dir / "t10k-labels-idx1-ubyte.gz") as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)
+    return images, labels
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def encode_photo(pixels: np.ndarray, side: int = 280, quality: int = 90) -> bytes:
+    """Black ink on white, scaled up to side x side (bicubic), saved as an RGB JPEG."""
+    from PIL import Image
+
+    image = Image.fromarray(255 - pixels).resize((side, side), Image.Resampling.BICUBIC).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def multipart(files: Sequence[tuple[str, bytes, str]], boundary: str = BOUNDARY) -> tuple[bytes, str]:
+    """A multipart/form-data body with one part named `file` per (filename, bytes, content type)."""
+    chunks = []
+    for filename, data, content_type in files:
+        chunks.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"Content-Type: {content_type}\r\n\r\n".encode()
+        )
+        chunks.append(data)
+        chunks.append(b"\r\n")
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
+
+
+# -- machine facts and output --------------------------------------------------------------------
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on Linux
+        return []
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average": load_average(),
+    }
+
+
+def write_json(name: str, payload: dict[str, Any], path: Path | None = None) -> Path:
+    if path is None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    return path
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+# -- servers -------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def taskset(cpus: str | None) -> list[str]:
+    """`taskset -c CPUS` as a command prefix, or nothing when unpinned or taskset is missing."""
+    if not cpus or shutil.which("taskset") is None:
+        return []
+    return ["taskset", "-c", cpus]
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float = 30.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@dataclass
+class Server:
+    """A server process on 127.0.0.1:`port`; `url` is its base address."""
+
+    name: str
+    command: list[str]
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+    cpus: str | None = None
+    workers: int = 1
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, log_dir: Path) -> None:
+        self.log_path = log_dir / f"{self.name}.log"
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            taskset(self.cpus) + self.command,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def wait_ready(self, timeout_s: float = 60.0, path: str = "/readyz") -> float:
+        """Seconds until `path` answers 200; raise (with the log's tail) if the process dies first."""
+        assert self.process is not None
+        started = time.perf_counter()
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(OSError):
+                if http_get(self.url + path, timeout=1.0)[0] == 200:
+                    return time.perf_counter() - started
+            if time.perf_counter() - started > timeout_s:
+                raise RuntimeError(f"{self.name} not ready after {timeout_s} s:\n{self.log_tail()}")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGTERM)  # the whole group: uvicorn's workers too
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the server and its worker processes (Linux /proc)."""
+        assert self.process is not None
+        total, todo = 0, [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+                todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            except (OSError, IndexError, ValueError):
+                continue  # a process that just went away
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def service_server(
+    name: str,
+    models_dir: Path,
+    state_dir: Path,
+    *,
+    workers: int = 1,
+    cpus: str | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Server:
+    """`python -m service` serving `models_dir`, access log off (log level warning), token known."""
+    port = free_port()
+    env = {
+        "MNIST_MODELS_DIR": str(models_dir),
+        "MNIST_STATE_DIR": str(state_dir),
+        "MNIST_PORT": str(port),
+        "MNIST_WORKERS": str(workers),
+        "MNIST_LOG_LEVEL": "warning",
+        "MNIST_TOKEN": TOKEN,
+        **(extra_env or {}),
+    }
+    return Server(name, [PYTHON, "-m", "service"], port, env=env, cpus=cpus, workers=workers)
+
+
+def noop_server(name: str, *, workers: int = 1, cpus: str | None = None) -> Server:
+    port = free_port()
+    command = [PYTHON, "-m", "bench.noop_app", "--port", str(port), "--workers", str(workers)]
+    return Server(name, command, port, cpus=cpus, workers=workers)
+
+
+@contextlib.contextmanager
+def running(servers: Sequence[Server], log_dir: Path | None = None) -> Iterator[Sequence[Server]]:
+    """Start all servers, wait until each is ready, stop them all on the way out."""
+    own_dir = log_dir is None
+    folder = Path(tempfile.mkdtemp(prefix="serve-bench-")) if own_dir else log_dir
+    try:
+        for server in servers:
+            server.start(folder)
+        for server in servers:
+            server.wait_ready()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+        if own_dir:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def check_models_dir(models_dir: Path, model: str = "mnist") -> None:
+    if not (models_dir / model / "current").exists():
+        sys.exit(
+            f"no current version in {models_dir / model}; train one first:\n"
+            f"  .venv/bin/python -m trainer train --preset fast --data-dir {DATA_DIR} "
+            f"--models-dir {models_dir} --promote --quiet"
+        )
+
+
+# -- wrk -----------------------------------------------------------------------------------------
+
+WRK_SCRIPT = r"""
+-- POST the same multipart body on every request; write the summary as JSON when done.
+local f = assert(io.open(os.getenv("WRK_BODY_FILE"), "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = os.getenv("WRK_CONTENT_TYPE")
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local out = assert(io.open(os.getenv("WRK_RESULT_FILE"), "w"))
+  out:write(string.format(
+    '{"requests": %d, "duration_us": %d, "bytes": %d, ' ..
+    '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}, ' ..
+    '"latency_us": {"min": %d, "mean": %.1f, "max": %d, "p50": %d, "p90": %d, "p99": %d}}',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.min, latency.mean, latency.max,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99)))
+  out:close()
+end
+"""
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    max_ms: float
+    errors: dict[str, int]
+
+    @property
+    def failed(self) -> int:
+        return sum(self.errors.values())
+
+
+class Wrk:
+    """Runs wrk against a URL with a fixed multipart body, pinned to `cpus`."""
+
+    def __init__(self, body: bytes, content_type: str, cpus: str | None = None):
+        if shutil.which("wrk") is None:
+            sys.exit("wrk is not installed: apt-get install -y wrk")
+        self.folder = Path(tempfile.mkdtemp(prefix="wrk-"))
+        (self.folder / "body.bin").write_bytes(body)
+        (self.folder / "post.lua").write_text(WRK_SCRIPT)
+        self.content_type = content_type
+        self.cpus = cpus
+
+    def run(self, url: str, connections: int, seconds: float, threads: int = 1) -> WrkResult:
+        result_file = self.folder / "result.json"
+        result_file.unlink(missing_ok=True)
+        command = [
+            *taskset(self.cpus),
+            "wrk",
+            f"-t{min(threads, connections)}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(self.folder / "post.lua"),
+            url,
+        ]
+        env = {
+            **os.environ,
+            "WRK_BODY_FILE": str(self.folder / "body.bin"),
+            "WRK_CONTENT_TYPE": self.content_type,
+            "WRK_RESULT_FILE": str(result_file),
+        }
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if done.returncode != 0 or not result_file.exists():
+            raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+        raw = json.loads(result_file.read_text())
+        lat = raw["latency_us"]
+        secs = raw["duration_us"] / 1e6
+        return WrkResult(
+            requests=raw["requests"],
+            seconds=secs,
+            rps=raw["requests"] / secs,
+            p50_ms=lat["p50"] / 1000,
+            p90_ms=lat["p90"] / 1000,
+            p99_ms=lat["p99"] / 1000,
+            mean_ms=lat["mean"] / 1000,
+            max_ms=lat["max"] / 1000,
+            errors=raw["errors"],
+        )
+
+    def close(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
