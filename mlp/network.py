@@ -71,6 +71,7 @@ class MLP:
         self.relus = [ReLU() for _ in self.dense[:-1]]
         self.dropouts = [Dropout(dropout, rng) for _ in self.dense[:-1]]
         self.loss_layer = SoftmaxCrossEntropy()
+        self._workspace: _Workspace | None = None  # training buffers for the last batch size
 
     @staticmethod
     def param_shapes(sizes: Sequence[int]) -> dict[str, tuple[int, ...]]:
@@ -107,14 +108,32 @@ class MLP:
         return self.dense[-1].forward(x)
 
     def loss_and_grads(self, x: np.ndarray, labels: np.ndarray) -> float:
-        """One training step's forward and backward pass: mean loss, gradients in `self.grads`."""
-        loss = self.loss_layer.forward(self.forward(x, train=True), labels)
-        dout = self.loss_layer.backward()
-        dout = self.dense[-1].backward(dout)
+        """One training step's forward and backward pass: mean loss, gradients in `self.grads`.
+
+        The same passes as `forward(x, train=True)` and the layers' `backward`, written into
+        buffers this network owns and reuses from step to step (`x` and `labels` are only read).
+        """
+        ws = self._buffers(len(x))
+        h = x
+        layers = zip(self.dense, self.relus, self.dropouts, ws.hidden, ws.dropped, strict=False)
+        for dense, relu, dropout, z, dropped in layers:
+            z = relu.forward(dense.forward(h, out=z), out=z)  # (batch, units), ReLU in place
+            h = dropout.forward(z, True, out=dropped)  # z itself when there is no dropout
+        logits = self.dense[-1].forward(h, out=ws.logits)  # (batch, classes)
+        loss = self.loss_layer.forward(logits, labels, out=logits)  # the probabilities replace the logits
+        dout = self.loss_layer.backward(out=ws.dlogits)
+        dout = self.dense[-1].backward(dout, out=ws.dx[-1])
         for i in range(len(self.relus) - 1, -1, -1):
-            dout = self.relus[i].backward(self.dropouts[i].backward(dout))
-            dout = self.dense[i].backward(dout, need_dx=i > 0)
+            dout = self.relus[i].backward(self.dropouts[i].backward(dout, out=dout), out=dout)
+            dout = self.dense[i].backward(dout, need_dx=i > 0, out=ws.dx[i - 1] if i > 0 else None)
         return loss
+
+    def _buffers(self, batch: int) -> _Workspace:
+        dtype = self.flat_params.dtype
+        ws = self._workspace
+        if ws is None or ws.batch != batch or ws.logits.dtype != dtype:
+            ws = self._workspace = _Workspace(batch, self.sizes, dtype)
+        return ws
 
     def predict_proba(self, pixels: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities for uint8 pixels (batch, 784) or floats in [0, 1]."""
@@ -127,6 +146,18 @@ class MLP:
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Most likely class per row."""
         return self.predict_proba(pixels).argmax(axis=1)
+
+
+class _Workspace:
+    """The training step's buffers for one batch size: activations, logits and upstream gradients."""
+
+    def __init__(self, batch: int, sizes: Sequence[int], dtype: np.dtype):
+        self.batch = batch
+        self.hidden = [np.empty((batch, units), dtype=dtype) for units in sizes[1:-1]]  # z, then ReLU(z)
+        self.dropped = [np.empty((batch, units), dtype=dtype) for units in sizes[1:-1]]  # ReLU(z) * mask
+        self.logits = np.empty((batch, sizes[-1]), dtype=dtype)  # then the probabilities
+        self.dlogits = np.empty((batch, sizes[-1]), dtype=dtype)
+        self.dx = [np.empty((batch, units), dtype=dtype) for units in sizes[1:-1]]  # dL/d(hidden i)
 
 
 def as_input(pixels: np.ndarray) -> np.ndarray:

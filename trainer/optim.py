@@ -4,6 +4,11 @@ Each optimiser's `step(params, grads, lr)` updates the flat float32 `params` in 
 flat `grads`, which it never modifies. Working on one flat buffer means the whole update is a few
 vectorised passes with preallocated scratch space, instead of one small update per array: that is
 where a NumPy network wins back time from a framework's per-tensor loop.
+
+Adam's dozen passes run chunk by chunk (`CHUNK` elements): the five arrays in flight then stay in
+the L2 cache between passes instead of streaming the whole parameter vector from memory a dozen
+times. Each element sees the same operations in the same order, so the result is bit for bit the
+one of whole-vector passes.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+CHUNK = 32_768  # elements per pass: 5 arrays x 128 KiB stay in a 512 KiB-1 MiB L2 cache
 
 
 class Optimizer:
@@ -77,28 +84,39 @@ class Adam(Optimizer):
         self.m = np.zeros(size, dtype=np.float32)
         self.v = np.zeros(size, dtype=np.float32)
         self.t = 0
+        self._tmp = np.empty(min(size, CHUNK), dtype=np.float32)  # stays in cache from pass to pass
 
     def step(self, params: np.ndarray, grads: np.ndarray, lr: float) -> None:
-        g, tmp = self.effective_grads(params, grads), self.scratch
+        if params.shape != self.m.shape or grads.shape != self.m.shape:  # slicing would not notice
+            raise ValueError(
+                f"expected params and grads of shape {self.m.shape}, got {params.shape}, {grads.shape}"
+            )
+        g = self.effective_grads(params, grads)
         self.t += 1
         b1, b2 = self.beta1, self.beta2
-        # m = b1 * m + (1 - b1) * g, written as m += (1 - b1) * (g - m): two passes, no temporary
-        np.subtract(g, self.m, out=tmp)
-        tmp *= np.float32(1 - b1)
-        self.m += tmp
-        # v = b2 * v + (1 - b2) * g^2
-        np.multiply(g, g, out=tmp)
-        tmp -= self.v
-        tmp *= np.float32(1 - b2)
-        self.v += tmp
         # p -= lr_t * m / (sqrt(v) + eps_t), with lr_t and eps_t carrying the bias corrections
         correction2 = math.sqrt(1 - b2**self.t)
-        step_size = lr * correction2 / (1 - b1**self.t)
-        np.sqrt(self.v, out=tmp)
-        tmp += np.float32(self.eps * correction2)
-        np.divide(self.m, tmp, out=tmp)
-        tmp *= np.float32(step_size)
-        params -= tmp
+        step_size = np.float32(lr * correction2 / (1 - b1**self.t))
+        eps = np.float32(self.eps * correction2)
+        one_minus_b1, one_minus_b2 = np.float32(1 - b1), np.float32(1 - b2)
+        for start in range(0, len(self.m), CHUNK):
+            chunk = slice(start, start + CHUNK)
+            p, grad, m, v = params[chunk], g[chunk], self.m[chunk], self.v[chunk]
+            tmp = self._tmp[: len(p)]
+            # m = b1 * m + (1 - b1) * g, written as m += (1 - b1) * (g - m): no second temporary
+            np.subtract(grad, m, out=tmp)
+            tmp *= one_minus_b1
+            m += tmp
+            # v = b2 * v + (1 - b2) * g^2
+            np.multiply(grad, grad, out=tmp)
+            tmp -= v
+            tmp *= one_minus_b2
+            v += tmp
+            np.sqrt(v, out=tmp)
+            tmp += eps
+            np.divide(m, tmp, out=tmp)
+            tmp *= step_size
+            p -= tmp
 
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
