@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _train_common import write_json  # noqa: F401  (re-exported: one writer of bench/results/)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -109,15 +110,6 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "load_average": load_average(),
     }
-
-
-def write_json(name: str, payload: dict[str, Any], path: Path | None = None) -> Path:
-    if path is None:
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    return path
 
 
 def median(values: Sequence[float]) -> float:
