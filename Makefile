@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 MNIST_DATA_DIR ?= $(wildcard ../shared/data/mnist)
 export MNIST_DATA_DIR
 
-.PHONY: setup run test lint baseline bench docker-smoke clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup browser run test lint baseline bench docker-smoke clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -14,10 +16,14 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
 
+browser:  ## Debian's Chromium, which the browser tests drive (never a downloaded browser)
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
+	  $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+
 run: setup  ## serve the shipped baseline model on http://127.0.0.1:8000
 	$(PY) -m service
 
-test: setup  ## lint, then the whole test suite (unit, HTTP, end-to-end, browser)
+test: setup browser  ## lint, then the whole test suite (unit, HTTP, end-to-end, browser)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
