@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,17 +161,3 @@ def png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()
-
-
-# -- the training dataset ------------------------------------------------------------------------
-
-
-def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """Un-gzipped IDX files (checked by structure only): big-endian magic, count, rows, columns."""
-    n = len(images)
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
-        struct.pack(">IIII", 2051, n, 28, 28) + np.ascontiguousarray(images, np.uint8).tobytes()
-    )
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(
-        struct.pack(">II", 2049, n) + np.ascontiguousarray(labels, np.uint8).tobytes()
-    )

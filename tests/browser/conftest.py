@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,8 +23,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from browser_helpers import ROOT, TOKEN, Server, write_idx
+from browser_helpers import ROOT, TOKEN, Server
 from playwright.sync_api import Browser, Error, Page, expect, sync_playwright
+from testkit import free_port, write_idx
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -47,12 +47,6 @@ TEST_IMAGES = 300
 
 # Auto-waiting assertions get room for a loaded two-core machine; nothing sleeps a fixed time.
 expect.set_options(timeout=15_000)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
@@ -21,26 +19,12 @@ import httpx
 import numpy as np
 import pytest
 from conftest import AUTH, TOKEN, DigitImage, Publish
+from testkit import free_port, write_idx
 
 ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 30.0
 TRAIN_DEADLINE_S = 90.0
 STOP_DEADLINE_S = 20.0
-
-
-def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    """Un-gzipped IDX files (checked by structure only): big-endian magic, count, rows, columns."""
-    n = len(images)
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
-        struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
-    )
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(check: Callable[[], Any], deadline_s: float, what: str, log: Path) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -17,9 +16,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from testkit import write_idx
 
 from service.app import create_app
 from service.jobs.owner import Owner
@@ -34,14 +33,6 @@ LONG = {"hidden": [256], "iters": 1_000_000, "batch_size": 32, "val_size": 50}  
 DEADLINE_S = 90.0
 
 Client = Callable[..., TestClient]
-
-
-def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    n = len(images)
-    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(
-        struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
-    )
-    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + labels.tobytes())
 
 
 @pytest.fixture(scope="module")
