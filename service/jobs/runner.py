@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from service.jobs import child
 from service.jobs.errors import JobNotFound, RunnerStopped
 from service.jobs.owner import Owner
 from service.jobs.record import JobRecord, JobState
@@ -192,6 +191,10 @@ class ProcessJobRunner:
             self._launch(record)
 
     def _launch(self, record: JobRecord) -> None:
+        # Imported here, not at start-up: the training code is the child's business, and the API
+        # reaches /readyz sooner without it.
+        from service.jobs import child
+
         spec = child.ChildSpec(
             job_id=record.id,
             db_path=str(self.store.path.resolve()),
@@ -254,7 +257,9 @@ class ProcessJobRunner:
                     "cancelled on request" + (" (killed after the grace period)" if c.killed else ""),
                 )
             elif shutdown:
-                state, error = "cancelled", child.SHUTDOWN_ERROR
+                from service.jobs.child import SHUTDOWN_ERROR  # loaded by _launch already
+
+                state, error = "cancelled", SHUTDOWN_ERROR
             else:
                 state, error = "failed", describe_exit(c.process.exitcode)
             self.store.finish(c.job_id, state, error=error)
