@@ -137,11 +137,35 @@ class MLP:
 
     def predict_proba(self, pixels: np.ndarray, batch_size: int = 4096) -> np.ndarray:
         """Class probabilities for uint8 pixels (batch, 784) or floats in [0, 1]."""
+        if len(pixels) <= batch_size:  # serving: no output buffer to fill chunk by chunk
+            return softmax(self.infer(pixels))
         out = np.empty((len(pixels), self.sizes[-1]), dtype=DTYPE)
         for start in range(0, len(pixels), batch_size):
-            chunk = as_input(pixels[start : start + batch_size])
-            out[start : start + batch_size] = softmax(self.forward(chunk))
+            out[start : start + batch_size] = softmax(self.infer(pixels[start : start + batch_size]))
         return out
+
+    def infer(self, pixels: np.ndarray) -> np.ndarray:
+        """Logits (batch, classes) for uint8 pixels or floats in [0, 1]: `forward` without training state.
+
+        A pixel that is 0 in every image adds nothing to `x @ w1`, so the first layer reads only
+        the rows of `w1` for the pixels inked somewhere in the batch: for one MNIST digit, about
+        150 of the 784 rows. `w1` is most of the network's weights and a serving request does
+        little else, so reading a fifth of it is most of the prediction's cost saved. The sum is
+        the same one over fewer zero terms (float rounding may differ in the last bit).
+        """
+        flat = pixels.reshape(len(pixels), -1)
+        first = self.dense[0]
+        inked = np.flatnonzero(np.logical_or.reduce(flat, axis=0))
+        if 2 * len(inked) <= flat.shape[1]:
+            h = np.matmul(as_input(flat[:, inked]), first.w[inked])
+        else:
+            h = np.matmul(as_input(flat), first.w)
+        h += first.b
+        for dense in self.dense[1:]:
+            np.maximum(h, 0, out=h)
+            h = np.matmul(h, dense.w)
+            h += dense.b
+        return h
 
     def predict(self, pixels: np.ndarray) -> np.ndarray:
         """Most likely class per row."""

@@ -79,3 +79,27 @@ def test_load_params_copies_and_checks_shapes():
     assert a.params["w1"][0, 0] != b.params["w1"][0, 0]
     with pytest.raises(ValueError, match=r"w1: expected shape \(784, 16\)"):
         b.load_params({**a.params, "w1": np.zeros((16, 784), np.float32)})
+
+
+def test_inference_reads_only_the_rows_of_w1_for_inked_pixels():
+    """Serving skips the blank pixels' rows of w1: same probabilities as the full forward pass."""
+    net = MLP([784, 64, 32, 10], rng=np.random.default_rng(0))
+    digits = np.zeros((3, 28, 28), dtype=np.uint8)
+    digits[0, 6:22, 12:15] = 255  # a "1"
+    digits[1, 8:20, 9:19] = np.random.default_rng(1).integers(0, 256, (12, 10), dtype=np.uint8)
+    digits[2, 14, 14] = 7  # almost blank
+    full = softmax(net.forward(as_input(digits)))
+    np.testing.assert_allclose(net.predict_proba(digits), full, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(net.predict_proba(digits[1:2]), full[1:2], rtol=1e-5, atol=1e-7)
+    # Poison the rows of pixels no digit inks: had they been read, the answer would be NaN.
+    blank = ~digits.reshape(3, -1).any(axis=0)
+    net.params["w1"][blank] = np.nan
+    np.testing.assert_allclose(net.predict_proba(digits), full, rtol=1e-5, atol=1e-7)
+    assert np.isnan(net.forward(as_input(digits))).all()  # the full pass reads them
+
+
+def test_inference_of_a_blank_image_is_the_biases_alone():
+    net = MLP([784, 16, 10], rng=np.random.default_rng(2))
+    net.params["b1"][...] = np.linspace(-1, 1, 16)
+    want = softmax((np.maximum(net.params["b1"], 0) @ net.params["w2"] + net.params["b2"])[None])
+    np.testing.assert_allclose(net.predict_proba(np.zeros((1, 784), np.uint8)), want, rtol=1e-6)
