@@ -59,6 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.router.routes.append(predict.lean_route())  # first, so it answers /predict
     for router in (predict, models, weights, train, health, v2, ui):
         app.include_router(router.router)
     return app

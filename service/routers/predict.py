@@ -22,6 +22,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.routing import Match, Route
 
 from service.body import read_body, split_multipart_files
 from service.errors import BadRequest, UnsupportedMediaType
@@ -134,6 +135,27 @@ async def predict(request: Request) -> Response:
         probabilities = model.predict_proba(digits)
     content = answer(state, model, uploads, digits, probabilities, debug)
     return Response(json_bytes(content), media_type="application/json")
+
+
+def lean_route() -> Route:
+    """`POST /predict` as a plain Starlette route, for `create_app` to put in front of the documented one.
+
+    The endpoint takes nothing but the request, so FastAPI's per-request machinery (dependency
+    solving, exit stacks, telemetry hooks) has no work to do for it, yet costs about a fifth of a
+    whole no-op request. Requests match this route first; the `APIRoute` above stays registered
+    only so the OpenAPI document describes the endpoint. Errors take the same app-wide handlers.
+    """
+    return LeanRoute("/predict", predict, methods=["POST"], name="predict_lean", include_in_schema=False)
+
+
+class LeanRoute(Route):
+    """A Starlette route that names itself in the scope as FastAPI's routes do (metrics label by it)."""
+
+    def matches(self, scope: dict) -> tuple[Match, dict]:
+        match, child_scope = super().matches(scope)
+        if match is not Match.NONE:
+            child_scope["route"] = self
+        return match, child_scope
 
 
 class PredictBatcher:

@@ -412,3 +412,14 @@ def test_the_answer_is_plain_json_with_io_of_bytes(api: TestClient, digit_image:
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     assert response.json()["predictions"][0]["digit"] == 0
+
+
+def test_the_lean_predict_route_is_documented_and_refuses_other_methods(api: TestClient) -> None:
+    """/predict is served by a plain Starlette route; the OpenAPI document still describes it."""
+    operation = api.get("/openapi.json").json()["paths"]["/predict"]["post"]
+    assert {"multipart/form-data", "image/png", "image/jpeg"} <= set(operation["requestBody"]["content"])
+    assert {p["name"] for p in operation["parameters"]} == {"version", "debug"}
+    assert set(operation["responses"]) >= {"200", "413", "415", "422"}
+    response = api.get("/predict")
+    assert_error(response, 405)
+    assert response.headers["allow"] == "POST"
