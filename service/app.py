@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import time
@@ -37,6 +38,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = start_services(settings, metrics)
         app.state.services = state
+        # What start-up made (modules, the app, the model) lives as long as the process: moved out
+        # of the collector's sight, a full collection no longer walks it (~60 ms with every request
+        # in flight waiting, measured under load).
+        gc.collect()
+        gc.freeze()
         watcher = asyncio.create_task(watch_pointer(state))
         restore_sigterm = mark_not_ready_on_sigterm(state)
         try:
