@@ -77,9 +77,11 @@ class ReLU:
 class Dropout:
     """Inverted dropout: scale kept units by 1/(1-p) during training so inference needs no change."""
 
-    def __init__(self, p: float, rng: np.random.Generator):
+    def __init__(self, p: float, rng: np.random.Generator | None):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        if rng is None and p > 0:
+            raise ValueError("dropout needs a random generator")
         self.p, self.rng = p, rng
         self.mask: np.ndarray | None = None
         # reused by the `out=` form: float32 draws, where to keep, and the mask itself

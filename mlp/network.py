@@ -40,20 +40,23 @@ class MLP:
     """`MLP([784, 100, 10])`: a 784-100-10 network with ReLU hidden layers.
 
     `init` is "he" (normal with std sqrt(2/fan_in), the default) or a float for the research
-    script's `scale * randn` initialisation. `dropout` applies inverted dropout after each
-    hidden activation during training only.
+    script's `scale * randn` initialisation, or None to leave the parameters at zero for a caller
+    that loads them (drawing half a million random numbers only to overwrite them slowed the
+    service's start-up). `dropout` applies inverted dropout after each hidden activation during
+    training only.
     """
 
     def __init__(
         self,
         sizes: Sequence[int],
         *,
-        init: str | float = "he",
+        init: str | float | None = "he",
         dropout: float = 0.0,
         rng: np.random.Generator | None = None,
     ):
         self.sizes = validate_sizes(sizes)
-        rng = rng if rng is not None else np.random.default_rng()
+        if rng is None and (init is not None or dropout > 0):
+            rng = np.random.default_rng()
         shapes = self.param_shapes(self.sizes)
         total = sum(int(np.prod(shape)) for shape in shapes.values())
         self.flat_params = np.zeros(total, dtype=DTYPE)
@@ -61,8 +64,9 @@ class MLP:
         self.params = self._views(self.flat_params, shapes)
         self.grads = self._views(self.flat_grads, shapes)
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(self.sizes), 1):
-            std = np.sqrt(2.0 / fan_in) if init == "he" else float(init)
-            self.params[f"w{i}"][...] = rng.standard_normal((fan_in, fan_out)) * std
+            if init is not None:
+                std = np.sqrt(2.0 / fan_in) if init == "he" else float(init)
+                self.params[f"w{i}"][...] = rng.standard_normal((fan_in, fan_out)) * std
 
         self.dense = [
             Dense(self.params[f"w{i}"], self.params[f"b{i}"], self.grads[f"w{i}"], self.grads[f"b{i}"])

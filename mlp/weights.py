@@ -77,7 +77,7 @@ def load_weights(path: Path) -> tuple[MLP, dict[str, Any]]:
             if not np.isfinite(array).all():
                 raise WeightFileError(f"{path.name}: {name} contains NaN or infinite values")
             params[name] = array
-    net = MLP(sizes, rng=np.random.default_rng(0))
+    net = MLP(sizes, init=None)
     net.load_params(params)
     return net, meta
 

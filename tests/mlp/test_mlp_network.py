@@ -103,3 +103,15 @@ def test_inference_of_a_blank_image_is_the_biases_alone():
     net.params["b1"][...] = np.linspace(-1, 1, 16)
     want = softmax((np.maximum(net.params["b1"], 0) @ net.params["w2"] + net.params["b2"])[None])
     np.testing.assert_allclose(net.predict_proba(np.zeros((1, 784), np.uint8)), want, rtol=1e-6)
+
+
+def test_init_none_leaves_zeros_for_a_loader_and_dropout_still_draws():
+    net = MLP([784, 32, 10], init=None)
+    assert not net.flat_params.any()
+    with_dropout = MLP([784, 32, 10], init=None, dropout=0.5)
+    x = np.ones((2, 784), dtype=np.float32)
+    with_dropout.params["w1"][...] = 1.0
+    hidden = with_dropout.dropouts[0].forward(
+        with_dropout.relus[0].forward(with_dropout.dense[0].forward(x)), True
+    )
+    assert set(np.unique(hidden)) == {0.0, 784.0 * 2}  # units dropped or scaled by 1 / (1 - p)
