@@ -40,6 +40,7 @@ def main() -> None:
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_drain_s) or None,
         proxy_headers=True,
+        ws="none",  # no websocket endpoints: do not import a websocket library at start-up
     )
 
 
