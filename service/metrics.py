@@ -23,6 +23,7 @@ from prometheus_client import (
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 TRAINING_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 3600)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
@@ -59,6 +60,13 @@ class Metrics:
             "mnist_prediction_confidence",
             "Probability of the predicted digit.",
             buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.predict_batches = Histogram(
+            "mnist_predict_batch_requests",
+            "Requests per batched network pass of /predict: those that reached the network in an "
+            "event-loop turn after its first request (which runs at once, alone, and is not counted).",
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self.model_info = Gauge(

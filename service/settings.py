@@ -44,5 +44,7 @@ class Settings(BaseSettings):
     job_cancel_grace_s: float = Field(10.0, gt=0, description="How long a cancelled job may take to stop.")
     shutdown_drain_s: float = Field(10.0, ge=0, description="Time in-flight requests get after SIGTERM.")
     predict_batching: bool = Field(
-        False, description="One network pass for the /predict calls that are ready together (no waiting)."
+        True,
+        description="One network pass for the /predict calls that arrive in the same event-loop turn "
+        "(under load only; a lone request never waits).",
     )

@@ -159,30 +159,43 @@ class LeanRoute(Route):
 
 
 class PredictBatcher:
-    """Runs the network once for all the /predict calls that are ready at the same moment.
+    """One network pass for the /predict calls that reach the network in the same event-loop turn.
 
-    A call queues its digits and waits; the first one of a batch schedules `flush` with
-    `call_soon`, which runs after every task already ready on the event loop has had its turn,
-    so the batch is whatever arrived together and nothing ever waits for more (no timer). One
-    matrix product for n rows reads the weights once instead of n times. Each model version in a
-    batch gets its own pass. Off by default (`MNIST_PREDICT_BATCHING`): alone, a call pays an
-    extra trip round the event loop for nothing, and the rows of a batched product can differ
-    from those of a single-row product in the last bit of a float.
+    A busy uvicorn starts the requests of every connection that has one ready in a single turn
+    of the loop, and each runs to this point without waiting. The first call of a turn runs at
+    once, alone, and marks the turn; a later call in the same turn queues, and the first queued
+    call schedules `flush` with `call_soon`, which runs after every task already ready has had
+    its turn. So the batch is whatever else arrived together, nothing ever waits for a timer,
+    and a lone request (low load) never batches and pays nothing but the mark. One matrix
+    product for n rows reads the weights once instead of n times. Each model version in a batch
+    gets its own pass. A row computed in a batch can differ from the same row computed alone in
+    the last bit of a float (another BLAS kernel): `MNIST_PREDICT_BATCHING=false` turns it off
+    for answers that must not depend on what else was in flight.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
         self._queue: list[tuple[LoadedModel, np.ndarray, asyncio.Future[np.ndarray]]] = []
+        self._turn_taken = False
 
     async def predict_proba(self, model: LoadedModel, digits: np.ndarray) -> np.ndarray:
         loop = asyncio.get_running_loop()
+        if not self._turn_taken:
+            self._turn_taken = True
+            loop.call_soon(self._next_turn)
+            return model.predict_proba(digits)
         future: asyncio.Future[np.ndarray] = loop.create_future()
         if not self._queue:
             loop.call_soon(self.flush)
         self._queue.append((model, digits, future))
         return await future
 
+    def _next_turn(self) -> None:
+        self._turn_taken = False
+
     def flush(self) -> None:
         queue, self._queue = self._queue, []
+        self.metrics.predict_batches.observe(len(queue))
         by_model: dict[int, list[tuple[LoadedModel, np.ndarray, asyncio.Future[np.ndarray]]]] = {}
         for item in queue:
             by_model.setdefault(id(item[0]), []).append(item)
@@ -206,7 +219,7 @@ def batcher_of(request: Request) -> PredictBatcher:
     app_state = request.app.state
     batcher = getattr(app_state, "predict_batcher", None)
     if batcher is None:
-        batcher = app_state.predict_batcher = PredictBatcher()
+        batcher = app_state.predict_batcher = PredictBatcher(app_state.metrics)
     return batcher
 
 
