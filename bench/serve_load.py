@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/serve_load.py --models-dir /tmp/bench-models
     .venv/bin/python bench/serve_load.py --workers 1 --concurrency 1,8,64 --rounds 5 --duration 5
-    .venv/bin/python bench/serve_load.py --variant batch=MNIST_BATCH_PREDICT=1   # another service config
+    .venv/bin/python bench/serve_load.py --variant nobatch=MNIST_PREDICT_BATCHING=false   # another config
 
 Servers: the service (`python -m service`, access log off) and `bench/noop_app.py` (FastAPI
 `UploadFile`, fixed JSON answer), both under uvicorn with uvloop and httptools, for each worker
