@@ -3,8 +3,9 @@
 The body is read once with a size cap (413 before anything is parsed), then split into images:
 multipart parts named `file`, or the raw body when the content type is an image type. Each image
 goes through `trainer.digitize` (the same preprocessing the trainer uses) and all of them through
-the network in one batch. This is the hot path: the response is built as plain JSON without a
-response-model round trip.
+the network in one batch. This is the hot path: it is served by a plain Starlette route
+(`lean_route`), requests that arrive together under load share one network pass
+(`PredictBatcher`), and the response is built as plain JSON without a response-model round trip.
 """
 
 from __future__ import annotations
