@@ -1,12 +1,17 @@
-"""Small helpers several test packages share: a tiny on-disk dataset and a free local port."""
+"""Small helpers several test packages share: a tiny on-disk dataset, a free local port, a real server."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_idx(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
@@ -25,3 +30,32 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def start_service(folder: Path, models: Path, data: Path, token: str) -> tuple[subprocess.Popen, int, Path]:
+    """`python -m service` (1 worker) on a free port of 127.0.0.1, its state, cache and log under `folder`.
+
+    Returns the process, its port and its log file; the caller waits for readiness and stops it.
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "MNIST_MODELS_DIR": str(models),
+        "MNIST_STATE_DIR": str(folder / "state"),
+        "MNIST_DATA_DIR": str(data),
+        "MNIST_CACHE_DIR": str(folder / "cache"),
+        "MNIST_TOKEN": token,
+        "MNIST_HOST": "127.0.0.1",
+        "MNIST_PORT": str(port),
+        "MNIST_RELOAD_INTERVAL_S": "0.2",
+        "MNIST_WORKERS": "1",
+        "MNIST_LOG_LEVEL": "info",
+    }
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    log = folder / "server.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+    return process, port, log

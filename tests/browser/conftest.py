@@ -11,10 +11,7 @@ and fail, not skip, when it is missing.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +22,7 @@ import numpy as np
 import pytest
 from browser_helpers import ROOT, TOKEN, Server
 from playwright.sync_api import Browser, Error, Page, expect, sync_playwright
-from testkit import free_port, write_idx
+from testkit import start_service, write_idx
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -61,27 +58,7 @@ def server(
     write_idx(data, "train", *digits(TRAIN_IMAGES, seed=0))
     write_idx(data, "t10k", *digits(TEST_IMAGES, seed=1))
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "MNIST_MODELS_DIR": str(models),
-        "MNIST_STATE_DIR": str(tmp / "state"),
-        "MNIST_DATA_DIR": str(data),
-        "MNIST_CACHE_DIR": str(tmp / "cache"),
-        "MNIST_TOKEN": TOKEN,
-        "MNIST_HOST": "127.0.0.1",
-        "MNIST_PORT": str(port),
-        "MNIST_RELOAD_INTERVAL_S": "0.2",
-        "MNIST_WORKERS": "1",
-        "MNIST_LOG_LEVEL": "info",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = tmp / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=tmp, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    process, port, log = start_service(tmp, models, data, TOKEN)
     url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=url, timeout=10.0) as client:

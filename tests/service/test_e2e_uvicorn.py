@@ -6,10 +6,8 @@ the server answer with it, then stop the server with SIGTERM as an orchestrator 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,9 +17,8 @@ import httpx
 import numpy as np
 import pytest
 from conftest import AUTH, TOKEN, DigitImage, Publish
-from testkit import free_port, write_idx
+from testkit import start_service, write_idx
 
-ROOT = Path(__file__).resolve().parents[2]
 START_DEADLINE_S = 30.0
 TRAIN_DEADLINE_S = 90.0
 STOP_DEADLINE_S = 20.0
@@ -54,27 +51,7 @@ def server(
     write_idx(data, "t10k", *digits(100, seed=1))
     assert publish() == "v0001"  # so the server is ready at once; the job trains v0002
 
-    port = free_port()
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "MNIST_MODELS_DIR": str(tmp_path / "models"),
-        "MNIST_STATE_DIR": str(tmp_path / "state"),
-        "MNIST_DATA_DIR": str(data),
-        "MNIST_CACHE_DIR": str(tmp_path / "cache"),
-        "MNIST_TOKEN": TOKEN,
-        "MNIST_PORT": str(port),
-        "MNIST_HOST": "127.0.0.1",
-        "MNIST_RELOAD_INTERVAL_S": "0.2",
-        "MNIST_LOG_LEVEL": "info",
-        "MNIST_WORKERS": "1",
-    }
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
+    process, port, log = start_service(tmp_path, tmp_path / "models", data, TOKEN)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0) as client:
             yield process, client, log
