@@ -414,15 +414,21 @@ def digitize(data: bytes, limits: Limits = Limits()) -> np.ndarray:
     if im is not None and im.mode == "L" and max(im.size) <= 2 * WORK_SIDE:
         # Upright 8-bit gray without alpha, small enough not to be reduced: the pixels as they are.
         pixels = np.asarray(im)
-        return pixels.copy() if _is_mnist_digit(pixels) else digitize_array(pixels)
-    if im is None:
-        im = _open(data, limits)
+    else:
+        pixels = _decode_pixels(im if im is not None else _open(data, limits))
+    if _is_mnist_digit(pixels):  # an MNIST digit comes back unchanged: skip the work
+        return pixels.copy()
+    return digitize_array(pixels)
+
+
+def _decode_pixels(im: Image.Image) -> np.ndarray:
+    """An opened image -> (H, W) uint8 gray, big photos box-reduced; decoding failures as ImageErrors."""
     try:
         gray = _decode_gray(im)
         if max(gray.size) > 2 * WORK_SIDE:
             # Only speed: a box reduction (anti-aliased) before the final anti-aliased resize.
             gray = gray.reduce(max(gray.size) // WORK_SIDE)
-        pixels = np.asarray(gray)
+        return np.asarray(gray)
     except MemoryError:
         raise ImageTooLarge("the image needs more memory to decode than is available") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -431,9 +437,6 @@ def digitize(data: bytes, limits: Limits = Limits()) -> np.ndarray:
         raise UnreadableImage(f"cannot decode the image ({type(e).__name__}: {e})") from None
     finally:
         im.close()
-    if _is_mnist_digit(pixels):  # an MNIST digit comes back unchanged: skip the work
-        return pixels.copy()
-    return digitize_array(pixels)
 
 
 def _is_mnist_digit(a: np.ndarray) -> bool:
