@@ -63,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.predict_batcher = predict.PredictBatcher(metrics)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.router.routes.append(predict.lean_route())  # first, so it answers /predict

@@ -131,7 +131,7 @@ async def predict(request: Request) -> Response:
                 exc.args = (f"image {i + 1} ({filename or 'unnamed'}): {exc}",)
             raise
     if state.settings.predict_batching:
-        probabilities = await batcher_of(request).predict_proba(model, digits)
+        probabilities = await request.app.state.predict_batcher.predict_proba(model, digits)
     else:
         probabilities = model.predict_proba(digits)
     content = answer(state, model, uploads, digits, probabilities, debug)
@@ -214,14 +214,6 @@ class PredictBatcher:
                 if not future.done():  # a caller that went away
                     future.set_result(probabilities[start : start + len(digits)])
                 start += len(digits)
-
-
-def batcher_of(request: Request) -> PredictBatcher:
-    app_state = request.app.state
-    batcher = getattr(app_state, "predict_batcher", None)
-    if batcher is None:
-        batcher = app_state.predict_batcher = PredictBatcher(app_state.metrics)
-    return batcher
 
 
 def query_options(request: Request) -> tuple[str | None, bool]:
