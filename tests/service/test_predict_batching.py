@@ -40,9 +40,9 @@ def digits(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 28, 28), dtype=np.uint8)
 
 
-def batched_requests(metrics: Metrics) -> list[float]:
-    """Counts of the batch-size histogram's buckets, as Prometheus exposes them."""
-    for family in text_string_to_metric_families(metrics.exposition().decode()):
+def batched_requests(exposition: str) -> list[float]:
+    """The batch-size histogram's counts, read from the Prometheus text format."""
+    for family in text_string_to_metric_families(exposition):
         if family.name == "mnist_predict_batch_requests":
             return [s.value for s in family.samples if s.name.endswith("_count")]
     raise AssertionError("no mnist_predict_batch_requests metric")
@@ -63,7 +63,7 @@ def test_a_lone_call_in_each_turn_runs_at_once_and_alone() -> None:
     assert m.net.passes == [1, 2, 3]
     for i, got in enumerate(answers):
         np.testing.assert_array_equal(got, m.net.net.predict_proba(digits(1 + i, i)))
-    assert batched_requests(metrics) == [0]
+    assert batched_requests(metrics.exposition().decode()) == [0]
 
 
 def test_calls_of_one_turn_after_the_first_share_one_pass() -> None:
@@ -79,7 +79,7 @@ def test_calls_of_one_turn_after_the_first_share_one_pass() -> None:
     for i, (n, got) in enumerate(zip(sizes, answers, strict=True)):
         assert got.shape == (n, 10)
         np.testing.assert_allclose(got, m.net.net.predict_proba(digits(n, i)), rtol=1e-5, atol=1e-7)
-    assert batched_requests(metrics) == [1]
+    assert batched_requests(metrics.exposition().decode()) == [1]
 
 
 def test_each_version_in_a_batch_gets_its_own_pass() -> None:
@@ -136,11 +136,5 @@ def test_concurrent_uploads_get_the_answers_of_sequential_ones(
         assert a["digit"] == b["digit"]
         np.testing.assert_allclose(a["probabilities"], b["probabilities"], atol=2e-6)
     assert [p.json()["predictions"][0]["digit"] for p in together] == [i % 10 for i in range(24)]
-    batches = [
-        s.value
-        for f in text_string_to_metric_families(metrics)
-        if f.name == "mnist_predict_batch_requests"
-        for s in f.samples
-        if s.name.endswith("_count")
-    ]
+    batches = batched_requests(metrics)
     assert (batches[0] > 0) is batching
