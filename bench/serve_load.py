@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import _serve_common as common
+from _wrk import Wrk
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -95,9 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average before: {before['load_average']}", file=sys.stderr)
     runs: list[dict[str, Any]] = []
     with common.running(servers, scratch):
-        wrk = {
-            w: common.Wrk(body, content_type, cpus=None if (w > 1 or args.no_pin) else "1") for w in workers
-        }
+        wrk = {w: Wrk(body, content_type, cpus=None if (w > 1 or args.no_pin) else "1") for w in workers}
         try:
             for server in servers:  # answers correctly, then warm up (first-call costs, TCP, caches)
                 status, answer = common.http_post(
