@@ -6,19 +6,28 @@ the workers start; it is made under the state folder unless PROMETHEUS_MULTIPROC
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
 import signal
 import sys
 
-import uvicorn
-
-from service.settings import Settings
+# Importing FastAPI, NumPy and the routes allocates hundreds of thousands of objects, and the cyclic
+# collector would walk them again and again on the way: ~0.1 s of a ~1 s start here. It is paused
+# until the app's lifespan has started (service.app.end_start_up_collection_pause); the heavy
+# imports are therefore inside main(), after this line.
+gc.disable()
 
 
 def main() -> None:
+    import uvicorn
+
+    from service.settings import Settings
+
     settings = Settings()
+    if settings.workers > 1:
+        gc.enable()  # this process only supervises; each worker imports and starts the app itself
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from conftest import DigitImage, MakeClient
@@ -123,3 +124,20 @@ def test_model_info_follows_a_promotion(api: TestClient, publish: Any) -> None:
     assert value(families, "mnist_model_info", version="v0002") == 1
     assert value(families, "mnist_model_info", version="v0001") == 0
     assert value(families, "mnist_model_loads_total", outcome="success") == 2
+
+
+def test_start_up_ends_a_paused_collector_and_freezes_what_it_built(
+    make_client: MakeClient, publish: Any
+) -> None:
+    """`python -m service` pauses the cyclic collector while it imports; the lifespan resumes it."""
+    publish()
+    gc.disable()
+    try:
+        frozen_before = gc.get_freeze_count()
+        with make_client() as client:
+            assert client.get("/readyz").status_code == 200
+            assert gc.isenabled()
+            assert gc.get_freeze_count() > frozen_before  # the app and model, out of the collector's sight
+    finally:
+        gc.enable()
+        gc.unfreeze()
