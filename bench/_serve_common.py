@@ -232,6 +232,7 @@ def service_server(
     workers: int = 1,
     cpus: str | None = None,
     extra_env: dict[str, str] | None = None,
+    python: str = PYTHON,
 ) -> Server:
     """`python -m service` serving `models_dir`, access log off (log level warning), token known."""
     port = free_port()
@@ -244,12 +245,12 @@ def service_server(
         "MNIST_TOKEN": TOKEN,
         **(extra_env or {}),
     }
-    return Server(name, [PYTHON, "-m", "service"], port, env=env, cpus=cpus, workers=workers)
+    return Server(name, [python, "-m", "service"], port, env=env, cpus=cpus, workers=workers)
 
 
-def noop_server(name: str, *, workers: int = 1, cpus: str | None = None) -> Server:
+def noop_server(name: str, *, workers: int = 1, cpus: str | None = None, python: str = PYTHON) -> Server:
     port = free_port()
-    command = [PYTHON, "-m", "bench.noop_app", "--port", str(port), "--workers", str(workers)]
+    command = [python, "-m", "bench.noop_app", "--port", str(port), "--workers", str(workers)]
     return Server(name, command, port, cpus=cpus, workers=workers)
 
 

@@ -3,6 +3,12 @@
     .venv/bin/python bench/cold_start.py                       # the shipped model in models/
     .venv/bin/python bench/cold_start.py --models-dir /tmp/bench-models --runs 9
     .venv/bin/python bench/cold_start.py --imports             # also: the slowest imports
+    .venv/bin/python bench/cold_start.py --python /tmp/venv-debian/bin/python
+
+The last form measures another interpreter, e.g. the one the Docker image and a fresh Debian
+machine run (`/usr/bin/python3 -m venv /tmp/venv-debian && /tmp/venv-debian/bin/pip install -r
+requirements.txt`): Python's speed depends on how it was built, and a source build without
+--enable-optimizations (pyenv's default) starts FastAPI ~20-30 % slower than Debian's python3.
 
 Each run starts a fresh process (new, empty state folder, 1 worker, access log off) and polls
 /readyz every 5 ms; the service only answers once the lifespan has loaded, validated and warmed
@@ -38,6 +44,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models-dir", type=Path, default=common.ROOT / "models")
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument(
+        "--python",
+        default=common.PYTHON,
+        help="the interpreter of a virtualenv with requirements.txt to start both apps with "
+        "(default: this one); e.g. one made from Debian's python3, as the Docker image has",
+    )
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--imports", action="store_true", help="list the slowest imports (-X importtime)")
     parser.add_argument(
@@ -52,13 +64,15 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def one_start(models_dir: Path | None, timeout: float, body: bytes, content_type: str) -> dict[str, float]:
+def one_start(
+    models_dir: Path | None, python: str, timeout: float, body: bytes, content_type: str
+) -> dict[str, float]:
     """One start of the service (or, with `models_dir` None, of the no-op app) until it answers."""
     with tempfile.TemporaryDirectory(prefix="cold-start-") as scratch:
         if models_dir is None:
-            server = common.noop_server("noop")
+            server = common.noop_server("noop", python=python)
         else:
-            server = common.service_server("service", models_dir, Path(scratch) / "state")
+            server = common.service_server("service", models_dir, Path(scratch) / "state", python=python)
         started = time.perf_counter()
         server.start(Path(scratch))
         listening = None
@@ -88,11 +102,11 @@ def one_start(models_dir: Path | None, timeout: float, body: bytes, content_type
     return {"listening_s": listening, "ready_s": ready, "first_prediction_s": first_answer}
 
 
-def slowest_imports(top: int = 12) -> list[tuple[str, float]]:
+def slowest_imports(python: str, top: int = 12) -> list[tuple[str, float]]:
     """Cumulative import time of the packages `python -m service` loads, slowest first: each
     top-level package (fastapi, numpy, uvicorn, PIL, ...) and the project's own modules."""
     done = subprocess.run(
-        [common.PYTHON, "-X", "importtime", "-c", "import service.__main__, service.app"],
+        [python, "-X", "importtime", "-c", "import service.__main__, service.app"],
         cwd=common.ROOT,
         capture_output=True,
         text=True,
@@ -118,15 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     manifest = json.loads((args.models_dir / "mnist" / f"{version}.json").read_text())
     # what the Dockerfile does; without it every start would compile the project's sources again
     subprocess.run(
-        [common.PYTHON, "-m", "compileall", "-q", "mlp", "trainer", "service"], cwd=common.ROOT, check=True
+        [args.python, "-m", "compileall", "-q", "mlp", "trainer", "service"], cwd=common.ROOT, check=True
     )
     load_before = common.load_average()
-    one_start(args.models_dir, args.timeout, body, content_type)  # warm the page cache
-    one_start(None, args.timeout, body, content_type)
+    one_start(args.models_dir, args.python, args.timeout, body, content_type)  # warm the page cache
+    one_start(None, args.python, args.timeout, body, content_type)
     runs, noop_runs = [], []
     for i in range(args.runs):  # interleaved with the no-op app: the floor FastAPI + uvicorn set
-        runs.append(one_start(args.models_dir, args.timeout, body, content_type))
-        noop_runs.append(one_start(None, args.timeout, body, content_type))
+        runs.append(one_start(args.models_dir, args.python, args.timeout, body, content_type))
+        noop_runs.append(one_start(None, args.python, args.timeout, body, content_type))
         r = runs[-1]
         print(
             f"run {i}: port open {r['listening_s']:.3f} s, ready {r['ready_s']:.3f} s, "
@@ -142,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "cold_start",
         "machine": common.machine(),
         "load_average_before": load_before,
-        "settings": {"models_dir": str(args.models_dir), "runs": args.runs},
+        "settings": {"models_dir": str(args.models_dir), "runs": args.runs, "python": args.python},
+        "python_version": subprocess.run(
+            [args.python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True
+        ).stdout.strip(),
         "model": {k: manifest.get(k) for k in ("version", "preset", "sizes", "num_params")},
         "npz_bytes": os.path.getsize(args.models_dir / "mnist" / f"{version}.npz"),
         "median": summary,
@@ -155,11 +172,11 @@ def main(argv: list[str] | None = None) -> int:
         "noop_runs": noop_runs,
     }
     if args.imports:
-        payload["slowest_imports_s"] = slowest_imports()
+        payload["slowest_imports_s"] = slowest_imports(args.python)
     path = common.write_json("cold_start", payload, args.out)
     print(
         f"model {version} ({manifest.get('preset')}, sizes {manifest.get('sizes')}), "
-        f"load average {load_before}\n"
+        f"load average {load_before}\npython {args.python} ({payload['python_version'].split()[0]})\n"
         f"median of {args.runs}: port open {summary['listening_s']:.3f} s, ready {summary['ready_s']:.3f} s "
         f"(min {payload['min_ready_s']:.3f}, max {payload['max_ready_s']:.3f}; target <= {TARGET_S} s: "
         f"{'met' if payload['met'] else 'NOT met'}), first prediction {summary['first_prediction_s']:.3f} s\n"
