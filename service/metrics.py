@@ -3,7 +3,9 @@
 Each app gets its own `CollectorRegistry` (no process-global state), so tests can build many
 apps. When uvicorn runs several worker processes, `PROMETHEUS_MULTIPROC_DIR` must point to a
 shared folder: prometheus_client then keeps the values in files there and `/metrics` merges all
-workers' files, so any worker answers with the whole service's figures.
+workers' files, so any worker answers with the whole service's figures. The process, platform and
+garbage-collector metrics (`process_*`, `python_*`) describe the one process that answers, so, as
+prometheus_client advises, they are only exported with a single process.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     generate_latest,
     multiprocess,
 )
@@ -103,6 +108,10 @@ class Metrics:
             buckets=TRAINING_BUCKETS,
             registry=r,
         )
+        if multiprocess_dir() is None:  # CPU, memory, open files, start time; Python version; collections
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
 
     def served(self, model: str, version: str, accuracy: float | None) -> None:
         """Record which version this process now serves; the one it served before drops to 0.

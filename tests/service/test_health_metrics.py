@@ -141,3 +141,12 @@ def test_start_up_ends_a_paused_collector_and_freezes_what_it_built(
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+def test_metrics_describe_the_process(api: TestClient) -> None:
+    """Memory, CPU and collector figures an operator expects beside the service's own."""
+    families = scrape(api)
+    assert value(families, "process_resident_memory_bytes") > 10e6
+    assert value(families, "process_start_time_seconds") > 0
+    assert value(families, "python_info") == 1
+    assert value(families, "python_gc_collections_total", generation="0") is not None
