@@ -32,8 +32,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(folder: Path, models: Path, data: Path, token: str) -> tuple[subprocess.Popen, int, Path]:
-    """`python -m service` (1 worker) on a free port of 127.0.0.1, its state, cache and log under `folder`.
+def start_service(
+    folder: Path, models: Path, data: Path, token: str, workers: int = 1
+) -> tuple[subprocess.Popen, int, Path]:
+    """`python -m service` on a free port of 127.0.0.1, its state, cache and log under `folder`.
 
     Returns the process, its port and its log file; the caller waits for readiness and stops it.
     """
@@ -49,7 +51,7 @@ def start_service(folder: Path, models: Path, data: Path, token: str) -> tuple[s
         "MNIST_HOST": "127.0.0.1",
         "MNIST_PORT": str(port),
         "MNIST_RELOAD_INTERVAL_S": "0.2",
-        "MNIST_WORKERS": "1",
+        "MNIST_WORKERS": str(workers),
         "MNIST_LOG_LEVEL": "info",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 from conftest import AUTH, TOKEN, DigitImage, Publish
+from prometheus_client.parser import text_string_to_metric_families
 from testkit import start_service, write_idx
 
 START_DEADLINE_S = 30.0
@@ -105,3 +107,59 @@ def test_train_promote_predict_and_stop(server: Any, digit_image: DigitImage) ->
         )
     assert code == 0, log.read_text()[-4000:]
     assert "Finished server process" in log.read_text()
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path, publish: Publish) -> Iterator[tuple[str, Path]]:
+    assert publish() == "v0001"
+    process, port, log = start_service(tmp_path, tmp_path / "models", tmp_path / "no-data", TOKEN, workers=2)
+    try:
+        yield f"http://127.0.0.1:{port}", log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+def metric_samples(url: str) -> list[Any]:
+    """One scrape, on a connection of its own (so either worker may answer it), as parsed samples."""
+    text = httpx.get(url + "/metrics", timeout=10.0).text
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def test_two_workers_report_the_whole_service(two_workers: tuple[str, Path], digit_image: DigitImage) -> None:
+    """With several uvicorn workers every scrape sums all of them (prometheus_client multiprocess mode)."""
+    url, log = two_workers
+
+    def live_pids() -> set[str]:
+        return {
+            s.labels["pid"]
+            for s in metric_samples(url)
+            if s.name == "mnist_model_info" and s.labels["version"] == "v0001" and s.value == 1
+        }
+
+    wait_until(lambda: len(live_pids()) == 2, START_DEADLINE_S, "both workers to serve v0001", log)
+
+    def predict(digit: int) -> int:  # a connection per request: the kernel hands them to both workers
+        files = {"file": ("d.png", digit_image(digit), "image/png")}
+        return httpx.post(url + "/predict", files=files, timeout=10.0).status_code
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(predict, [d % 10 for d in range(40)]))
+    assert statuses == [200] * 40
+
+    for _ in range(6):
+        samples = metric_samples(url)
+        assert sum(s.value for s in samples if s.name == "mnist_predictions_total") == 40
+        [answered] = [
+            s.value
+            for s in samples
+            if s.name == "http_requests_total"
+            and s.labels["route"] == "/predict"
+            and s.labels["status"] == "200"
+        ]
+        assert answered == 40
+        assert not any(s.name.startswith("process_") for s in samples)  # one process's figures: not merged
