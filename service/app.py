@@ -103,14 +103,15 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
 
 
 def end_start_up_collection_pause() -> None:
-    """Hand what start-up built (modules, the app, the model) to the permanent generation, then collect.
+    """Move what start-up built (modules, the app, the model) to the permanent generation; resume collecting.
 
     It lives as long as the process; out of the collector's sight, a full collection no longer
     walks it (~60 ms with every request in flight waiting, measured under load). `python -m service`
     pauses the collector while it imports (a tenth of the start-up time here), which leaves little
     garbage: a few hundred kB, frozen with the rest rather than paying a full collection (35-90 ms)
-    before the first request. Started some other way (tests, `uvicorn --factory`), the collector ran
-    all along and a collection first keeps earlier garbage (a previous app, say) out of the freeze.
+    before the first request. Started some other way (tests, `uvicorn --factory`, uvicorn's worker
+    processes), the collector ran all along and a collection first keeps earlier garbage (a previous
+    app, say) out of the freeze.
     """
     if gc.isenabled():
         gc.collect()
