@@ -9,10 +9,11 @@ Loading checks every property the network relies on and names the defect it find
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -44,14 +45,18 @@ def save_weights(path: Path, net: MLP, metadata: dict[str, Any] | None = None) -
 
 def read_meta(path: Path) -> dict[str, Any]:
     """The `meta` record of a weight file, without loading the arrays."""
-    with _open_npz(path) as data:
+    with _open_npz(path, name=Path(path).name) as data:
         return _parse_meta(path, data)
 
 
-def load_weights(path: Path) -> tuple[MLP, dict[str, Any]]:
-    """Load and validate a weight file; returns the network and the file's `meta` record."""
+def load_weights(path: Path, content: bytes | None = None) -> tuple[MLP, dict[str, Any]]:
+    """Load and validate a weight file; returns the network and the file's `meta` record.
+
+    `content`: the file's bytes when the caller has already read them (to check a checksum, say);
+    they are parsed instead of reading the file again, so what was checked is what is loaded.
+    """
     path = Path(path)
-    with _open_npz(path) as data:
+    with _open_npz(path if content is None else io.BytesIO(content), name=path.name) as data:
         meta = _parse_meta(path, data)
         sizes = meta["sizes"]
         expected = set(param_names(len(sizes) - 1))
@@ -82,15 +87,15 @@ def load_weights(path: Path) -> tuple[MLP, dict[str, Any]]:
     return net, meta
 
 
-def _open_npz(path: Path) -> Any:
+def _open_npz(source: Path | BinaryIO, name: str) -> Any:
     try:
-        data = np.load(path, allow_pickle=False)
+        data = np.load(source, allow_pickle=False)
     except FileNotFoundError:
         raise
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise WeightFileError(f"{Path(path).name}: not a readable .npz weight file ({exc})") from exc
+        raise WeightFileError(f"{name}: not a readable .npz weight file ({exc})") from exc
     if not isinstance(data, np.lib.npyio.NpzFile):  # a bare .npy array loads as an ndarray
-        raise WeightFileError(f"{Path(path).name}: a single .npy array, not a .npz weight file")
+        raise WeightFileError(f"{name}: a single .npy array, not a .npz weight file")
     return data
 
 

@@ -139,14 +139,15 @@ class Registry:
         version = self.resolve(version)
         manifest = self.manifest(version)
         path = self.weights_path(version)
-        actual = sha256_of(path)
+        content = path.read_bytes()  # read once: the bytes checked are the bytes loaded
+        actual = hashlib.sha256(content).hexdigest()
         if actual != manifest.get("sha256"):
             raise CorruptVersion(
                 f"{version}: {path.name} has sha256 {actual[:12]}..., its manifest says "
                 f"{str(manifest.get('sha256'))[:12]}...; the file was changed or damaged"
             )
         try:
-            net, _ = load_weights(path)
+            net, _ = load_weights(path, content)
         except ValueError as exc:
             raise CorruptVersion(f"{version}: {exc}") from exc
         return net, manifest
