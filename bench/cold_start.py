@@ -35,7 +35,7 @@ from pathlib import Path
 
 import _serve_common as common
 
-from trainer.registry import Registry
+from registry import Registry
 
 TARGET_S = 1.0
 

@@ -33,7 +33,7 @@ import _serve_common as common
 import httpx
 import numpy as np
 
-from trainer.registry import Registry
+from registry import Registry
 
 PNG_TARGET_POINTS = 0.1
 PHOTO_TARGET_POINTS = 1.0

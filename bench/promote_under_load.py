@@ -34,7 +34,7 @@ from typing import Any
 import _serve_common as common
 import httpx
 
-from trainer.registry import Registry
+from registry import Registry
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -16,6 +16,7 @@ import numpy as np
 from fastapi import FastAPI
 from threadpoolctl import threadpool_limits
 
+from registry import Registry
 from service.auth import load_or_create_token
 from service.errors import install_error_handlers
 from service.jobs.runner import ProcessJobRunner
@@ -24,7 +25,6 @@ from service.model_store import LoadedModel, ModelStore
 from service.routers import health, models, predict, train, ui, v2, weights
 from service.settings import Settings
 from service.state import AppState
-from trainer.registry import Registry
 
 log = logging.getLogger("service")
 

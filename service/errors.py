@@ -14,9 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from trainer import digitize
+import images
+from registry import CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
 from trainer.config import ConfigError
-from trainer.registry import CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
 
 log = logging.getLogger("service")
 
@@ -70,12 +70,12 @@ class NotReady(ServiceError):
 
 # Errors raised by the trainer package, by type: (status, code).
 DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
-    (digitize.ImageTooLarge, 413, "image_too_large"),
-    (digitize.UnsupportedImageType, 415, "unsupported_image_type"),
-    (digitize.NoDigitFound, 422, "no_digit_found"),
-    (digitize.BadImageDimensions, 422, "bad_image_dimensions"),
-    (digitize.UnreadableImage, 400, "unreadable_image"),
-    (digitize.ImageError, 400, "bad_image"),
+    (images.ImageTooLarge, 413, "image_too_large"),
+    (images.UnsupportedImageType, 415, "unsupported_image_type"),
+    (images.NoDigitFound, 422, "no_digit_found"),
+    (images.BadImageDimensions, 422, "bad_image_dimensions"),
+    (images.UnreadableImage, 400, "unreadable_image"),
+    (images.ImageError, 400, "bad_image"),
     (VersionNotFound, 404, "version_not_found"),
     (NothingToRollBack, 409, "nothing_to_roll_back"),
     (CorruptVersion, 409, "corrupt_version"),

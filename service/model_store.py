@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from mlp import MLP
-from trainer.registry import Registry, RegistryError, VersionNotFound
+from registry import Registry, RegistryError, VersionNotFound
 
 log = logging.getLogger("service.models")
 

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from registry import Registry
 from service.errors import NotReady
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
 from service.settings import Settings
-from trainer.registry import Registry
 
 if TYPE_CHECKING:
     from service.jobs.runner import JobRunner

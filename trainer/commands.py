@@ -14,11 +14,11 @@ import numpy as np
 from tqdm import tqdm
 
 from mlp.atomicfile import atomic_write_bytes
+from registry import Registry, RegistryError
 from trainer.config import ConfigError, TrainConfig
 from trainer.datasets import Dataset, DatasetError, download, load_dataset
 from trainer.evaluation import NOISE_LEVELS, evaluate, noise_curve
 from trainer.publish import publish_result
-from trainer.registry import Registry, RegistryError
 from trainer.training import Progress, TrainResult, train
 
 

@@ -12,9 +12,9 @@ import numpy as np
 
 from mlp import MLP
 from mlp.atomicfile import atomic_write_bytes
+from registry import Registry
 from trainer.datasets import Dataset
 from trainer.evaluation import NOISE_LEVELS, noise_curve
-from trainer.registry import Registry
 from trainer.training import TrainResult
 
 

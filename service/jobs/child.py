@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry import Registry
 from service.jobs.params import build_config
 from service.jobs.record import JobState
 from service.jobs.store import ORPHAN_ERROR, JobStore
 from trainer.config import ConfigError
 from trainer.datasets import DatasetError, load_dataset
 from trainer.publish import publish_result
-from trainer.registry import Registry
 from trainer.threads import blas_threads
 from trainer.training import Progress, TrainingCancelled, train
 

@@ -2,7 +2,7 @@
 
 The body is read once with a size cap (413 before anything is parsed), then split into images:
 multipart parts named `file`, or the raw body when the content type is an image type. Each image
-goes through `trainer.digitize` (the same preprocessing the trainer uses) and all of them through
+goes through `images` (the same preprocessing the trainer uses) and all of them through
 the network in one batch. This is the hot path: it is served by a plain Starlette route
 (`lean_route`), requests that arrive together under load share one network pass
 (`PredictBatcher`), and the response is built as plain JSON without a response-model round trip.
@@ -25,12 +25,12 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.routing import Match, Route
 
+from images import ImageError, Limits, digitize
 from service.body import read_body, split_multipart_files
 from service.errors import BadRequest, UnsupportedMediaType
 from service.metrics import Metrics
 from service.model_store import LoadedModel
 from service.state import AppState
-from trainer.digitize import ImageError, Limits, digitize
 
 router = APIRouter(tags=["predict"])
 

@@ -17,10 +17,10 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from mlp import as_input
+from registry import RegistryError
 from service.body import read_body
 from service.errors import ServiceError
 from service.state import AppState, State
-from trainer.registry import RegistryError
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 

@@ -26,12 +26,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
+from images import digitize_array
 from mlp import MLP
+from registry import Registry
 from service.app import create_app
 from service.settings import Settings
-from trainer.digitize import digitize_array
 from trainer.optim import Adam
-from trainer.registry import Registry
 
 TOKEN = "secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

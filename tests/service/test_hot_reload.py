@@ -14,8 +14,8 @@ import pytest
 from conftest import DigitImage, MakeClient, Publish, point_at, poll, tamper_with, variant, write_pointer
 from fastapi.testclient import TestClient
 
+from registry import CorruptVersion, Registry, RegistryError, VersionNotFound
 from service.model_store import ModelStore
-from trainer.registry import CorruptVersion, Registry, RegistryError, VersionNotFound
 
 DEADLINE_S = 10.0
 

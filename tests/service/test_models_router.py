@@ -11,7 +11,7 @@ from conftest import AUTH, MakeClient, Publish, variant
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from trainer.registry import Registry
+from registry import Registry
 
 
 def assert_error(response: httpx.Response, status: int, error: str | None = None) -> dict[str, Any]:

@@ -20,11 +20,11 @@ import pytest
 from fastapi.testclient import TestClient
 from testkit import write_idx
 
+from registry import Registry
 from service.app import create_app
 from service.jobs.owner import Owner
 from service.jobs.store import ORPHAN_ERROR, JobStore
 from service.settings import Settings
-from trainer.registry import Registry
 
 TOKEN = "t"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -10,7 +10,7 @@ import pytest
 from conftest import MakeClient, Publish, digit_pixels, variant
 from fastapi.testclient import TestClient
 
-from trainer.digitize import digitize_array
+from images import digitize_array
 
 INFER = "/v2/models/mnist/infer"
 

@@ -17,9 +17,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory, trained_net: Any) -> Iter
     """One app with two versions, each picture fetched once (rendering costs real time with matplotlib)."""
     from conftest import TOKEN
 
+    from registry import Registry
     from service.app import create_app
     from service.settings import Settings
-    from trainer.registry import Registry
 
     tmp = tmp_path_factory.mktemp("weights")
     registry = Registry(tmp / "models")

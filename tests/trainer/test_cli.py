@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from registry import Registry
 from trainer import datasets
 from trainer.cli import main
 from trainer.datasets import FILES
-from trainer.registry import Registry
 
 PNG = b"\x89PNG\r\n\x1a\n"
 N_TRAIN, N_TEST = 5400, 300  # the fast preset holds out 5000 for validation: leave it some to train on

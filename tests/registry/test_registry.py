@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mlp import MLP, read_meta
-from trainer.registry import (
+from registry import (
     CorruptVersion,
     NothingToRollBack,
     Registry,
@@ -297,12 +297,12 @@ def test_a_publish_interrupted_while_saving_weights_leaves_nothing(registry, mon
 
 
 def test_a_publish_failing_at_the_manifest_removes_its_weights(registry, monkeypatch):
-    import trainer.registry
+    import registry.versions as versions_module
 
     def refuse(path, data):
         raise OSError("disk full")
 
-    monkeypatch.setattr(trainer.registry, "atomic_write_bytes", refuse)
+    monkeypatch.setattr(versions_module, "atomic_write_bytes", refuse)
     with pytest.raises(OSError, match="disk full"):
         publish(registry, 0)
     assert listing(registry.folder) == []

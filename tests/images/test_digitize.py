@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile
 
-from trainer.digitize import (
+from images import (
     ALLOWED_FORMATS,
     BadImageDimensions,
     ImageError,
@@ -276,7 +276,7 @@ def test_big_photo_is_reduced_before_the_numpy_work():
 @pytest.mark.parametrize("mode", ["L", "RGB", "LA", "RGBA"])
 def test_plain_png_shortcut_decodes_exactly_like_pillow(monkeypatch, mode):
     """Plain PNGs skip Image.open; the outcome (pixels or error) must be what Pillow's path gives."""
-    import trainer.digitize as module
+    import images.decoding as module
 
     rng = np.random.default_rng(len(mode))
     picture = np.asarray(seven().resize((173, 131)).convert(mode))

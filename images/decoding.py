@@ -1,0 +1,322 @@
+"""Bytes of an uploaded file -> an upright 8-bit gray array, refusing hostile files cheaply.
+
+Order of the checks: the byte count (before parsing), the format (only the PNG, JPEG, GIF, BMP
+and WebP parsers ever see the bytes), the dimensions and pixel count from the header (before
+decoding), then decoding. A decompression bomb (a small file whose header claims too many pixels)
+is a :class:`BadImageDimensions` (422): the body was within the byte cap, it is the declared
+dimensions that are refused, and they are refused from the header, before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import (  # noqa: F401 (the plugins register themselves on import)
+    BmpImagePlugin,
+    GifImagePlugin,
+    Image,
+    ImageOps,
+    JpegImagePlugin,
+    PngImagePlugin,
+    UnidentifiedImageError,
+    WebPImagePlugin,
+)
+
+from images.errors import (
+    BadImageDimensions,
+    ImageError,
+    ImageTooLarge,
+    UnreadableImage,
+    UnsupportedImageType,
+)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an upload may be. Every check happens before the pixels are decoded."""
+
+    max_bytes: int = 5 * 1024 * 1024  # body size, checked before anything is parsed
+    max_pixels: int = 16_000_000  # width * height from the header: the decompression-bomb guard
+    min_side: int = 8  # a shorter side is refused (1x1 pixels and the like)
+    max_aspect: float = 20.0  # long side / short side; 2000x10 is a line, not a digit
+
+
+ALLOWED_FORMATS = frozenset({"PNG", "JPEG", "GIF", "BMP", "WEBP"})
+
+# Larger images are box-reduced to about this long side before the numpy work (and big JPEGs are
+# decoded at a reduced DCT scale), so a 16-megapixel photo costs milliseconds, not a second.
+WORK_SIDE = 1024
+
+# --- decoding -----------------------------------------------------------------------------------
+
+# Only these plugins ever parse an upload. MPO is what Pillow calls a JPEG carrying extra frames
+# (many phone cameras write them); its first frame is an ordinary JPEG. The five plugins are
+# imported (which registers them) rather than `Image.init()`, which imports all forty-odd of
+# Pillow's (PDF, DDS, ...): 0.05 s of the service's start-up.
+_OPEN_FORMATS = tuple(sorted(f for f in ALLOWED_FORMATS if f in Image.OPEN))
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+
+_ALLOWED_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM")
+_OTHER_IMAGE_MAGIC = (
+    b"II*\x00",  # TIFF, little-endian (also DNG and most camera raw files)
+    b"MM\x00*",  # TIFF, big-endian
+    b"II+\x00",  # BigTIFF
+    b"MM\x00+",
+    b"\x00\x00\x01\x00",  # ICO
+    b"\x00\x00\x02\x00",  # CUR
+    b"8BPS",  # Photoshop
+    b"%PDF",
+    b"%!PS",  # PostScript / EPS
+    b"\xc5\xd0\xd3\xc6",  # EPS with a binary header
+    b"qoif",
+    b"DDS ",
+    b"icns",
+    b"\xff\x0a",  # JPEG XL codestream
+    b"\x00\x00\x00\x0cJXL ",  # JPEG XL container
+    b"\x00\x00\x00\x0cjP  ",  # JPEG 2000
+    b"\xff\x4f\xff\x51",  # JPEG 2000 codestream
+    b"v/1\x01",  # OpenEXR
+    b"#?RADIANCE",
+    b"gimp xcf",
+    b"SIMPLE  =",  # FITS
+)
+_TEXT_CONTROL = bytes(set(range(32)) - {9, 10, 12, 13}) + b"\x7f"
+
+
+def _classify_unidentified(data: bytes) -> ImageError:
+    """Bytes none of the allowed plugins would open: another type (415) or junk (400)?"""
+    head = data[:16]
+    if head.startswith(_ALLOWED_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        return UnreadableImage("corrupt or truncated image file")
+    if (
+        head.startswith(_OTHER_IMAGE_MAGIC)
+        or head[4:8] == b"ftyp"  # ISO media: HEIC, AVIF (and video)
+        or (head[:1] == b"P" and head[1:2] in b"1234567" and head[2:3].isspace())  # PNM
+    ):
+        return UnsupportedImageType(
+            f"not an accepted image type (accepted: {', '.join(sorted(ALLOWED_FORMATS))})"
+        )
+    if _looks_like_text(data[:1024]):
+        return UnsupportedImageType("text, not an image (SVG and other text formats are refused)")
+    return UnreadableImage("not a recognisable image file")
+
+
+def _looks_like_text(sample: bytes) -> bool:
+    if sample.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):  # a Unicode BOM
+        return True
+    if not sample or sample.translate(None, _TEXT_CONTROL) != sample:
+        return False
+    for cut in range(4):  # the sample may end in the middle of a multi-byte character
+        try:
+            sample[: len(sample) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return True
+    return False
+
+
+def _check_dimensions(width: int, height: int, limits: Limits) -> None:
+    pixels = width * height
+    if pixels > limits.max_pixels:
+        raise BadImageDimensions(
+            f"image is {width}x{height} = {pixels} pixels; at most {limits.max_pixels} are allowed"
+        )
+    if min(width, height) < limits.min_side:
+        raise BadImageDimensions(
+            f"image is {width}x{height}; each side must be at least {limits.min_side} px"
+        )
+    if max(width, height) > limits.max_aspect * min(width, height):
+        raise BadImageDimensions(
+            f"image is {width}x{height}; the aspect ratio may be at most {limits.max_aspect:g}:1"
+        )
+
+
+def _webp_canvas(head: bytes) -> tuple[int, int] | None:
+    """The canvas size a WebP header claims (RIFF....WEBP + the first chunk), else None."""
+    if head[:4] != b"RIFF" or head[8:12] != b"WEBP" or len(head) < 30:
+        return None
+    chunk = head[12:16]
+    if chunk == b"VP8X":  # extended: 24-bit sizes minus one
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8L" and head[20] == 0x2F:  # lossless: 14-bit sizes minus one
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":  # lossy: 14-bit sizes
+        return (
+            int.from_bytes(head[26:28], "little") & 0x3FFF,
+            int.from_bytes(head[28:30], "little") & 0x3FFF,
+        )
+    return None
+
+
+def _open(data: bytes, limits: Limits) -> Image.Image:
+    """Identify the file and check its header; no pixel is decoded here."""
+    # Pillow's WebP reader creates libwebp's decoder, which allocates the whole canvas, while
+    # opening; so a WebP's claimed size is checked here first (the other readers allocate nothing
+    # before load()).
+    if canvas := _webp_canvas(data[:30]):
+        _check_dimensions(*canvas, limits)
+    try:
+        im = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
+    except UnidentifiedImageError:
+        raise _classify_unidentified(data) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # Pillow's own global guard (2x Image.MAX_IMAGE_PIXELS) fired while reading the header;
+        # the warning only arrives as an exception when warnings are errors (-W error).
+        raise BadImageDimensions(f"too many pixels: {e}") from None
+    except Exception as e:  # any other parser failure on hostile bytes is a bad file, not a 500
+        raise UnreadableImage(f"cannot parse the image header ({type(e).__name__})") from None
+    fmt = _FORMAT_ALIASES.get(im.format or "", im.format)
+    if fmt not in ALLOWED_FORMATS:  # defensive: only allowed plugins were tried
+        raise UnsupportedImageType(f"{im.format} images are not accepted")
+    # Our own bomb guard, from the header, whatever Image.MAX_IMAGE_PIXELS has been set to.
+    _check_dimensions(*im.size, limits)
+    return im
+
+
+def _decode_gray(im: Image.Image) -> Image.Image:
+    """First frame -> upright, alpha composited onto white, 8-bit gray ("L")."""
+    if im.format == "JPEG" or im.format == "MPO":
+        # Decode only the luma channel, at a reduced DCT scale (1/2, 1/4, 1/8) for big photos.
+        # draft() never goes below the requested size, so the digit keeps >= WORK_SIDE px.
+        w, h = im.size
+        scale = WORK_SIDE / max(w, h)
+        im.draft("L", (math.ceil(w * scale), math.ceil(h * scale)) if scale < 1 else None)
+    im.load()  # the first frame of an animated GIF / WebP / APNG: open() positioned us there
+    with contextlib.suppress(Exception):
+        # Broken EXIF is common in the wild and harmless: then the pixels are read as stored.
+        ImageOps.exif_transpose(im, in_place=True)
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        # 16-bit gray PNG: Pillow's convert("L") would clip at 255 instead of scaling.
+        a = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if im.mode != "F" else max(float(a.max()), 1.0)
+        return Image.fromarray(np.clip(a * (255.0 / top) + 0.5, 0, 255).astype(np.uint8))
+    if im.has_transparency_data:
+        # A browser canvas is transparent with dark strokes: composite onto white, as it is shown.
+        if im.mode not in ("RGBA", "LA"):  # a palette or a colour key with transparency, ...
+            im = im.convert("RGBA")
+        gray = Image.new("L", im.size, 255)
+        gray.paste(im.convert("L"), mask=im.getchannel("A"))
+        return gray
+    if im.mode == "L":
+        return im
+    if im.mode in ("1", "P", "RGB", "LA", "RGBA"):
+        return im.convert("L")
+    return im.convert("RGB").convert("L")  # CMYK, YCbCr, ...
+
+
+# The plainest PNGs (8-bit, not interlaced, no palette, no chunk but IHDR, IDAT and IEND) are
+# decoded by Pillow's own PNG decoder without the rest of its file machinery, which costs a
+# 28x28 upload more than the pixels do. Colour type -> Pillow's mode, which is also the raw mode.
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PLAIN_PNG_MODES = {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}
+
+
+def _open_plain_png(data: bytes, limits: Limits) -> Image.Image | None:
+    """A plain PNG decoded into a fresh image, exactly as Pillow would; None for any other file.
+
+    Plain: 8-bit gray, RGB, gray+alpha or RGBA, not interlaced, only IHDR, IDAT... and IEND (so
+    no palette, no tRNS, no EXIF or XMP orientation, no text, no animation), every CRC right,
+    nothing after IEND, dimensions within `limits`. For such a file `Image.open` + `load` only
+    feeds the IDAT bytes to Pillow's zip decoder, into an image of that mode; this does the same,
+    so the pixels are the same. Everything else, and any file the decoder finds damaged or short,
+    returns None and takes the general path, which then decodes or refuses it as before.
+    """
+    if len(data) < 57 or not data.startswith(_PNG_SIGNATURE):
+        return None
+    length, kind, width, height, depth, colour, compression, filtering, interlace = struct.unpack_from(
+        ">I4sIIBBBBB", data, 8
+    )
+    mode = _PLAIN_PNG_MODES.get(colour)
+    if (
+        kind != b"IHDR"
+        or length != 13
+        or mode is None
+        or (depth, compression, filtering, interlace) != (8, 0, 0, 0)
+        or zlib.crc32(data[12:29]) != struct.unpack_from(">I", data, 29)[0]
+    ):
+        return None
+    pixels = width * height
+    if (
+        not 0 < pixels <= limits.max_pixels
+        or (Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS)
+        or min(width, height) < limits.min_side
+        or max(width, height) > limits.max_aspect * min(width, height)
+    ):
+        return None  # the general path refuses it with the right error
+    idat, pos, end = [], 33, len(data)
+    while True:
+        if pos + 12 > end:
+            return None
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        stop = pos + 12 + length
+        if stop > end or zlib.crc32(data[pos + 4 : stop - 4]) != struct.unpack_from(">I", data, stop - 4)[0]:
+            return None
+        if kind == b"IDAT":
+            idat.append(data[pos + 8 : stop - 4])
+        elif kind == b"IEND" and idat and length == 0 and stop == end:
+            break
+        else:
+            return None
+        pos = stop
+    try:
+        im = Image.new(mode, (width, height), None)  # zeroed, as ImageFile.load_prepare makes it
+        decoder = Image._getdecoder(mode, "zip", mode)
+        try:
+            decoder.setimage(im.im, (0, 0, width, height))
+            status, error = decoder.decode(b"".join(idat))
+        finally:
+            decoder.cleanup()
+    except Exception:  # out of memory, say: the general path has the words for it
+        return None
+    if status >= 0 or error < 0:  # wants more data (truncated) or failed: let Pillow say so
+        return None
+    return im
+
+
+def decode(data: bytes, limits: Limits = Limits()) -> np.ndarray:
+    """Bytes of an image file -> (H, W) uint8 gray, upright, alpha composited onto white.
+
+    Animated GIF/WebP/PNG give their first frame; photos larger than ``2 * WORK_SIDE`` are
+    box-reduced. Raises :class:`ImageTooLarge`, :class:`UnsupportedImageType`,
+    :class:`UnreadableImage` or :class:`BadImageDimensions`; nothing else, whatever the bytes.
+
+    Note: Pillow's global ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (its default), or
+    a truncated file decodes with a grey fill instead of being refused.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"expected the bytes of an image file, got {type(data).__name__}")
+    if len(data) > limits.max_bytes:
+        raise ImageTooLarge(f"{len(data)} bytes; at most {limits.max_bytes} are accepted")
+    if not data:
+        raise UnreadableImage("empty body")
+    data = bytes(data)
+    im = _open_plain_png(data, limits)
+    if im is not None and im.mode == "L" and max(im.size) <= 2 * WORK_SIDE:
+        # Upright 8-bit gray without alpha, small enough not to be reduced: the pixels as they are.
+        return np.asarray(im)
+    return _decode_pixels(im if im is not None else _open(data, limits))
+
+
+def _decode_pixels(im: Image.Image) -> np.ndarray:
+    """An opened image -> (H, W) uint8 gray, big photos box-reduced; decoding failures as ImageErrors."""
+    try:
+        gray = _decode_gray(im)
+        if max(gray.size) > 2 * WORK_SIDE:
+            # Only speed: a box reduction (anti-aliased) before the final anti-aliased resize.
+            gray = gray.reduce(max(gray.size) // WORK_SIDE)
+        return np.asarray(gray)
+    except MemoryError:
+        raise ImageTooLarge("the image needs more memory to decode than is available") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImageDimensions(f"too many pixels: {e}") from None
+    except Exception as e:  # truncated data, decoder errors, bad palettes, ...: a bad file
+        raise UnreadableImage(f"cannot decode the image ({type(e).__name__}: {e})") from None
+    finally:
+        im.close()
