@@ -162,3 +162,15 @@ def softmax(logits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     np.exp(shifted, out=shifted)
     shifted /= np.add.reduce(shifted, axis=1, keepdims=True)
     return shifted
+
+
+def energy(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-sum-exp of the logits: how strongly the network answers at all.
+
+    Minus the free energy of Liu et al. (2020), "Energy-based out-of-distribution detection":
+    inputs like the training digits get high values, things the network was never shown (clothes,
+    scribbles) low ones, and unlike the top probability it does not saturate at 1. Computed
+    shifted by the row maximum, so large logits cannot overflow.
+    """
+    top = np.maximum.reduce(logits, axis=1)
+    return top + np.log(np.add.reduce(np.exp(logits - top[:, None]), axis=1))

@@ -115,3 +115,13 @@ def test_init_none_leaves_zeros_for_a_loader_and_dropout_still_draws():
         with_dropout.relus[0].forward(with_dropout.dense[0].forward(x)), True
     )
     assert set(np.unique(hidden)) == {0.0, 784.0 * 2}  # units dropped or scaled by 1 / (1 - p)
+
+
+def test_energy_is_the_log_sum_exp_and_does_not_overflow():
+    from mlp import energy
+
+    logits = np.array([[0.0, 0.0], [1000.0, 1000.0], [-3.0, 2.0]], dtype=np.float32)
+    got = energy(logits)
+    assert np.allclose(got[[0, 2]], np.log(np.exp(logits[[0, 2]].astype(np.float64)).sum(1)))
+    assert got[1] == pytest.approx(1000 + np.log(2))
+    assert np.isfinite(got).all()
