@@ -11,10 +11,13 @@ from __future__ import annotations
 import math
 import operator
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from images.errors import BadImageDimensions, NoDigitFound, UnsupportedImageType
+from images.ink import InkMap, find_ink
+from images.select import WEAK, digit_mask, without_ruled_lines
 
 # --- the MNIST geometry -------------------------------------------------------------------------
 
@@ -25,31 +28,21 @@ BOX_SIDE = 20  # the ink's bounding box is scaled so its long side is this
 # in [13.5, 14.5) on both axes (one sits exactly on 13.5), so that is the rule applied here.
 CENTRE = 14
 
-# --- thresholds (0..255, after polarity and background subtraction) -----------------------------
-# Tuned on t10k as it is (must come back unchanged) and on t10k rendered dark-on-white, upscaled to
-# 280x280 and saved as JPEG q90 (must come back close); see tests/trainer/test_digitize.py.
+# --- what counts as a digit ---------------------------------------------------------------------
 
-# Noise floor = a multiple of the 75th percentile of the border's deviation from the background
-# (p75 ~ 1.15 sigma for Gaussian grain). The largest grain grows with the number of pixels: ~3.4
-# sigma among the ~1,600 of an image under 40 px, ~5.5 sigma among millions. So the floor is
-# NOISE_K_SMALL x p75 (~3.5 sigma) for an image under 40 px and NOISE_K x p75 (~6 sigma) for a
-# larger one. It is 0 for a clean border (MNIST, PNG drawings), so nothing faint is thrown away
-# there; on a grainy photo or a low-quality JPEG, grain below it is zeroed and never becomes ink.
-NOISE_K_SMALL = 3
-NOISE_K = 5
-# Ink must rise this far above the noise floor to be a digit; else it is a blank sheet, a flat
-# colour or plain grain.
-MIN_CONTRAST = 32
-# The digit's core is what reaches CORE_FRACTION of the darkest ink; its long side tells the scale.
-# At MNIST scale every pixel above the noise floor counts for the bounding box, as it did in MNIST
-# (faint strokes included). When the core is at least FRINGE_SCALE x the 20 px box, a one-pixel
-# fringe is worth < 1/2 px after scaling, so the box is made of ink >= FRINGE_FRACTION of the
-# darkest, looked for within CORE_MARGIN x the core's long side around the core: JPEG ringing (up
-# to ~16 at quality 90), blur halos, specks and smudges away from the digit stay out of it.
-CORE_FRACTION = 0.25
-FRINGE_SCALE = 2
-FRINGE_FRACTION = 0.2
-CORE_MARGIN = 0.1
+# Ink must rise MIN_CONTRAST (0..255) above the paper, and MIN_OVER_NOISE above its noise floor,
+# to be a digit; else it is a blank sheet, a flat colour or plain grain. The only reason an image
+# is "no digit": there is no ink at all. (Faint pencil photographed on grey paper rises ~30-60.)
+MIN_CONTRAST = 24
+MIN_OVER_NOISE = 16
+# The ink is found on a copy reduced (by area) to at most this long side: connected strokes,
+# specks and lines are as clear there, and it keeps a 16-megapixel photo cheap. The crop itself is
+# taken from the full image.
+ANALYSIS_SIDE = 384
+# Under this long side, an image or a crop is at MNIST's own scale.
+FULL_RES_BELOW = 2 * 20
+# In a crop this large or larger, ink under this share of the peak does not widen the box.
+FRINGE = 0.1
 # Resize filters for the bounding box -> 20 px step. Shrinking averages the area each output pixel
 # covers (BOX, the anti-aliasing of a camera or of MNIST's own normalisation; it maps an image
 # upscaled by an integer factor exactly back); enlarging a small crop uses Lanczos (BOX would be
@@ -95,41 +88,62 @@ def is_mnist_digit(a: np.ndarray) -> bool:
 _RAMP = np.arange(OUT_SIDE, dtype=np.float64)  # pixel indices, for centres of mass
 
 
-def _span(mask: np.ndarray) -> tuple[int, int]:
-    """First and last index where a 1-D mask is True (it must be True somewhere)."""
-    return int(mask.argmax()), mask.size - 1 - int(mask[::-1].argmax())
+def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), inclusive, of the True pixels of a non-empty mask."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    return int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
 
 
-def _ink_profiles(region: np.ndarray, bg: int, dark_ink: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per row and per column: the strongest ink level (distance from the background).
+def _reduced(a: np.ndarray, factor: int) -> np.ndarray:
+    """`a` reduced `factor` times by averaging blocks (edge pixels repeated to fill the last ones),
+    so that pixel (i, j) of the result is exactly the block at (i * factor, j * factor)."""
+    h, w = a.shape
+    padded = cv2.copyMakeBorder(a, 0, -h % factor, 0, -w % factor, cv2.BORDER_REPLICATE)
+    return cv2.resize(padded, (-(-w // factor), -(-h // factor)), interpolation=cv2.INTER_AREA)
 
-    Two reductions over the pixels and no full-size temporary, so a big image costs little.
+
+def _crop(a: np.ndarray, factor: int, found: InkMap, ink: np.ndarray) -> np.ndarray:
+    """The digit's ink levels cut to their box, uint8. `ink` (the reduced copy, 0 off the digit)
+    says where the digit is; its pixels come from `a`, the full image, so the result does not
+    depend on how the reduction's grid fell on the digit.
+
+    At MNIST scale every pixel above the noise floor counts for the box, as in MNIST's own. In a
+    large crop, a one-pixel rim is worth < 1/2 px after scaling: the box is made of ink of at
+    least FRINGE x the peak, so the faint ringing of JPEG or of a resampled drawing stays out.
     """
-    if dark_ink:
-        return bg - region.min(axis=1).astype(np.int16), bg - region.min(axis=0).astype(np.int16)
-    if bg == 0:  # already ink levels (MNIST, a black canvas)
-        return region.max(axis=1), region.max(axis=0)
-    return region.max(axis=1).astype(np.int16) - bg, region.max(axis=0).astype(np.int16) - bg
+    r0, r1, c0, c1 = _bbox(ink > 0)
+    if factor > 1:
+        where = ink[r0 : r1 + 1, c0 : c1 + 1] > 0
+        block = a[r0 * factor : (r1 + 1) * factor, c0 * factor : (c1 + 1) * factor]
+        levels = found.levels(block, r0, c0, factor)
+        where = np.repeat(np.repeat(where, factor, 0), factor, 1)[: block.shape[0], : block.shape[1]]
+        ink = np.where(where & (levels > found.noise), levels, 0)
+    floor = 0.0
+    if max(ink.shape) >= FULL_RES_BELOW:
+        floor = FRINGE * found.peak
+        if not (ink > floor).any():
+            floor = 0.0
+    r0, r1, c0, c1 = _bbox(ink > floor)
+    return np.clip(ink[r0 : r1 + 1, c0 : c1 + 1] + 0.5, 0, 255).astype(np.uint8)
 
 
 def digitize_array(gray: np.ndarray) -> np.ndarray:
     """Already-decoded (H, W) uint8 grayscale, any polarity -> (28, 28) uint8 MNIST-style.
 
-    1. polarity from the border: a bright outer ring means dark ink on light paper -> invert;
-    2. subtract the background (the border's median) and zero the noise floor (a multiple of
-       the border's spread: 0 on a clean border, so MNIST digits lose nothing);
-    3. no ink at least ``MIN_CONTRAST`` above the noise floor -> :class:`NoDigitFound`;
-    4. crop to the ink: the core (>= ``CORE_FRACTION`` of the darkest ink) plus the faint
-       anti-aliased edges around it (all of them at MNIST scale; those >= ``FRINGE_FRACTION``
-       when the ink is large, so JPEG ringing and blur halos stay out);
+    1. find the ink (:mod:`images.ink`): polarity and paper level from the whole image, uneven
+       light and grain taken out, on a copy reduced to at most ``ANALYSIS_SIDE``;
+    2. no ink at least ``MIN_CONTRAST`` above the noise floor -> :class:`NoDigitFound`;
+    3. keep the digit's connected strokes, drop specks and ruled lines (:mod:`images.select`),
+       plus the faint anti-aliased rim around the strokes, as MNIST's own bounding box does;
+    4. crop to that ink (from the full image when the digit is small in the reduced copy);
     5. resize so the long side is 20 px, keeping the aspect ratio (area-averaging when shrinking,
        Lanczos when enlarging); a crop whose long side is already 20 is not resampled at all, so
        an MNIST digit comes back unchanged;
     6. stretch so the darkest ink is 255 (unless it already is 254 or 255, as in MNIST);
     7. place it in 28x28 zeros so its centre of mass lands in pixel (14, 14), i.e. within
-       [13.5, 14.5) on each axis, as in every MNIST digit (a whole-pixel shift).
-       If that would push ink out of the field (very lopsided mass), the shift is clamped so
-       all the ink stays in: zero fill, never wrap-around, never cut ink.
+       [13.5, 14.5) on each axis, as in every MNIST digit (a whole-pixel shift). If that would
+       push ink out of the field (very lopsided mass), the shift is clamped so all the ink stays
+       in: zero fill, never wrap-around, never cut ink.
 
     The caller's array is never modified.
     """
@@ -141,65 +155,37 @@ def digitize_array(gray: np.ndarray) -> np.ndarray:
     if a.size == 0:
         raise BadImageDimensions(f"empty image {a.shape}")
 
-    # 1. polarity from the outer ring of pixels. The "ink level" of a pixel is its distance from
-    # the background on the ink's side: a - bg for light ink on dark, bg - a for dark ink on light.
-    ring = np.sort(np.concatenate((a[0], a[-1], a[1:-1, 0], a[1:-1, -1])))
-    bg = int(ring[(ring.size - 1) // 2])  # the median
-    dark_ink = bg > 127
-
-    # 2. noise floor from the ring's spread (0 when the ring is uniform, e.g. every MNIST digit
-    # that does not touch the edge)
-    noise = 0
-    if ring[0] != ring[-1]:
-        dev = np.abs(ring.astype(np.int16) - bg)
-        k = (3 * dev.size) // 4
-        small = max(a.shape) < FRINGE_SCALE * BOX_SIDE
-        noise = (NOISE_K_SMALL if small else NOISE_K) * int(np.partition(dev, k)[k])
-
-    # 3. is there a digit at all?
-    rows, cols = _ink_profiles(a, bg, dark_ink)
-    peak = int(rows.max())
-    if peak < noise + MIN_CONTRAST:
+    # 1-2. the ink, on a reduced copy
+    factor = max(1, math.ceil(max(a.shape) / ANALYSIS_SIDE))
+    small = a if factor == 1 else _reduced(a, factor)
+    found = find_ink(small)
+    if found.peak < max(MIN_CONTRAST, found.noise + MIN_OVER_NOISE):
         raise NoDigitFound("no digit found: the image is blank or has too little contrast")
 
-    # 4. crop to the ink
-    core_side = 0  # an image under 40 px is at MNIST scale whatever its core
-    if max(a.shape) >= FRINGE_SCALE * BOX_SIDE:
-        core = max(noise + 1, math.ceil(CORE_FRACTION * peak))
-        r0, r1 = _span(rows >= core)
-        c0, c1 = _span(cols >= core)
-        core_side = max(r1 - r0, c1 - c0) + 1
-    if core_side >= FRINGE_SCALE * BOX_SIDE:
-        m = math.ceil(CORE_MARGIN * core_side)
-        r0, c0 = max(r0 - m, 0), max(c0 - m, 0)
-        window = a[r0 : r1 + m + 1, c0 : c1 + m + 1]
-        rows, cols = _ink_profiles(window, bg, dark_ink)
-        edge = max(noise + 1, math.ceil(FRINGE_FRACTION * peak))
-    else:  # MNIST scale: every pixel above the noise floor is ink, as in MNIST's own box
-        window = a
-        edge = noise + 1
-    r0, r1 = _span(rows >= edge)
-    c0, c1 = _span(cols >= edge)
-    crop = window[r0 : r1 + 1, c0 : c1 + 1]
-    # ink levels, background subtracted (new arrays; the caller's pixels are left alone)
-    if dark_ink:
-        crop = np.uint8(bg) - np.minimum(crop, np.uint8(bg))
-    elif bg:
-        crop = np.maximum(crop, np.uint8(bg)) - np.uint8(bg)
-    if noise:
-        crop = np.where(crop > noise, crop, np.uint8(0))
+    # 3. the digit's strokes, and the faint rim around them. In an image at MNIST's own scale a
+    # speck cannot be told from a bit of stroke: all the ink counts, as it did in MNIST.
+    ink = found.ink
+    if max(a.shape) < FULL_RES_BELOW:
+        keep = ink > found.noise
+    else:
+        ink = without_ruled_lines(ink, max(found.noise, WEAK * found.peak), found.peak)
+        strokes = digit_mask(ink, found.noise, found.peak)
+        rim = cv2.dilate(strokes.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+        keep = rim & (ink > found.noise)
+
+    # 4. crop
+    crop = _crop(a, factor, found, np.where(keep, ink, 0))
 
     # 5. long side -> 20 px
     h, w = crop.shape
-    top = peak  # the core, hence the darkest pixel, is inside the crop
     if max(h, w) != BOX_SIDE:
         scale = BOX_SIDE / max(h, w)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         crop = np.asarray(Image.fromarray(crop).resize(size, ENLARGE if scale > 1 else SHRINK))
         h, w = crop.shape
-        top = int(crop.max())
-        if top == 0:  # cannot happen for real ink, but never divide by zero
-            raise NoDigitFound("no digit found: the ink vanished when scaled")
+    top = int(crop.max())
+    if top == 0:  # cannot happen for real ink, but never divide by zero
+        raise NoDigitFound("no digit found: the ink vanished when scaled")
 
     # 6. contrast
     if top < 254:
