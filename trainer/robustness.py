@@ -20,21 +20,25 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 import images
 from images import ImageError
 from mlp import MLP, energy
+from mlp.atomicfile import atomic_write
+from registry import Registry
 from trainer import font_digits
+from trainer.datasets import DatasetError, load_dataset
 from trainer.inkpaper import png
 from trainer.variants import VARIANTS, describe
 
 FONTS = "fonts"
 NAMES = (*VARIANTS, FONTS)
 DEFAULT_LIMIT = 500
-PUBLISH_SAMPLE = 100  # digits per variant measured when a version is published (0: skip)
+MANIFEST_KEY = "robustness"
+PLOT_NAME = "robustness"
 
 Sample = tuple[bytes, int]  # the bytes of an image file, and the digit it shows
 Progress = Callable[[str, int, int], None]  # (variant, done, of)
@@ -231,6 +235,8 @@ def run_suite(
         if progress:
             progress("separation", len(scores), len(names))
         apart = separation(net, digits, np.asarray(others)[pick(len(others), limit, seed)])
+    else:
+        notes.append("separation not measured: no Fashion-MNIST images were given")
     return SuiteResult(tuple(scores), apart, len(digits), seed, tuple(notes))
 
 
@@ -251,3 +257,41 @@ def format_table(result: SuiteResult) -> str:
         )
     lines.extend(f"note: {note}" for note in result.notes)
     return "\n".join(lines)
+
+
+def load_others(
+    data_dir: Path | None = None, cache_dir: Path = Path("data")
+) -> tuple[np.ndarray | None, str | None]:
+    """Fashion-MNIST's test images for the separation, never downloaded; (None, why) if not found."""
+    try:
+        dataset = load_dataset(
+            "fashion-mnist", data_dir=data_dir, cache_dir=cache_dir, download=False, progress=False
+        )
+    except DatasetError as exc:
+        return None, f"separation not measured: {exc}"
+    return dataset.x_test, None
+
+
+def write_plot(result: SuiteResult, out: Path | BinaryIO) -> None:
+    """The bar chart of `result` as a PNG (matplotlib is imported only here: it is slow to import)."""
+    from trainer.plots import plot_robustness
+
+    plot_robustness(
+        [s.name for s in result.scores],
+        [s.accuracy for s in result.scores],
+        [s.refused / s.n if s.n else 0.0 for s in result.scores],
+        out,
+        per_variant=result.limit,
+        auroc=None if result.separation is None else result.separation.auroc,
+    )
+
+
+def record(registry: Registry, version: str, result: SuiteResult) -> dict[str, Any]:
+    """Put `result` into a published version: its plot, then the manifest key; the new manifest.
+
+    Only the plot file and the manifest JSON are written; the weights and their sha256 stay.
+    """
+    path = registry.plot_path(version, PLOT_NAME)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: write_plot(result, f))
+    return registry.annotate(version, MANIFEST_KEY, result.as_dict(), plot=PLOT_NAME)

@@ -72,7 +72,7 @@ async def manifest(version: VersionPath, state: State) -> dict[str, Any]:
 
 @router.get(
     "/{version}/plots/{name}.png",
-    summary="One of a version's plots: accuracy, loss, confusion, noise, w1, w2",
+    summary="One of a version's plots: accuracy, loss, confusion, noise, w1, w2, robustness",
     response_class=FileResponse,
     responses={200: {"content": {"image/png": {}}}},
 )

@@ -56,6 +56,7 @@ def make_client(tmp_path: Path, tiny_mnist: Path) -> Client:
                 "cache_dir": tmp_path / "cache",
                 "token": TOKEN,
                 "job_cancel_grace_s": 10.0,
+                "robustness_sample": 0,  # the suite's own tests measure it; one test here asks for it
                 **overrides,
             }
         )

@@ -88,12 +88,15 @@ def models(tmp_path) -> Path:
 
 
 def seed_args(data: Path, models: Path, iters: str = "200", *flags: str) -> list[str]:
-    return ["sample", iters, "0.1", "16", "0", *flags, "--data-dir", str(data), "--models-dir", str(models)]
+    return ["sample", iters, "0.1", "16", "0", *flags, "--data-dir", str(data), "--models-dir", str(models),
+            "--robustness-sample", "0"]  # fmt: skip
 
 
 def train_args(data: Path, models: Path, *more: str) -> list[str]:
+    """A quick `train`: the robustness suite is skipped unless `more` asks for a sample."""
     return ["train", "--preset", "fast", "--epochs", "1", "--hidden", "16", "--quiet",
-            "--data-dir", str(data), "--models-dir", str(models), *more]  # fmt: skip
+            "--data-dir", str(data), "--models-dir", str(models),
+            "--robustness-sample", "0", *more]  # fmt: skip
 
 
 def test_the_synthetic_files_are_valid_idx_and_declared_checksums_accept_them(data_files, digits, tmp_path):
