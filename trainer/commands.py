@@ -92,7 +92,7 @@ def robustness_command(args: argparse.Namespace, _: None) -> int:
         raise UserFacingError(str(exc)) from exc
     others, note = robustness.load_others(args.fashion_dir, args.cache_dir)
     if others is None and args.fashion_dir is not None:
-        raise UserFacingError(note)
+        raise UserFacingError(f"--fashion-dir {args.fashion_dir}: {note}")
     bar = tqdm(total=1, unit="variant", disable=None if not args.json else True, file=sys.stderr)
 
     def report(name: str, done: int, of: int) -> None:
