@@ -28,7 +28,7 @@ import images
 from images import ImageError
 from mlp import MLP, energy
 from mlp.atomicfile import atomic_write
-from registry import Registry
+from registry import Registry, utc_now
 from trainer import font_digits
 from trainer.datasets import DatasetError, load_dataset
 from trainer.inkpaper import png
@@ -100,6 +100,7 @@ class SuiteResult:
     def as_dict(self) -> dict[str, Any]:
         """The manifest's `robustness` section: JSON-ready, with what it was measured with."""
         return {
+            "measured_at": utc_now(),
             "limit": self.limit,
             "seed": self.seed,
             "preprocessing_sha256": preprocessing_digest(),
