@@ -50,7 +50,7 @@ class Settings(BaseSettings):
         ge=0,
         le=10_000,
         description="MNIST test digits per robustness variant measured when a training job publishes "
-        "(0 skips the suite; it adds about 15 s to a job at the default).",
+        "(0 skips the suite; at the default it adds 10-15 s to a job).",
     )
     predict_batching: bool = Field(
         True,

@@ -37,6 +37,7 @@ from trainer.variants import VARIANTS, describe
 FONTS = "fonts"
 NAMES = (*VARIANTS, FONTS)
 DEFAULT_LIMIT = 500
+NO_SEPARATION = "separation not measured: no Fashion-MNIST images were given"
 MANIFEST_KEY = "robustness"
 PLOT_NAME = "robustness"
 
@@ -237,7 +238,7 @@ def run_suite(
             progress("separation", len(scores), len(names))
         apart = separation(net, digits, np.asarray(others)[pick(len(others), limit, seed)])
     else:
-        notes.append("separation not measured: no Fashion-MNIST images were given")
+        notes.append(NO_SEPARATION)
     return SuiteResult(tuple(scores), apart, len(digits), seed, tuple(notes))
 
 

@@ -185,3 +185,9 @@ def test_as_dict_and_table_say_what_was_measured():
     assert table[0].split()[:5] == ["variant", "n", "accuracy", "refused", "accepted"]
     assert table[1].split()[:7] == ["clean", "6", "50.0", "%", "2", "75.0", "%"]
     assert table[3].startswith("MNIST vs fashion-mnist by energy score: AUROC")
+
+
+def test_make_robustness_fonts_installs_exactly_the_packages_the_suite_looks_for():
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    listed = makefile.split("ROBUSTNESS_FONTS :=", 1)[1].split("\n\n", 1)[0]
+    assert sorted(listed.replace("\\", " ").split()) == sorted(font_digits.FONTS)
