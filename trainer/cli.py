@@ -19,6 +19,7 @@ from pathlib import Path
 from trainer.config import (
     DATASETS,
     PRESETS,
+    ROBUSTNESS_LIMIT,
     ROBUSTNESS_SAMPLE,
     ROBUSTNESS_SAMPLE_ENV,
     ConfigError,
@@ -177,7 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         "preprocessing; record the table and plot in the version",
     )
     p.add_argument("version", help="v0003, 3 or current")
-    p.add_argument("--limit", type=positive_int, default=500, help="test digits per variant (default 500)")
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        default=ROBUSTNESS_LIMIT,
+        help=f"test digits per variant (default {ROBUSTNESS_LIMIT})",
+    )
     p.add_argument("--variants", type=variant_names, help="comma-separated subset (default: all)")
     p.add_argument("--seed", type=int, default=0, help="which digits and which random variations (default 0)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")

@@ -18,6 +18,7 @@ DATASETS = ("mnist", "fashion-mnist")
 # unless the environment variable says otherwise (the trainer CLI and the service both read it).
 ROBUSTNESS_SAMPLE = 200
 ROBUSTNESS_SAMPLE_ENV = "MNIST_ROBUSTNESS_SAMPLE"
+ROBUSTNESS_LIMIT = 500  # digits per variant of `python -m trainer robustness`
 MAX_EPOCHS = 1000
 MAX_ITERS = 10_000_000
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from trainer.config import ROBUSTNESS_SAMPLE
 from trainer.datasets import Dataset
 from trainer.evaluation import NOISE_LEVELS, noise_curve
 from trainer.training import TrainResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +70,19 @@ def publish_result(
     if robustness_sample > 0 and dataset.name == "mnist":
         from trainer import robustness  # the variants and fonts are only needed here
 
-        suite = robustness.run_suite(
-            result.net,
-            dataset.x_test,
-            dataset.y_test,
-            limit=robustness_sample,
-            seed=result.config.seed,
-            others=others,
-        )
-        manifest[robustness.MANIFEST_KEY] = suite.as_dict()
+        try:
+            suite = robustness.run_suite(
+                result.net,
+                dataset.x_test,
+                dataset.y_test,
+                limit=robustness_sample,
+                seed=result.config.seed,
+                others=others,
+            )
+            manifest[robustness.MANIFEST_KEY] = suite.as_dict()
+        except Exception as exc:  # a measurement that fails must not throw the trained model away
+            log.warning("the robustness suite failed; publishing without it", exc_info=True)
+            manifest[robustness.MANIFEST_KEY] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
 
     def write_plots(folder: Path, net: MLP) -> list[str]:
         from trainer.plots import write_version_plots  # matplotlib is slow to import; only here

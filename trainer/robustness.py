@@ -30,13 +30,13 @@ from mlp import MLP, energy
 from mlp.atomicfile import atomic_write
 from registry import Registry, utc_now
 from trainer import font_digits
+from trainer.config import ROBUSTNESS_LIMIT
 from trainer.datasets import DatasetError, load_dataset
 from trainer.inkpaper import png
 from trainer.variants import VARIANTS, describe
 
 FONTS = "fonts"
 NAMES = (*VARIANTS, FONTS)
-DEFAULT_LIMIT = 500
 NO_SEPARATION = "separation not measured: no Fashion-MNIST images were given"
 MANIFEST_KEY = "robustness"
 PLOT_NAME = "robustness"
@@ -136,7 +136,8 @@ def variant_samples(
     for i in range(len(digits)):
         rng = sample_rng(seed, name, i)
         if name == FONTS:
-            assert fonts is not None
+            if fonts is None:
+                raise ValueError("the font variant needs the fonts (font_digits.load_fonts())")
             yield font_digits.sample(fonts, i, rng)
         else:
             yield VARIANTS[name](digits[i].reshape(28, 28), rng), int(labels[i])
@@ -203,7 +204,7 @@ def run_suite(
     labels: np.ndarray,
     *,
     names: Sequence[str] = NAMES,
-    limit: int = DEFAULT_LIMIT,
+    limit: int = ROBUSTNESS_LIMIT,
     seed: int = 0,
     others: np.ndarray | None = None,
     fonts: font_digits.FontSet | None = None,

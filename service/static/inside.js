@@ -76,6 +76,13 @@ async function showPlots(version) {
 
 /** The robustness suite's table (trainer/robustness.py): how each kind of upload fared. */
 function robustnessTable(version, suite) {
+  if (suite.error) { // the suite failed when the version was published; the version itself is fine
+    const note = document.createElement("p");
+    note.className = "hint";
+    note.dataset.testid = "robustness";
+    note.textContent = `Robustness of ${version} was not measured: ${suite.error}`;
+    return note;
+  }
   const variants = suite.variants || [];
   const weak = variants.filter((v) => v.accuracy < WEAK).sort((a, b) => a.accuracy - b.accuracy);
   const details = document.createElement("details");

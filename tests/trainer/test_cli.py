@@ -471,6 +471,22 @@ def test_train_runs_a_robustness_sample_when_publishing(
     assert (models / "mnist" / "v0001" / "robustness.png").read_bytes().startswith(PNG)
 
 
+def test_a_failing_robustness_suite_does_not_lose_the_trained_version(
+    local_mnist, models, fast_plots, monkeypatch, capsys
+):
+    import trainer.robustness
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("a variant broke")
+
+    monkeypatch.setattr(trainer.robustness, "run_suite", fail)
+    assert main(train_args(local_mnist, models, "--robustness-sample", "2")) == 0
+    manifest = Registry(models).manifest("v0001")
+    assert manifest["robustness"] == {"error": "RuntimeError: a variant broke"}
+    assert manifest["plots"] == trainer_plot_names()
+    Registry(models).load("v0001")
+
+
 def trainer_plot_names() -> list[str]:
     import trainer.plots
 
