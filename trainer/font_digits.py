@@ -87,11 +87,11 @@ def load_fonts(catalogue: dict[str, tuple[str, ...]] = FONTS) -> FontSet:
     """Load every font file of `catalogue` that is installed and has the ten digits."""
     faces, notes = [], []
     for package, paths in catalogue.items():
-        for name in paths:
-            path = Path(name)
-            if not path.is_file():
-                notes.append(f"{path.name} skipped: not installed (Debian package {package})")
-            elif not has_digits(path):
+        missing = [Path(name).name for name in paths if not Path(name).is_file()]
+        if missing:  # one note per package: a machine without the fonts gets a short report
+            notes.append(f"{', '.join(missing)} skipped: not installed (Debian package {package})")
+        for path in (Path(name) for name in paths if Path(name).is_file()):
+            if not has_digits(path):
                 notes.append(f"{path.name} skipped: not a font with the digits 0-9")
             else:
                 faces.append(Face(package, path, ImageFont.truetype(str(path), RENDER_SIZE)))

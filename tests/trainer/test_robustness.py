@@ -98,11 +98,15 @@ def test_missing_fonts_are_skipped_with_a_note_never_an_error(tmp_path):
     not_a_font = tmp_path / "notes.ttf"
     not_a_font.write_text("not a font")
     fonts = font_digits.load_fonts(
-        {"fonts-gone": ("/nonexistent/Gone.ttf",), "fonts-bad": (str(not_a_font),), "ok": (str(DEJAVU),)}
+        {
+            "fonts-gone": ("/nonexistent/Gone.ttf", "/nonexistent/GoneBold.ttf"),
+            "fonts-bad": (str(not_a_font),),
+            "ok": (str(DEJAVU),),
+        }
     )
     assert [f.name for f in fonts.faces] == ["DejaVuSans"]
     assert fonts.notes == (
-        "Gone.ttf skipped: not installed (Debian package fonts-gone)",
+        "Gone.ttf, GoneBold.ttf skipped: not installed (Debian package fonts-gone)",
         "notes.ttf skipped: not a font with the digits 0-9",
     )
     none = font_digits.load_fonts({"fonts-gone": ("/nonexistent/Gone.ttf",)})
