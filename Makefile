@@ -6,8 +6,13 @@ MNIST_DATA_DIR ?= $(wildcard ../shared/data/mnist)
 export MNIST_DATA_DIR
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Debian's handwriting fonts the robustness suite renders digits from (trainer/font_digits.py;
+# licences in bench/README.md). Rendered at run time only: nothing drawn from them is committed.
+ROBUSTNESS_FONTS := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-klee fonts-sjfonts \
+  fonts-rufscript fonts-humor-sans fonts-kristi fonts-tomsontalks fonts-yusei-magic \
+  fonts-kaushanscript fonts-dancingscript
 
-.PHONY: setup browser run test lint baseline bench docker-smoke clean
+.PHONY: setup browser robustness-fonts run test lint baseline robustness bench docker-smoke clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +25,11 @@ browser:  ## Debian's Chromium, which the browser tests drive (never a downloade
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
 	  $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
 
+robustness-fonts:  ## Debian's handwriting fonts for the robustness suite's `fonts` variant
+	@missing=$$(for p in $(ROBUSTNESS_FONTS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -q && \
+	  $(SUDO) apt-get install -y -q --no-install-recommends $$missing; fi
+
 run: setup  ## serve the shipped baseline model on http://127.0.0.1:8000
 	$(PY) -m service
 
@@ -30,6 +40,9 @@ test: setup browser  ## lint, then the whole test suite (unit, HTTP, end-to-end,
 
 baseline: setup  ## retrain the shipped baseline model on real MNIST and promote it
 	$(PY) -m trainer train --preset baseline --promote
+
+robustness: setup robustness-fonts  ## the robustness suite on the current version, recorded in its manifest
+	$(PY) -m trainer robustness current
 
 bench: setup  ## the benchmarks (see bench/README.md)
 	$(PY) bench/train_throughput.py

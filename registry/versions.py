@@ -9,7 +9,8 @@ Layout of `models/<model>/`:
 
 Claiming a number with an exclusive `mkdir` keeps numbers unique when two trainers publish at
 once. Every file is written through a temp file and a rename. The pointer is the only mutable
-thing; a serving process watches it with a cheap `stat`.
+thing; a serving process watches it with a cheap `stat`. A manifest may gain measurements made
+after publishing (`annotate`, e.g. the robustness suite), never a change to the weights.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ from mlp.atomicfile import atomic_write_bytes
 VERSION_PATTERN = re.compile(r"^v?(\d{1,6})$")
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PLOT_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
+# What `publish` writes about the weights themselves; `annotate` may add anything but these.
+PUBLISHED_KEYS = frozenset(
+    {"model", "version", "created_at", "parent", "sizes", "dtype", "num_params", "plots", "sha256"}
+)
+ANNOTATION_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 
 class RegistryError(Exception):
@@ -186,6 +192,28 @@ class Registry:
             shutil.rmtree(plot_dir, ignore_errors=True)
             raise
         return version
+
+    def annotate(self, version: str, key: str, value: Any, plot: str | None = None) -> dict[str, Any]:
+        """Add (or replace) one measurement of a version, after the fact; returns the new manifest.
+
+        Rewrites only the manifest JSON, atomically, under the pointer lock (so two annotators
+        cannot lose each other's key): the weights file and its sha256 never change, so a version
+        stays the same model. `plot`, a picture already written into the version's plot folder, is
+        listed in `plots`. The keys that describe the weights themselves cannot be changed.
+        """
+        version = normalize_version(version)
+        if key in PUBLISHED_KEYS or not ANNOTATION_KEY_PATTERN.match(key):
+            raise RegistryError(f"{key!r} cannot be annotated: it is not a free manifest key")
+        if plot is not None and not self.plot_path(version, plot).is_file():
+            raise RegistryError(f"{version} has no plot file {plot}.png to list")
+        with self._locked():
+            manifest = self.manifest(version)
+            manifest[key] = value
+            if plot is not None and plot not in manifest.get("plots", []):
+                manifest["plots"] = [*manifest.get("plots", []), plot]
+            data = json.dumps(manifest, indent=1).encode()
+            atomic_write_bytes(self.folder / f"{version}.json", data)
+        return manifest
 
     def promote(self, version: str) -> tuple[str | None, str]:
         """Make `version` current; returns (previous, new). The old one is kept for rollback."""

@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trainer.config import ROBUSTNESS_SAMPLE
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MNIST_", env_file=None, extra="ignore")
@@ -43,6 +45,13 @@ class Settings(BaseSettings):
     )
     job_cancel_grace_s: float = Field(10.0, gt=0, description="How long a cancelled job may take to stop.")
     shutdown_drain_s: float = Field(10.0, ge=0, description="Time in-flight requests get after SIGTERM.")
+    robustness_sample: int = Field(
+        ROBUSTNESS_SAMPLE,
+        ge=0,
+        le=10_000,
+        description="MNIST test digits per robustness variant measured when a training job publishes "
+        "(0 skips the suite; at the default it adds 10-15 s to a job).",
+    )
     predict_batching: bool = Field(
         True,
         description="One network pass for the /predict calls that arrive in the same event-loop turn "

@@ -33,10 +33,11 @@ def free_port() -> int:
 
 
 def start_service(
-    folder: Path, models: Path, data: Path, token: str, workers: int = 1
+    folder: Path, models: Path, data: Path, token: str, workers: int = 1, robustness_sample: int = 0
 ) -> tuple[subprocess.Popen, int, Path]:
     """`python -m service` on a free port of 127.0.0.1, its state, cache and log under `folder`.
 
+    Training jobs skip the robustness suite unless `robustness_sample` asks for it (seconds a job).
     Returns the process, its port and its log file; the caller waits for readiness and stops it.
     """
     port = free_port()
@@ -52,6 +53,7 @@ def start_service(
         "MNIST_PORT": str(port),
         "MNIST_RELOAD_INTERVAL_S": "0.2",
         "MNIST_WORKERS": str(workers),
+        "MNIST_ROBUSTNESS_SAMPLE": str(robustness_sample),
         "MNIST_LOG_LEVEL": "info",
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)

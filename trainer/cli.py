@@ -16,10 +16,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from trainer.config import DATASETS, PRESETS, ConfigError, TrainConfig, preset
+from trainer.config import (
+    DATASETS,
+    PRESETS,
+    ROBUSTNESS_LIMIT,
+    ROBUSTNESS_SAMPLE,
+    ROBUSTNESS_SAMPLE_ENV,
+    ConfigError,
+    TrainConfig,
+    preset,
+)
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
-SUBCOMMANDS = ("train", "evaluate", "noise", "list", "promote", "rollback", "download")
+SUBCOMMANDS = ("train", "evaluate", "robustness", "noise", "list", "promote", "rollback", "download")
 MODELS_DIR_ENV = "MNIST_MODELS_DIR"
 
 
@@ -35,6 +44,26 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def variant_names(text: str) -> tuple[str, ...]:
+    """`"clean,scan"` -> ("clean", "scan"); names the suite does not know are refused."""
+    from trainer.robustness import NAMES  # the variants' imports only when the option is given
+
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [n for n in names if n not in NAMES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown variant {', '.join(unknown) or repr(text)}; choose among {', '.join(NAMES)}"
+        )
+    return names
 
 
 def hidden_sizes(text: str) -> tuple[int, ...]:
@@ -84,6 +113,17 @@ def add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-download", action="store_true", help="fail instead of downloading")
 
 
+def add_robustness_sample(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--robustness-sample",
+        type=non_negative_int,
+        default=os.environ.get(ROBUSTNESS_SAMPLE_ENV, str(ROBUSTNESS_SAMPLE)),
+        metavar="N",
+        help="test digits per robustness variant measured when publishing; 0 skips the suite "
+        f"(env {ROBUSTNESS_SAMPLE_ENV}; default {ROBUSTNESS_SAMPLE})",
+    )
+
+
 def add_hyperparameters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
@@ -125,10 +165,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-accuracy", type=float, help="with --promote: only if test accuracy >= this (0..1)")
     p.add_argument("--threads", type=positive_int, help="BLAS threads (default: the faster for the size)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_robustness_sample(p)
 
     p = sub.add_parser("evaluate", help="measure a version on the test set, clean and under noise")
     p.add_argument("version", help="v0003, 3 or current")
     add_data(p)
+    add_common(p)
+
+    p = sub.add_parser(
+        "robustness",
+        help="read variants of real MNIST digits (uploads as people make them) through /predict's "
+        "preprocessing; record the table and plot in the version",
+    )
+    p.add_argument("version", help="v0003, 3 or current")
+    p.add_argument(
+        "--limit",
+        type=positive_int,
+        default=ROBUSTNESS_LIMIT,
+        help=f"test digits per variant (default {ROBUSTNESS_LIMIT})",
+    )
+    p.add_argument("--variants", type=variant_names, help="comma-separated subset (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="which digits and which random variations (default 0)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument("--no-write", action="store_true", help="only print: leave the manifest and plots alone")
+    p.add_argument(
+        "--fashion-dir",
+        type=Path,
+        help="Fashion-MNIST folder for the digit/clothes separation (default: env "
+        "FASHION_MNIST_DATA_DIR, Debian's dataset-fashion-mnist, the cache); never downloaded",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder with the four MNIST *-ubyte.gz files (env MNIST_DATA_DIR); else download",
+    )
+    p.add_argument("--cache-dir", type=Path, default=Path("data"), help="download cache (default: data)")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading")
+    p.set_defaults(dataset="mnist")  # the variants are of handwritten digits
     add_common(p)
 
     p = sub.add_parser("noise", help="train one model per noise level and compare them on noisy test sets")
@@ -169,6 +243,7 @@ def build_seed_parser() -> argparse.ArgumentParser:
     parser.add_argument("-debug", action="store_true", help="print progress")
     parser.add_argument("-save", action="store_true", help="publish the weights, plots and log")
     add_data(parser)
+    add_robustness_sample(parser)
     add_common(parser)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import io
 import json
 import sys
@@ -75,6 +76,53 @@ def evaluate_command(args: argparse.Namespace, _: None) -> int:
     recorded = manifest.get("test_accuracy")
     if recorded is not None and abs(recorded - result.accuracy) > 1e-9:
         print(f"note: the manifest recorded {recorded:.4f}", file=sys.stderr)
+    return 0
+
+
+def robustness_command(args: argparse.Namespace, _: None) -> int:
+    """The robustness suite on one version: print the table, record it in the version's manifest."""
+    from trainer import robustness
+
+    dataset = _dataset(args)
+    registry = _registry(args, dataset.name)
+    try:
+        version = registry.resolve(args.version)
+        net, _manifest = registry.load(version)
+    except RegistryError as exc:
+        raise UserFacingError(str(exc)) from exc
+    others, note = robustness.load_others(args.fashion_dir, args.cache_dir)
+    if others is None and args.fashion_dir is not None:
+        raise UserFacingError(f"--fashion-dir {args.fashion_dir}: {note}")
+    bar = tqdm(total=1, unit="variant", disable=None if not args.json else True, file=sys.stderr)
+
+    def report(name: str, done: int, of: int) -> None:
+        bar.total, bar.n = of, done
+        bar.set_postfix_str(name, refresh=True)
+
+    try:
+        result = robustness.run_suite(
+            net,
+            dataset.x_test,
+            dataset.y_test,
+            names=args.variants or robustness.NAMES,
+            limit=args.limit,
+            seed=args.seed,
+            others=others,
+            progress=report,
+        )
+    finally:
+        bar.close()
+    if note:
+        result = dataclasses.replace(result, notes=(*result.notes, note))
+    if not args.no_write:
+        robustness.record(registry, version, result)
+    if args.json:
+        print(json.dumps({"model": registry.model, "version": version, **result.as_dict()}, indent=1))
+        return 0
+    print(f"{registry.model} {version}: {result.limit} test digits per variant, seed {result.seed}")
+    print(robustness.format_table(result))
+    if not args.no_write:
+        print(f"recorded in {registry.folder / version}.json and {registry.plot_path(version, 'robustness')}")
     return 0
 
 
@@ -237,7 +285,21 @@ def _train(config: TrainConfig, dataset: Dataset, show: bool) -> TrainResult:
 
 
 def _publish(args: argparse.Namespace, result: TrainResult, dataset: Dataset, **kwargs):
-    return publish_result(_registry(args, dataset.name), result, dataset, **kwargs)
+    others = None
+    if args.robustness_sample and dataset.name == "mnist":
+        from trainer.robustness import load_others
+
+        others, note = load_others(cache_dir=args.cache_dir)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+    return publish_result(
+        _registry(args, dataset.name),
+        result,
+        dataset,
+        robustness_sample=args.robustness_sample,
+        others=others,
+        **kwargs,
+    )
 
 
 def _blas_threads(threads: int | None, config: TrainConfig) -> AbstractContextManager:

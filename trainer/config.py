@@ -14,6 +14,11 @@ from mlp import validate_sizes
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
 DATASETS = ("mnist", "fashion-mnist")
+# Digits per robustness variant measured when a version is published (trainer.robustness; 0: skip),
+# unless the environment variable says otherwise (the trainer CLI and the service both read it).
+ROBUSTNESS_SAMPLE = 200
+ROBUSTNESS_SAMPLE_ENV = "MNIST_ROBUSTNESS_SAMPLE"
+ROBUSTNESS_LIMIT = 500  # digits per variant of `python -m trainer robustness`
 MAX_EPOCHS = 1000
 MAX_ITERS = 10_000_000
 

@@ -3,7 +3,8 @@
 Everything draws on its own `matplotlib.figure.Figure` with the Agg canvas and never touches
 pyplot's global state, so the web service can render from several threads at once. Every
 function writes a PNG to `out`, a path or a binary file object (a `BytesIO` in the service).
-Figures are 800x600 px at 100 dpi (the two-panel noise comparison is 1200x600). Accuracies
+Figures are 800x600 px at 100 dpi (the two-panel noise comparison is 1200x600, the robustness
+bars 800x900). Accuracies
 are fractions in [0, 1], as `trainer.evaluation.evaluate` returns them, and are drawn as %;
 noise levels are percentages of pixels replaced, as in `TrainConfig.noise`.
 """
@@ -33,6 +34,7 @@ PLOT_NAMES = ("accuracy", "loss", "confusion", "noise", "w1", "w2")
 DPI = 100
 SIZE = (800, 600)  # pixels
 WIDE = (1200, 600)
+TALL = (800, 900)  # one bar per robustness variant
 # Okabe & Ito's palette: distinguishable with every common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 SERIES = (("train", "-", "o"), ("validation", "--", "s"), ("test", ":", "^"))  # label, line, marker
@@ -260,6 +262,52 @@ def plot_noise_comparison(
     cells.set_xticks(range(len(test_levels)), [f"{v:g}" for v in test_levels])
     cells.set_yticks(range(len(train_levels)), [f"{v:g}" for v in train_levels])
     _style(cells, "Same table", "tested at noise (%)", "trained at noise (%)", grid=False)
+    _save(fig, out)
+
+
+def plot_robustness(
+    names: Sequence[str],
+    accuracy: Sequence[float],
+    refused: Sequence[float],
+    out: Out,
+    per_variant: int | None = None,
+    auroc: float | None = None,
+) -> None:
+    """One bar per robustness variant: read right, read wrong, refused. Where is this model weak?
+
+    `accuracy` and `refused` are fractions of each variant's samples; the rest were read wrong.
+    """
+    right = _percent(accuracy, "robustness accuracies")
+    refusals = _percent(refused, "refused fractions")
+    if not (len(names) == len(right) == len(refusals)):
+        raise ValueError("one accuracy and one refused fraction per variant, please")
+    wrong = np.clip(100 - right - refusals, 0, 100)
+    fig = _figure(TALL)
+    ax = fig.add_subplot()
+    if len(names):
+        rows = np.arange(len(names))
+        ax.barh(rows, right, color=PALETTE[0], label="read right")
+        ax.barh(rows, wrong, left=right, color=PALETTE[1], label="read wrong")
+        ax.barh(rows, refusals, left=right + wrong, color="0.8", hatch="///", edgecolor="0.55", linewidth=0,
+                label="refused (no digit found, ...)")  # fmt: skip
+        for row, value in zip(rows, right, strict=True):
+            ax.text(101, row, f"{value:.1f} %", va="center", fontsize=TICK - 1)
+        ax.set_yticks(rows, names, fontsize=TICK - 1)
+        ax.set_ylim(len(names) - 0.5, -0.5)  # the suite's order, top to bottom
+        ax.set_xlim(0, 112)
+        ax.set_xticks(range(0, 101, 20))
+        ax.legend(fontsize=TICK - 1, frameon=False, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=3)
+    else:
+        _no_data(ax, "no robustness variant was measured")
+    sample = f"{per_variant} digits per variant" if per_variant else "MNIST test digits"
+    title = f"Robustness: {sample}, read through /predict's preprocessing"
+    if auroc is not None:
+        title += f"\nMNIST vs Fashion-MNIST by energy score: AUROC {auroc:.3f}"
+    ax.set_title(title, fontsize=LABEL, pad=28)
+    ax.set_xlabel("share of the variant's images (%)", fontsize=LABEL)
+    ax.tick_params(axis="x", labelsize=TICK)
+    ax.grid(True, axis="x", color="0.88", linewidth=0.8)
+    ax.set_axisbelow(True)
     _save(fig, out)
 
 

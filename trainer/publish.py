@@ -5,17 +5,21 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mlp import MLP
-from mlp.atomicfile import atomic_write_bytes
+from mlp.atomicfile import atomic_write, atomic_write_bytes
 from registry import Registry
+from trainer.config import ROBUSTNESS_SAMPLE
 from trainer.datasets import Dataset
 from trainer.evaluation import NOISE_LEVELS, noise_curve
 from trainer.training import TrainResult
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,16 +55,40 @@ def publish_result(
     promote: bool = False,
     min_accuracy: float | None = None,
     extra: dict[str, Any] | None = None,
+    robustness_sample: int = ROBUSTNESS_SAMPLE,
+    others: np.ndarray | None = None,
 ) -> Published:
-    """Publish a version with its plots and log; promote it if asked (and if it passes the gate)."""
+    """Publish a version with its plots and log; promote it if asked (and if it passes the gate).
+
+    A digit model also gets the robustness suite on `robustness_sample` test digits per variant
+    (0 skips it) and, given `others` (Fashion-MNIST test images), the digit/clothes separation:
+    every candidate shows where it is weak before anyone promotes it.
+    """
     noise_accuracy = noise_curve(result.net, dataset.x_test, dataset.y_test, seed=result.config.seed)
     manifest = {**build_manifest(result, dataset, noise_accuracy), **(extra or {})}
+    suite = None
+    if robustness_sample > 0 and dataset.name == "mnist":
+        from trainer import robustness  # the variants and fonts are only needed here
+
+        try:
+            suite = robustness.run_suite(
+                result.net,
+                dataset.x_test,
+                dataset.y_test,
+                limit=robustness_sample,
+                seed=result.config.seed,
+                others=others,
+            )
+            manifest[robustness.MANIFEST_KEY] = suite.as_dict()
+        except Exception as exc:  # a measurement that fails must not throw the trained model away
+            log.warning("the robustness suite failed; publishing without it", exc_info=True)
+            manifest[robustness.MANIFEST_KEY] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
 
     def write_plots(folder: Path, net: MLP) -> list[str]:
         from trainer.plots import write_version_plots  # matplotlib is slow to import; only here
 
         atomic_write_bytes(folder / "curves.csv", curves_csv(result))
-        return write_version_plots(
+        names = write_version_plots(
             folder,
             result.curves,
             result.test.confusion,
@@ -69,6 +97,12 @@ def publish_result(
             NOISE_LEVELS,
             noise_accuracy,
         )
+        if suite is None:
+            return names
+        from trainer.robustness import PLOT_NAME, write_plot
+
+        atomic_write(folder / f"{PLOT_NAME}.png", lambda f: write_plot(suite, f))
+        return [*names, PLOT_NAME]
 
     version = registry.publish(result.net, manifest, write_plots)
     accuracy = result.test.accuracy

@@ -29,6 +29,7 @@ from service.jobs.store import ORPHAN_ERROR, JobStore
 from trainer.config import ConfigError
 from trainer.datasets import DatasetError, load_dataset
 from trainer.publish import publish_result
+from trainer.robustness import load_others
 from trainer.threads import blas_threads
 from trainer.training import Progress, TrainingCancelled, train
 
@@ -52,6 +53,7 @@ class ChildSpec:
     cache_dir: str
     parent_pid: int
     log_level: int = logging.INFO
+    robustness_sample: int = 0  # test digits per robustness variant measured at publish time
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,11 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
                 progress=ProgressWriter(store, spec.job_id),
                 should_stop=stop,
             )
+            others = None
+            if spec.robustness_sample and dataset.name == "mnist":
+                others, note = load_others(cache_dir=Path(spec.cache_dir))
+                if note:
+                    log.info("%s", note)
             published = publish_result(
                 Registry(Path(spec.models_dir), spec.model_name),
                 result,
@@ -188,6 +195,8 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
                 promote=bool(params.get("promote", False)),
                 min_accuracy=params.get("min_accuracy"),
                 extra={"job": spec.job_id},
+                robustness_sample=spec.robustness_sample,
+                others=others,
             )
         log.info("published %s (%s)", published.version, published.reason)
         return Outcome("succeeded", version=published.version, promoted=published.promoted)

@@ -204,6 +204,7 @@ class ProcessJobRunner:
             cache_dir=str(self.settings.cache_dir.resolve()),
             parent_pid=self.owner.pid,
             log_level=logging.getLogger().getEffectiveLevel(),
+            robustness_sample=self.settings.robustness_sample,
         )
         process = self._context.Process(
             target=child.run, args=(spec,), name=f"train-{record.id[:8]}", daemon=True

@@ -16,6 +16,9 @@ from service.state import AppState, State
 router = APIRouter(prefix="/models", tags=["models"])
 
 VersionPath = Annotated[str, Path(description="v0003, 0003 or 3", max_length=16)]
+# A version's weights never change, nor do the plots drawn when it was published; these are drawn
+# again when the version is measured again (`python -m trainer robustness`), so browsers revalidate.
+REMEASURED_PLOTS = frozenset({"robustness"})
 
 
 class VersionSummary(BaseModel):
@@ -72,7 +75,7 @@ async def manifest(version: VersionPath, state: State) -> dict[str, Any]:
 
 @router.get(
     "/{version}/plots/{name}.png",
-    summary="One of a version's plots: accuracy, loss, confusion, noise, w1, w2",
+    summary="One of a version's plots: accuracy, loss, confusion, noise, w1, w2, robustness",
     response_class=FileResponse,
     responses={200: {"content": {"image/png": {}}}},
 )
@@ -80,9 +83,8 @@ async def plot(version: VersionPath, name: str, state: State) -> FileResponse:
     path = state.registry.plot_path(state.registry.resolve(version), name)
     if not path.is_file():
         raise NotFound(f"{version} has no plot named {name!r}")
-    return FileResponse(
-        path, media_type="image/png", headers={"Cache-Control": "public, max-age=31536000, immutable"}
-    )
+    cache = "no-cache" if name in REMEASURED_PLOTS else "public, max-age=31536000, immutable"
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": cache})
 
 
 @router.post(

@@ -13,7 +13,10 @@ const PLOT_TITLES = {
   noise: "Test accuracy as more and more noise is added to the images",
   w1: "First-layer weights, one tile per hidden unit",
   w2: "Per-digit maps of the weights along the path to each output",
+  robustness: "Share of each robustness variant read right, read wrong and refused",
 };
+const WEAK = 0.9; // a variant read right less often than this is flagged
+const PERCENT = (fraction) => `${(fraction * 100).toFixed(1)}%`;
 
 let shownPlots = null; // the version whose plots are on screen; kept across refreshes
 
@@ -65,7 +68,66 @@ async function showPlots(version) {
   const grid = document.createElement("div");
   grid.className = "plot-grid";
   grid.append(...(manifest.plots || []).map((name) => plotFigure(version, name)));
-  $("#plots").replaceChildren(heading, grid.children.length ? grid : "No plots for this version.");
+  const parts = [heading];
+  if (manifest.robustness) parts.push(robustnessTable(version, manifest.robustness));
+  parts.push(grid.children.length ? grid : "No plots for this version.");
+  $("#plots").replaceChildren(...parts);
+}
+
+/** The robustness suite's table (trainer/robustness.py): how each kind of upload fared. */
+function robustnessTable(version, suite) {
+  if (suite.error) { // the suite failed when the version was published; the version itself is fine
+    const note = document.createElement("p");
+    note.className = "hint";
+    note.dataset.testid = "robustness";
+    note.textContent = `Robustness of ${version} was not measured: ${suite.error}`;
+    return note;
+  }
+  const variants = suite.variants || [];
+  const weak = variants.filter((v) => v.accuracy < WEAK).sort((a, b) => a.accuracy - b.accuracy);
+  const details = document.createElement("details");
+  details.className = "robustness";
+  details.dataset.testid = "robustness";
+  details.open = true;
+  const summary = document.createElement("summary");
+  summary.textContent = `Robustness of ${version}: ${variants.length - weak.length} of ${variants.length} ` +
+    `kinds of upload read right ≥ ${WEAK * 100}% (${suite.limit} digits each)`;
+  if (weak.length) {
+    summary.textContent += `; weakest: ${weak.slice(0, 3).map((v) => `${v.name} ${PERCENT(v.accuracy)}`).join(", ")}`;
+  }
+  const wrap = document.createElement("div");
+  wrap.className = "table-wrap";
+  const table = document.createElement("table");
+  table.innerHTML = `<caption class="visually-hidden"></caption>
+    <thead><tr><th scope="col">Variant</th><th scope="col">Read right</th><th scope="col">Refused</th>
+    <th scope="col">Right when accepted</th></tr></thead><tbody></tbody>`;
+  table.caption.textContent = `Robustness variants of ${version}`;
+  const rows = variants.map((v) => {
+    const row = document.createElement("tr");
+    row.dataset.variant = v.name;
+    row.classList.toggle("weak", v.accuracy < WEAK);
+    row.innerHTML = "<th scope=\"row\"><span></span><span class=\"hint\"></span></th><td></td><td></td><td></td>";
+    row.cells[0].children[0].textContent = v.name; // server text goes in as text, never as HTML
+    row.cells[0].children[1].textContent = v.description || "";
+    row.cells[1].textContent = PERCENT(v.accuracy);
+    row.cells[2].textContent = `${v.refused} of ${v.n}`;
+    row.cells[3].textContent = v.accepted_accuracy == null ? "–" : PERCENT(v.accepted_accuracy);
+    return row;
+  });
+  table.tBodies[0].replaceChildren(...rows);
+  wrap.append(table);
+  details.append(summary, wrap);
+  const apart = suite.separation;
+  if (apart && apart.auroc != null) {
+    const p = document.createElement("p");
+    p.className = "hint";
+    p.dataset.testid = "separation";
+    p.textContent = `Digits against Fashion-MNIST clothes by the network's energy score: AUROC ` +
+      `${apart.auroc.toFixed(3)} (1 = always told apart, 0.5 = chance; ${apart.others_refused} of ` +
+      `${apart.others} clothes refused as no digit).`;
+    details.append(p);
+  }
+  return details;
 }
 
 function plotFigure(version, name) {

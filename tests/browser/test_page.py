@@ -183,6 +183,23 @@ def test_look_inside(page: Page, artifacts: Path, server: Server) -> None:
                   .every((img) => img.complete && img.naturalWidth > 0)"""
     )
     expect(plots.locator("figure.missing")).to_have_count(0)
+
+    # the robustness suite of the shipped version: one row per variant, the weak ones flagged
+    suite = manifest["robustness"]
+    table = plots.get_by_test_id("robustness")
+    strong = sum(v["accuracy"] >= 0.9 for v in suite["variants"])
+    summary = f"Robustness of v0001: {strong} of {len(suite['variants'])} kinds of upload read right"
+    expect(table.locator("summary")).to_contain_text(summary)
+    expect(table.locator("tbody tr")).to_have_count(len(suite["variants"]))
+    for variant in suite["variants"]:
+        row = table.locator(f'tr[data-variant="{variant["name"]}"]')
+        expect(row.locator("td").first).to_have_text(f"{variant['accuracy'] * 100:.1f}%")
+        expect(row.locator("td").nth(1)).to_have_text(f"{variant['refused']} of {variant['n']}")
+        weak = variant["accuracy"] < 0.9
+        expect(row).to_have_class(re.compile(r"\bweak\b") if weak else re.compile(r"^(?!.*\bweak\b)"))
+    weakest = min(suite["variants"], key=lambda v: v["accuracy"])
+    expect(table.locator("summary")).to_contain_text(f"weakest: {weakest['name']}")
+    expect(plots.get_by_test_id("separation")).to_contain_text(f"AUROC {suite['separation']['auroc']:.3f}")
     inside.screenshot(path=artifacts / "05-inside.png")
 
 

@@ -306,3 +306,42 @@ def test_a_publish_failing_at_the_manifest_removes_its_weights(registry, monkeyp
     with pytest.raises(OSError, match="disk full"):
         publish(registry, 0)
     assert listing(registry.folder) == []
+
+
+# -- measurements added after publishing ---------------------------------------------------------
+
+
+def test_annotate_adds_a_key_and_a_plot_and_leaves_the_weights_alone(registry):
+    version = publish(registry, 0)
+    npz = registry.weights_path(version)
+    before_bytes, before = npz.read_bytes(), registry.manifest(version)
+    registry.plot_path(version, "robustness").write_bytes(b"\x89PNG robustness")
+
+    updated = registry.annotate(version, "robustness", {"limit": 5, "variants": []}, plot="robustness")
+    assert updated == registry.manifest(version)
+    plots = ["accuracy", "w1", "robustness"]
+    assert updated == {**before, "robustness": {"limit": 5, "variants": []}, "plots": plots}
+    assert npz.read_bytes() == before_bytes and updated["sha256"] == sha256_of(npz)
+    registry.load(version)  # still a valid version: the checksum matches
+
+    again = registry.annotate(version, "robustness", {"limit": 9}, plot="robustness")
+    assert again["robustness"] == {"limit": 9} and again["plots"].count("robustness") == 1
+    assert listing(registry.folder).count(f"{version}.json") == 1  # no temp file left behind
+
+
+@pytest.mark.parametrize("key", ["sha256", "sizes", "plots", "version", "parent", "Robust", "", "a b"])
+def test_annotate_refuses_the_keys_that_describe_the_weights(registry, key):
+    version = publish(registry, 0)
+    before = registry.manifest(version)
+    with pytest.raises(RegistryError, match="cannot be annotated"):
+        registry.annotate(version, key, "changed")
+    assert registry.manifest(version) == before
+
+
+def test_annotate_refuses_unknown_versions_and_missing_plot_files(registry):
+    version = publish(registry, 0)
+    with pytest.raises(VersionNotFound):
+        registry.annotate("v0007", "robustness", {})
+    with pytest.raises(RegistryError, match=r"no plot file robustness\.png"):
+        registry.annotate(version, "robustness", {}, plot="robustness")
+    assert "robustness" not in registry.manifest(version)

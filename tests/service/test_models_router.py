@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import AUTH, MakeClient, Publish, variant
+from conftest import AUTH, MakeClient, Publish, tiny_png, variant
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -77,6 +77,23 @@ def test_a_plot_is_served_as_png(three: TestClient) -> None:
     assert "immutable" in response.headers["cache-control"]
     assert Image.open(io.BytesIO(response.content)).format == "PNG"
     assert also.status_code == 200 and also.content == response.content  # both tiny gray PNGs
+
+
+def test_a_robustness_section_and_its_plot_are_served_and_revalidated(
+    three: TestClient, registry: Registry
+) -> None:
+    section = {"limit": 3, "seed": 0, "variants": [{"name": "clean", "n": 3, "correct": 3, "refused": 0}]}
+    registry.plot_path("v0001", "robustness").write_bytes(tiny_png(value=7))
+    registry.annotate("v0001", "robustness", section, plot="robustness")
+    with three as client:
+        manifest = client.get("/models/v0001").json()
+        plot = client.get("/models/v0001/plots/robustness.png")
+        published = client.get("/models/v0001/plots/w1.png")
+
+    assert manifest["robustness"] == section and manifest["plots"] == ["accuracy", "w1", "robustness"]
+    assert plot.status_code == 200 and plot.content == tiny_png(value=7)
+    assert plot.headers["cache-control"] == "no-cache"  # measured again later: never stale
+    assert "immutable" in published.headers["cache-control"]
 
 
 def test_unknown_plots_are_a_404(three: TestClient) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from testkit import write_idx
@@ -56,6 +57,7 @@ def make_client(tmp_path: Path, tiny_mnist: Path) -> Client:
                 "cache_dir": tmp_path / "cache",
                 "token": TOKEN,
                 "job_cancel_grace_s": 10.0,
+                "robustness_sample": 0,  # the suite's own tests measure it; one test here asks for it
                 **overrides,
             }
         )
@@ -202,6 +204,28 @@ def test_jobs_publish_a_candidate_or_promote_it(make_client: Client, tmp_path: P
         while metrics.get_sample_value("mnist_training_duration_seconds_count", {"state": "succeeded"}) != 2:
             assert time.monotonic() < deadline, "training durations were not observed"
             time.sleep(0.05)
+
+
+def test_a_job_measures_a_robustness_sample_when_the_service_asks(
+    make_client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fashion = tmp_path / "fashion"  # rectangles: things that are not digits
+    fashion.mkdir()
+    clothes = np.zeros((8, 28, 28), np.uint8)
+    for i, image in enumerate(clothes):
+        image[3 + i % 4 : 24, 4 : 20 + i % 5] = 150
+    for prefix in ("train", "t10k"):
+        write_idx(fashion, prefix, clothes, np.arange(8, dtype=np.uint8))
+    monkeypatch.setenv("FASHION_MNIST_DATA_DIR", str(fashion))  # the child inherits it
+
+    with make_client(robustness_sample=3) as client:
+        job = wait_for(client, submit(client, QUICK)["id"], ended)
+    assert job["state"] == "succeeded", job
+    manifest = Registry(tmp_path / "models", "mnist").manifest(job["version"])
+    section = manifest["robustness"]
+    assert section["limit"] == 3 and all(v["n"] == 3 for v in section["variants"])
+    assert section["separation"]["others"] == 3
+    assert manifest["plots"][-1] == "robustness"
 
 
 def test_a_running_job_can_be_cancelled_and_publishes_nothing(client: TestClient, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ declared (`load_dataset(checksums=...)`), and removes the download mirrors so no
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import gzip
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from testkit import write_idx
 
 from registry import Registry
 from trainer import datasets
@@ -88,12 +90,15 @@ def models(tmp_path) -> Path:
 
 
 def seed_args(data: Path, models: Path, iters: str = "200", *flags: str) -> list[str]:
-    return ["sample", iters, "0.1", "16", "0", *flags, "--data-dir", str(data), "--models-dir", str(models)]
+    return ["sample", iters, "0.1", "16", "0", *flags, "--data-dir", str(data), "--models-dir", str(models),
+            "--robustness-sample", "0"]  # fmt: skip
 
 
 def train_args(data: Path, models: Path, *more: str) -> list[str]:
+    """A quick `train`: the robustness suite is skipped unless `more` asks for a sample."""
     return ["train", "--preset", "fast", "--epochs", "1", "--hidden", "16", "--quiet",
-            "--data-dir", str(data), "--models-dir", str(models), *more]  # fmt: skip
+            "--data-dir", str(data), "--models-dir", str(models),
+            "--robustness-sample", "0", *more]  # fmt: skip
 
 
 def test_the_synthetic_files_are_valid_idx_and_declared_checksums_accept_them(data_files, digits, tmp_path):
@@ -354,3 +359,135 @@ def test_noise_command_writes_csv_json_and_png(local_mnist, tmp_path, capsys):
     assert record["config"]["hidden"] == [16] and record["config"]["epochs"] == 1
 
     assert (out_dir / "noise_comparison.png").read_bytes().startswith(PNG)
+
+
+# -- the robustness suite ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_fashion(tmp_path) -> Path:
+    """Un-gzipped IDX files standing in for Fashion-MNIST (such files are checked by structure only):
+    filled rectangles of varied sizes, things that are not digits."""
+    folder = tmp_path / "fashion"
+    folder.mkdir()
+    images = np.zeros((12, 28, 28), np.uint8)
+    for i, image in enumerate(images):
+        image[3 + i % 4 : 24, 4 : 20 + i % 5] = 120 + 10 * i
+    labels = np.arange(12, dtype=np.uint8) % 10
+    write_idx(folder, "train", images, labels)
+    write_idx(folder, "t10k", images, labels)
+    return folder
+
+
+def robustness_args(data: Path, models: Path, fashion: Path, *more: str) -> list[str]:
+    return ["robustness", "v0001", "--limit", "6", "--variants", "clean,scan", "--data-dir", str(data),
+            "--fashion-dir", str(fashion), "--models-dir", str(models), *more]  # fmt: skip
+
+
+def test_robustness_prints_the_table_and_records_it_in_the_version(
+    local_mnist, models, fast_plots, tiny_fashion, capsys
+):
+    assert main(train_args(local_mnist, models)) == 0
+    registry = Registry(models)
+    weights, before = registry.weights_path("v0001").read_bytes(), registry.manifest("v0001")
+    capsys.readouterr()
+
+    assert main(robustness_args(local_mnist, models, tiny_fashion, "--seed", "3")) == 0
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == "mnist v0001: 6 test digits per variant, seed 3"
+    assert [line.split()[0] for line in lines[2:4]] == ["clean", "scan"]
+    assert lines[4].startswith("MNIST vs fashion-mnist by energy score: AUROC ")
+    assert lines[-1].startswith("recorded in ") and "Traceback" not in err
+
+    manifest = registry.manifest("v0001")
+    section = manifest["robustness"]
+    assert (section["limit"], section["seed"]) == (6, 3)
+    assert [(v["name"], v["n"]) for v in section["variants"]] == [("clean", 6), ("scan", 6)]
+    for variant, line in zip(section["variants"], lines[2:4], strict=True):
+        assert line.split()[2] == f"{100 * variant['accuracy']:.1f}"  # the table is the record
+        assert int(line.split()[4]) == variant["refused"]
+    separation = section["separation"]
+    assert (separation["digits"], separation["others"]) == (6, 6) and 0 <= separation["auroc"] <= 1
+    assert manifest["plots"] == [*before["plots"], "robustness"]
+    assert (models / "mnist" / "v0001" / "robustness.png").read_bytes().startswith(PNG)
+    # only the new key and the plot list changed; the weights and their checksum did not
+    assert {k: v for k, v in manifest.items() if k not in ("robustness", "plots")} == {
+        k: v for k, v in before.items() if k != "plots"
+    }
+    assert registry.weights_path("v0001").read_bytes() == weights
+    registry.load("v0001")
+
+
+def test_robustness_json_without_writing(local_mnist, models, fast_plots, tiny_fashion, capsys):
+    assert main(train_args(local_mnist, models)) == 0
+    capsys.readouterr()
+    assert main(robustness_args(local_mnist, models, tiny_fashion, "--json", "--no-write")) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["model"] == "mnist" and record["version"] == "v0001" and record["limit"] == 6
+    assert [v["name"] for v in record["variants"]] == ["clean", "scan"]
+    assert "robustness" not in Registry(models).manifest("v0001")
+    assert not (models / "mnist" / "v0001" / "robustness.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("more", "status", "message"),
+    [
+        (["--variants", "clean,nope"], 2, "--variants: unknown variant nope; choose among clean, scan,"),
+        (["--limit", "0"], 2, "argument --limit: must be >= 1, got 0"),
+        (["--fashion-dir", "/nonexistent/fashion"], 1, "error: --fashion-dir /nonexistent/fashion: "),
+    ],
+)
+def test_robustness_refuses_bad_options_in_one_line(
+    local_mnist, models, fast_plots, tiny_fashion, capsys, more, status, message
+):
+    assert main(train_args(local_mnist, models)) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) if status == 2 else contextlib.nullcontext() as raised:
+        code = main(robustness_args(local_mnist, models, tiny_fashion, *more))
+    assert (raised.value.code if status == 2 else code) == status
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert "robustness" not in Registry(models).manifest("v0001")
+
+
+def test_robustness_of_an_unknown_version_is_one_line(local_mnist, models, capsys):
+    argv = ["robustness", "v0009", "--data-dir", str(local_mnist), "--models-dir", str(models)]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip() == "error: model 'mnist' has no version v0009"
+
+
+def test_train_runs_a_robustness_sample_when_publishing(
+    local_mnist, models, fast_plots, tiny_fashion, monkeypatch, capsys
+):
+    monkeypatch.setenv("FASHION_MNIST_DATA_DIR", str(tiny_fashion))
+    assert main(train_args(local_mnist, models, "--robustness-sample", "4")) == 0
+    manifest = Registry(models).manifest("v0001")
+    section = manifest["robustness"]
+    assert section["limit"] == 4 and section["seed"] == manifest["hyperparameters"]["seed"]
+    assert len(section["variants"]) >= 27 and all(v["n"] == 4 for v in section["variants"])
+    assert section["separation"]["others"] == 4
+    assert manifest["plots"] == [*trainer_plot_names(), "robustness"]
+    assert (models / "mnist" / "v0001" / "robustness.png").read_bytes().startswith(PNG)
+
+
+def test_a_failing_robustness_suite_does_not_lose_the_trained_version(
+    local_mnist, models, fast_plots, monkeypatch, capsys
+):
+    import trainer.robustness
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("a variant broke")
+
+    monkeypatch.setattr(trainer.robustness, "run_suite", fail)
+    assert main(train_args(local_mnist, models, "--robustness-sample", "2")) == 0
+    manifest = Registry(models).manifest("v0001")
+    assert manifest["robustness"] == {"error": "RuntimeError: a variant broke"}
+    assert manifest["plots"] == trainer_plot_names()
+    Registry(models).load("v0001")
+
+
+def trainer_plot_names() -> list[str]:
+    import trainer.plots
+
+    return list(trainer.plots.PLOT_NAMES)

@@ -35,7 +35,11 @@ PLOTS = {
     "noise_comparison": lambda out: plots.plot_noise_comparison([0, 10, 25], LEVELS, TABLE, out),
     "w1": lambda out: plots.plot_w1_tiles(PARAMS["w1"], out),
     "w2": lambda out: plots.plot_digit_maps(PARAMS, out),
+    "robustness": lambda out: plots.plot_robustness(
+        ["clean", "light_gradient", "fonts"], [0.99, 0.0, 0.9], [0.0, 1.0, 0.02], out, 500, 0.98
+    ),
 }
+SIZES = {"noise_comparison": plots.WIDE, "robustness": plots.TALL}
 
 
 def png_size(data: bytes | Path) -> tuple[int, int]:
@@ -54,8 +58,7 @@ def render(draw) -> bytes:
 
 @pytest.mark.parametrize("name", PLOTS)
 def test_each_plot_is_a_png_of_the_promised_size(name: str) -> None:
-    expected = plots.WIDE if name == "noise_comparison" else plots.SIZE
-    assert png_size(render(PLOTS[name])) == expected
+    assert png_size(render(PLOTS[name])) == SIZES.get(name, plots.SIZE)
 
 
 def test_plots_write_to_a_path(tmp_path: Path) -> None:
@@ -76,6 +79,14 @@ def test_accuracies_given_as_percent_are_refused() -> None:
     bad = Curves(x=[1, 2], test_accuracy=[95.0, 97.0])
     with pytest.raises(ValueError, match=r"fractions in \[0, 1\]"):
         plots.plot_accuracy(bad, io.BytesIO())
+    with pytest.raises(ValueError, match=r"fractions in \[0, 1\]"):
+        plots.plot_robustness(["clean"], [98.6], [0.0], io.BytesIO())
+
+
+def test_robustness_bars_need_one_value_of_each_per_variant_and_draw_with_none() -> None:
+    with pytest.raises(ValueError, match="one accuracy and one refused fraction per variant"):
+        plots.plot_robustness(["clean", "scan"], [0.9], [0.0, 0.1], io.BytesIO())
+    assert png_size(render(lambda out: plots.plot_robustness([], [], [], out))) == plots.TALL
 
 
 def test_w1_tiles_beyond_max_tiles_are_cut() -> None:
