@@ -114,7 +114,7 @@ def test_a_phone_photo_with_a_shadow_and_uneven_light_is_read(clean):
     rng = np.random.default_rng(0)
     ink = np.zeros((400, 400), np.float32)
     ink[100:300, 80:280] = ink_of()
-    yy, xx = np.mgrid[0:400, 0:400] / 400
+    xx = np.mgrid[0:400, 0:400][1] / 400
     light = (0.6 + 0.4 * xx) * (1 - 0.35 / (1 + np.exp(-(xx - 0.75) * 25)))  # a gradient, a shadow
     photo = 235 * light * (1 - 0.85 * ink) + rng.normal(0, 3, ink.shape)
     out = digitize(encode(np.clip(photo, 0, 255).astype(np.uint8).repeat(3).reshape(400, 400, 3), "JPEG"))
