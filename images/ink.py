@@ -5,11 +5,13 @@ grey or yellowish, lit unevenly by a phone, grainy, or cropped so tightly that i
 This module turns any of them into an "ink level" per pixel: how far the pixel is from the paper
 around it, on the ink's side, in 0..255 units.
 
-Polarity comes from the whole image (Otsu's split into a dark and a light class): the paper is
-the light class unless the dark class is the majority of the pixels and (nearly all of) the outer
-ring, and the light class is made of strokes (MNIST, chalk on a board, a drawing on a black canvas; not
-lit paper beside a shadow). Paper is light in almost every photo, scan and
-canvas, and a tight crop's border is ink, so the ring alone is no proof.
+Polarity comes from the whole image (Otsu's split into a dark and a light class). The paper is
+the dark class when the outer ring is all but entirely dark (MNIST, a drawing on a black canvas);
+else it is the far more uniform class when one is and it lies on the border (ink has anti-aliased
+edges and pressure, paper has neither); else the dark class when it is most of the ring (or the
+majority of the pixels and of the ring) and the light class is made of strokes (chalk on a board;
+not lit paper beside a shadow); else the light class. Paper is light in almost every photo, scan
+and canvas, and a tight crop's border is ink, so the ring alone is no proof.
 The paper level follows shadows and light gradients (anything wider than a few strokes), so they
 are paper, not ink; it is one constant on any clean image.
 """
@@ -22,13 +24,20 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-# The dark class is paper only when it holds this share of the pixels and of the outer ring.
+# The rule above, in numbers: the ring is "all but entirely dark" from DARK_RING_ALONE; a class is
+# "far more uniform" when its levels spread (interquartile range) at most UNIFORM x the other's,
+# that other spreads at least TEXTURED, and it is at least UNIFORM_RING of the ring; otherwise the
+# dark class needs DARK_RING of the ring (or DARK_PAPER_AREA of the pixels and DARK_PAPER_RING of
+# the ring), and a light class of strokes at most LIGHT_INK_WIDTH of the short side wide (lit paper
+# beside a shadow is broad).
+DARK_RING_ALONE = 0.95
+DARK_RING = 0.8
+UNIFORM = 0.4
+TEXTURED = 8
+UNIFORM_RING = 0.5
 DARK_PAPER_AREA = 0.5
 DARK_PAPER_RING = 0.7
-# ... and when either the ring is all but entirely dark, or the light class is made of strokes at
-# most this share of the short side wide (lit paper beside a shadow is a broad region).
-DARK_RING_ALONE = 0.95
-LIGHT_INK_WIDTH = 0.3
+LIGHT_INK_WIDTH = 0.35
 # The paper level under a pixel is found over a square this many stroke widths wide, and at least
 # this fraction of the image's short side (ruled lines make many short runs of ink).
 STROKES_PER_WINDOW = 2.5
@@ -90,20 +99,31 @@ def quantiles(levels: np.ndarray, qs: tuple[float, ...], offset: int = 0) -> lis
     return [int(np.searchsorted(counts, max(1, math.ceil(q * total)))) - offset for q in qs]
 
 
+def _dark_is_paper(gray: np.ndarray, dark: np.ndarray, ring_dark: float) -> bool:
+    """Is the dark class of Otsu's split the paper? (See the module docstring for why.)"""
+    if ring_dark >= DARK_RING_ALONE:
+        return True
+    low_dark, high_dark = quantiles(gray[dark], (0.25, 0.75))
+    low_light, high_light = quantiles(gray[~dark], (0.25, 0.75))
+    spread_dark, spread_light = high_dark - low_dark, high_light - low_light
+    if max(spread_dark, spread_light) >= TEXTURED and min(spread_dark, spread_light) <= UNIFORM * max(
+        spread_dark, spread_light
+    ):
+        uniform_dark = spread_dark < spread_light  # paper is the far more uniform class ...
+        if (ring_dark if uniform_dark else 1 - ring_dark) >= UNIFORM_RING:  # ... if it is on the ring
+            return uniform_dark
+    mostly_dark = ring_dark >= DARK_RING or (
+        float(np.count_nonzero(dark)) / dark.size >= DARK_PAPER_AREA and ring_dark >= DARK_PAPER_RING
+    )
+    return mostly_dark and stroke_width(~dark, longest=None) <= LIGHT_INK_WIDTH * min(gray.shape)
+
+
 def find_ink(gray: np.ndarray) -> InkMap:
     """An (H, W) uint8 gray image of any polarity -> its ink map."""
     split = otsu_threshold(gray)
     dark = gray <= split
-    dark_share = float(np.count_nonzero(dark)) / dark.size
     ring_dark = float(np.count_nonzero(ring_of(gray) <= split)) / (2 * sum(gray.shape) - 4)
-    dark_ink = not (
-        dark_share >= DARK_PAPER_AREA
-        and ring_dark >= DARK_PAPER_RING
-        and (
-            ring_dark >= DARK_RING_ALONE
-            or stroke_width(~dark, longest=None) <= LIGHT_INK_WIDTH * min(gray.shape)  # not lit paper
-        )
-    )
+    dark_ink = not _dark_is_paper(gray, dark, ring_dark)
 
     # Ink up (uint8): the ink side is the high side from here on.
     up = 255 - gray if dark_ink else gray

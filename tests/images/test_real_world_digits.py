@@ -11,7 +11,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from images import NoDigitFound, digitize
 
@@ -148,3 +148,15 @@ def test_a_blank_or_grain_only_picture_is_still_no_digit():
     ):
         with pytest.raises(NoDigitFound):
             digitize(encode(picture))
+
+
+def test_a_bold_light_digit_filling_a_black_picture_stays_light_on_black():
+    # A thick white 0 touching the top and bottom edges covers more than half of the picture, but
+    # the black around it is flat and the strokes are not: the black is the paper.
+    im = Image.new("L", (28, 28), 0)
+    ImageDraw.Draw(im).ellipse((3, 0, 24, 27), outline=255, width=8)
+    pixels = np.asarray(im.filter(ImageFilter.GaussianBlur(0.7)))
+    assert (pixels > 127).mean() > 0.5
+    out = digitize(encode(pixels))
+    assert out[14, 14] == 0  # the hole of the 0 is paper ...
+    assert out[14, 6:10].max() > 200 and out[14, 18:22].max() > 200  # ... its sides are ink
