@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import images
-from registry import CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
+from registry import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
 from trainer.config import ConfigError
 
 log = logging.getLogger("service")
@@ -79,6 +79,7 @@ DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (VersionNotFound, 404, "version_not_found"),
     (NothingToRollBack, 409, "nothing_to_roll_back"),
     (CorruptVersion, 409, "corrupt_version"),
+    (CorruptPointer, 409, "corrupt_pointer"),
     (RegistryError, 409, "registry_error"),
     (ConfigError, 422, "invalid_training_parameters"),
 ]

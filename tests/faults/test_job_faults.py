@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
+from faultkit import (
     AUTH,
     FINAL,
     QUICK,

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import AUTH, MakeClient, poll, publish, write_pointer
+from faultkit import AUTH, MakeClient, poll, publish, write_pointer
 from testkit import ROOT
 
 from registry import CorruptVersion, Registry
@@ -115,7 +115,7 @@ def test_a_corrupt_pointer_is_reported_logged_once_and_repaired_by_a_promote(
             assert (answer.status_code, answer.json()["error"]) == (409, "corrupt_pointer"), answer.text
         assert client.get("/readyz").json()["version"] == "v0002"  # what is loaded keeps serving
         families = client.get("/metrics").text
-        assert not re.search(r'version="\d', families)  # never an integer version label
+        assert not re.search(r'mnist_\w+\{[^}]*version="\d', families)  # never an integer version label
 
         repaired = client.post("/models/v0001/promote", headers=AUTH)
         assert repaired.status_code == 200, repaired.text
@@ -168,7 +168,14 @@ def test_one_damaged_manifest_is_listed_as_damaged_and_the_rest_stands(
     assert bad["damaged"] and "manifest" in bad["damaged"], bad
     assert (good["damaged"], good["sizes"], good["test_accuracy"]) == (None, [784, 8, 10], 0.52)
     assert (also_good["damaged"], also_good["test_accuracy"]) == (None, 0.5)
-    assert (single.status_code, single.json()["error"]) == (409, "corrupt_version")
+    try:
+        stored = json.loads(text)
+    except ValueError:
+        stored = None
+    if isinstance(stored, dict):  # an object with a field of the wrong type: shown as stored, to diagnose
+        assert (single.status_code, single.json()) == (200, stored)
+    else:
+        assert (single.status_code, single.json()["error"]) == (409, "corrupt_version")
 
     assert trainer_main(["list", "--models-dir", str(registry.root)]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import MakeClient, digit_png, poll, publish
 from fastapi.testclient import TestClient
+from faultkit import MakeClient, digit_png, poll, publish
 
 from registry import Registry
 
