@@ -15,6 +15,7 @@ from mlp.atomicfile import atomic_write_bytes
 from registry import Registry
 from trainer.datasets import Dataset
 from trainer.evaluation import NOISE_LEVELS, noise_curve
+from trainer.gate import PublishGate, PublishRefused
 from trainer.training import TrainResult
 
 
@@ -51,8 +52,13 @@ def publish_result(
     promote: bool = False,
     min_accuracy: float | None = None,
     extra: dict[str, Any] | None = None,
+    gate: PublishGate | None = None,
 ) -> Published:
-    """Publish a version with its plots and log; promote it if asked (and if it passes the gate)."""
+    """Publish a version with its plots and log; promote it if asked (and if it passes the gate).
+
+    With a `gate`, PublishRefused from `before_publish` stops the publish (nothing is published);
+    a refusal at `promoting` leaves the version published as a candidate.
+    """
     noise_accuracy = noise_curve(result.net, dataset.x_test, dataset.y_test, seed=result.config.seed)
     manifest = {**build_manifest(result, dataset, noise_accuracy), **(extra or {})}
 
@@ -70,14 +76,23 @@ def publish_result(
             noise_accuracy,
         )
 
-    version = registry.publish(result.net, manifest, write_plots)
+    version = registry.publish(
+        result.net, manifest, write_plots, before_commit=gate.before_publish if gate else None
+    )
     accuracy = result.test.accuracy
     if not promote:
         return Published(version, False, accuracy, "candidate: promote it explicitly")
     if min_accuracy is not None and accuracy < min_accuracy:
         reason = f"not promoted: test accuracy {accuracy:.4f} is below the gate {min_accuracy:.4f}"
         return Published(version, False, accuracy, reason)
-    registry.promote(version)
+    if gate is None:
+        registry.promote(version)
+        return Published(version, True, accuracy, "promoted to current")
+    try:
+        with gate.promoting():
+            registry.promote(version)
+    except PublishRefused as exc:
+        return Published(version, False, accuracy, f"published but not promoted: {exc}")
     return Published(version, True, accuracy, "promoted to current")
 
 

@@ -7,7 +7,10 @@ service. Whatever the timing, the job record must say what happened to the regis
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -29,8 +32,11 @@ from faultkit import (
 )
 
 from registry import Registry
+from service.jobs.child import ABANDONED_ERROR
+from service.jobs.claim import JobClaim
+from service.jobs.errors import JobNotOwned
 from service.jobs.owner import Owner, process_start_time
-from service.jobs.store import JobStore
+from service.jobs.store import ORPHAN_ERROR, JobStore
 
 PROMOTE = {**QUICK, "promote": True}
 
@@ -73,8 +79,10 @@ def test_a_service_killed_while_its_job_publishes_leaves_a_truthful_record(
         60.0,
         what="the job to end",
     )
-    if job["state"] != "succeeded":  # the record may say "failed" only once nothing can publish any more
+    if job["error"] == ORPHAN_ERROR:  # the restarted service's verdict: only once the child is stopped
         assert process_gone(worker.worker_pid, worker_started), f"{job}, but its process still runs"
+    else:  # the child's own: it stopped at its publish gate (and exits), or it published
+        assert job["state"] == "succeeded" or job["error"].startswith(ABANDONED_ERROR), job
     poll(lambda: process_gone(worker.worker_pid, worker_started), 60.0, 0.05, "the orphaned child to end")
     job = second.client.get(f"/train/{job_id}").json()
     assert_the_record_tells_the_truth(registry, job, before)
@@ -223,3 +231,82 @@ def test_a_publishing_orphan_that_died_before_its_version_landed_is_failed(
     assert job["state"] == "failed" and "publishing" in job["error"], job
     assert versions_published_by(registry, job_id) == []
     assert_the_record_tells_the_truth(registry, job, before)
+
+
+# -- the child's publish gate ---------------------------------------------------------------------
+
+
+def claimed_by_this_process(store: JobStore) -> str:
+    """A running job as a training child sees its own: owned by its parent, trained by itself."""
+    job_id = running_job(store, Owner(os.getppid(), socket.gethostname(), process_start_time(os.getppid())))
+    store.set_worker_pid(job_id, os.getpid())
+    return job_id
+
+
+def test_the_publish_gate_lets_an_owned_job_publish_then_promote(tmp_path: Path) -> None:
+    store = store_of(tmp_path)
+    job_id = claimed_by_this_process(store)
+    claim = JobClaim(store, job_id, os.getppid(), lambda: None)
+
+    claim.before_publish()
+    assert store.get(job_id).phase == "publishing"
+    with claim.promoting():
+        pass
+    assert store.finish(job_id, "succeeded", version="v0002", promoted=True)
+    with pytest.raises(JobNotOwned, match="already succeeded"), claim.promoting():
+        pytest.fail("promoted for a job that had ended")
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"),
+    [
+        (lambda store, job_id: store.request_cancel(job_id), "cancel was requested"),
+        (lambda store, job_id: store.finish(job_id, "failed", error="x"), "already failed"),
+        (lambda store, job_id: store.set_worker_pid(job_id, os.getppid()), "trained by process"),
+    ],
+)
+def test_the_publish_gate_refuses_a_job_the_record_no_longer_gives(
+    tmp_path: Path, spoil: Callable[[JobStore, str], Any], reason: str
+) -> None:
+    store = store_of(tmp_path)
+    job_id = claimed_by_this_process(store)
+    spoil(store, job_id)
+
+    with pytest.raises(JobNotOwned, match=reason):
+        JobClaim(store, job_id, os.getppid(), lambda: None).before_publish()
+    assert store.get(job_id).phase is None
+
+
+def test_the_publish_gate_refuses_an_orphan_and_a_process_told_to_stop(tmp_path: Path) -> None:
+    store = store_of(tmp_path)
+    job_id = claimed_by_this_process(store)
+    with pytest.raises(JobNotOwned, match="service that started this process is gone"):
+        JobClaim(store, job_id, os.getppid() + 1, lambda: None).before_publish()
+    with pytest.raises(JobNotOwned, match="told to stop"):
+        JobClaim(store, job_id, os.getppid(), lambda: "signal").before_publish()
+    assert store.get(job_id).phase is None
+
+
+def test_a_job_database_of_the_previous_release_gains_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "jobs.sqlite3"
+    path.parent.mkdir()
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # the release-1 schema, one running job
+        conn.executescript(
+            "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, "
+            "state TEXT NOT NULL, params TEXT NOT NULL, created_at TEXT NOT NULL, started_at TEXT, "
+            "finished_at TEXT, progress TEXT, version TEXT, promoted INTEGER NOT NULL DEFAULT 0, error TEXT, "
+            "owner_pid INTEGER, owner_host TEXT, owner_started TEXT, worker_pid INTEGER, "
+            "cancel_requested INTEGER NOT NULL DEFAULT 0);"
+            "INSERT INTO jobs (id, state, params, created_at) VALUES ('j1', 'running', '{}', '2026-01-01');"
+            "PRAGMA user_version = 1;"
+        )
+    store = JobStore(path)
+    record = store.get("j1")
+    assert record is not None and (record.state, record.phase, record.worker_started) == (
+        "running",
+        None,
+        None,
+    )
+    store.begin_publishing("j1", lambda record: None)
+    assert store.get("j1").phase == "publishing"
+    JobStore(path)  # opening it again changes nothing
