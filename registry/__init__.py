@@ -4,24 +4,21 @@ Used by the trainer (publishing) and the service (loading, promoting, watching) 
 nothing of training or HTTP. See :mod:`registry.versions` for the layout on disk.
 """
 
-from registry.versions import (
-    CorruptVersion,
-    NothingToRollBack,
-    PlotWriter,
-    Registry,
-    RegistryError,
-    VersionNotFound,
-    normalize_version,
-    sha256_of,
-    utc_now,
-)
+from registry.catalog import Catalog, VersionInfo
+from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
+from registry.pointer import Pointer
+from registry.versions import PlotWriter, Registry, normalize_version, sha256_of, utc_now
 
 __all__ = [
+    "Catalog",
+    "CorruptPointer",
     "CorruptVersion",
     "NothingToRollBack",
     "PlotWriter",
+    "Pointer",
     "Registry",
     "RegistryError",
+    "VersionInfo",
     "VersionNotFound",
     "normalize_version",
     "sha256_of",

@@ -3,14 +3,20 @@
 Layout of `models/<model>/`:
 
     v0001.npz      weights (self-describing, see mlp.weights)
-    v0001.json     manifest; written last, so a version exists exactly when its manifest does
-    v0001/         plots; creating this folder is how a publisher claims the number
-    current        JSON {"version": "v0003", "history": [...]} replaced atomically
+    v0001.json     manifest; renamed into place last, so a version exists exactly when its manifest does
+    v0001/         plots
+    current        the pointer (see registry.pointer), replaced atomically
+    .lock          serialises the steps that pick a number or move the pointer, between processes
+    .staging-*/    a publisher's work in progress, invisible under any version name
 
-Claiming a number with an exclusive `mkdir` keeps numbers unique when two trainers publish at
-once. Every file is written through a temp file and a rename. The pointer is the only mutable
-thing; a serving process watches it with a cheap `stat`. A manifest may gain measurements made
-after publishing (`annotate`, e.g. the robustness suite), never a change to the weights.
+A publisher writes everything into its own hidden staging folder; only then, holding the lock, it
+takes the next number and renames the plots, the weights and finally the manifest into place. A
+publisher killed at any moment therefore leaves no half-written file under a version name, at
+most whole files of a version that does not exist (between two renames); every commit sweeps such
+remains and dead publishers' staging folders first, under the same lock, so numbers are never
+lost and stay unique when several trainers publish at once. The service sweeps at start-up too.
+A manifest may gain measurements made after publishing (`annotate`, e.g. the robustness suite),
+never a change to the weights.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import re
 import shutil
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,6 +37,9 @@ from typing import Any
 
 from mlp import MLP, load_weights, save_weights
 from mlp.atomicfile import atomic_write_bytes
+from registry.catalog import Catalog, VersionInfo, summarize
+from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
+from registry.pointer import NO_POINTER, Pointer, parse_pointer
 
 VERSION_PATTERN = re.compile(r"^v?(\d{1,6})$")
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -37,22 +49,11 @@ PUBLISHED_KEYS = frozenset(
     {"model", "version", "created_at", "parent", "sizes", "dtype", "num_params", "plots", "sha256"}
 )
 ANNOTATION_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-
-
-class RegistryError(Exception):
-    """Base of everything the registry refuses."""
-
-
-class VersionNotFound(RegistryError):
-    pass
-
-
-class NothingToRollBack(RegistryError):
-    pass
-
-
-class CorruptVersion(RegistryError):
-    """A version whose files fail validation (checksum, format, shapes, values)."""
+NUMBERED = re.compile(r"^v(\d+)(\.npz|\.json)?$")  # a version's three entries
+STAGING_PREFIX = ".staging-"
+STAGING_LOCK = ".publisher"  # flock-ed by the live publisher: a free lock means a dead one
+STAGING_GRACE_S = 60.0  # a staging folder without its lock file is left alone this long (just created)
+HISTORY_KEPT = 50
 
 
 def normalize_version(version: str | int) -> str:
@@ -107,26 +108,68 @@ class Registry:
         return self.folder / normalize_version(version) / f"{name}.png"
 
     def manifest(self, version: str) -> dict[str, Any]:
+        """A version's manifest: a JSON object, or CorruptVersion saying why not."""
         version = normalize_version(version)
         path = self.folder / f"{version}.json"
         try:
-            return json.loads(path.read_text())
+            manifest = json.loads(path.read_bytes())
         except FileNotFoundError:
             raise VersionNotFound(f"model {self.model!r} has no version {version}") from None
+        except OSError as exc:
+            raise CorruptVersion(f"{version}: manifest is unreadable ({exc.strerror})") from exc
         except ValueError as exc:
             raise CorruptVersion(f"{version}: manifest is not valid JSON ({exc})") from exc
+        if not isinstance(manifest, dict):
+            raise CorruptVersion(
+                f"{version}: manifest is not a JSON object (found {type(manifest).__name__})"
+            )
+        return manifest
 
-    def pointer(self) -> dict[str, Any]:
+    def pointer(self) -> Pointer:
+        """The `current` pointer; CorruptPointer if it is not one or names no complete version."""
         try:
-            pointer = json.loads(self.pointer_path.read_text())
+            data = self.pointer_path.read_bytes()
         except FileNotFoundError:
-            return {"version": None, "history": []}
-        except ValueError as exc:
-            raise RegistryError(f"{self.pointer_path}: not valid JSON ({exc})") from exc
-        return {"version": pointer.get("version"), "history": list(pointer.get("history", []))}
+            return NO_POINTER
+        except OSError as exc:
+            raise CorruptPointer(
+                f"the `current` pointer of {self.model!r} is unreadable ({exc.strerror})"
+            ) from exc
+        pointer = parse_pointer(data, self.model)
+        if pointer.version is not None and pointer.version not in self.versions():
+            raise CorruptPointer(
+                f"the `current` pointer of {self.model!r} is corrupt: it names {pointer.version}, which is "
+                "not a complete version; promote a version to repair it"
+            )
+        return pointer
 
     def current(self) -> str | None:
-        return self.pointer()["version"]
+        return self.pointer().version
+
+    def catalog(self) -> Catalog:
+        """Every version, newest first, for a listing: damaged manifests and pointers are reported."""
+        try:
+            current, pointer_error = self.current(), None
+        except CorruptPointer as exc:
+            current, pointer_error = None, str(exc)
+        entries = []
+        for version in reversed(self.versions()):
+            try:
+                entries.append(summarize(version, self.manifest(version)))
+            except RegistryError as exc:
+                entries.append(VersionInfo(version, damaged=str(exc)))
+        return Catalog(self.model, current, pointer_error, entries)
+
+    def versions_with(self, field: str, value: Any) -> list[str]:
+        """Complete versions whose manifest has `field` == `value` (damaged manifests never match)."""
+        found = []
+        for version in self.versions():
+            try:
+                if self.manifest(version).get(field) == value:
+                    found.append(version)
+            except RegistryError:
+                continue
+        return found
 
     def resolve(self, version: str | None) -> str:
         """A version name, or the current one when `version` is None/"current"."""
@@ -165,32 +208,46 @@ class Registry:
         net: MLP,
         manifest: dict[str, Any],
         write_plots: PlotWriter | None = None,
+        before_commit: Callable[[], None] | None = None,
     ) -> str:
-        """Write a new immutable version and return its name; it is a candidate until promoted."""
+        """Write a new immutable version and return its name; it is a candidate until promoted.
+
+        `before_commit` runs once everything is written and nothing is visible yet: whatever it
+        raises stops the publish and leaves no trace (a training job checks it still owns its job).
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
-        version, plot_dir = self._claim_number()
-        npz, meta_path = self.folder / f"{version}.npz", self.folder / f"{version}.json"
-        try:
+        with self._staging() as stage:
+            plot_dir = stage / "plots"
+            plot_dir.mkdir()
             plots = write_plots(plot_dir, net) if write_plots else []
-            record = {
-                "model": self.model,
-                "version": version,
-                "created_at": utc_now(),
-                "parent": self.current(),
-                **manifest,
-                "sizes": list(net.sizes),
-                "dtype": "float32",
-                "num_params": net.num_params,
-                "plots": plots,
-            }
-            save_weights(npz, net, metadata={k: v for k, v in record.items() if k != "plots"})
-            record["sha256"] = sha256_of(npz)
-            atomic_write_bytes(meta_path, json.dumps(record, indent=1).encode())
-        except BaseException:
-            meta_path.unlink(missing_ok=True)
-            npz.unlink(missing_ok=True)
-            shutil.rmtree(plot_dir, ignore_errors=True)
-            raise
+            if before_commit is not None:
+                before_commit()
+            with self._locked():
+                self._sweep_locked()
+                version = self._next_version()
+                try:
+                    parent = self.current()
+                except CorruptPointer:
+                    parent = None
+                record = {
+                    "model": self.model,
+                    "version": version,
+                    "created_at": utc_now(),
+                    "parent": parent,
+                    **manifest,
+                    "sizes": list(net.sizes),
+                    "dtype": "float32",
+                    "num_params": net.num_params,
+                    "plots": plots,
+                }
+                npz, meta_path = stage / "weights.npz", stage / "manifest.json"
+                save_weights(npz, net, metadata={k: v for k, v in record.items() if k != "plots"})
+                record["sha256"] = sha256_of(npz)
+                atomic_write_bytes(meta_path, json.dumps(record, indent=1).encode())
+                os.rename(plot_dir, self.folder / version)
+                os.rename(npz, self.folder / f"{version}.npz")
+                os.rename(meta_path, self.folder / f"{version}.json")  # the version exists from here on
+                _fsync_folder(self.folder)
         return version
 
     def annotate(self, version: str, key: str, value: Any, plot: str | None = None) -> dict[str, Any]:
@@ -216,48 +273,106 @@ class Registry:
         return manifest
 
     def promote(self, version: str) -> tuple[str | None, str]:
-        """Make `version` current; returns (previous, new). The old one is kept for rollback."""
+        """Make `version` current; returns (previous, new). The old one is kept for rollback.
+
+        A corrupt pointer is overwritten: promoting is how an operator repairs it (its history
+        is lost with it, so there is nothing to roll back to until the next promote).
+        """
         version = normalize_version(version)
         self.load(version)  # never point at a version that would not load
         with self._locked():
-            pointer = self.pointer()
-            previous = pointer["version"]
-            history = pointer["history"]
+            try:
+                pointer = self.pointer()
+            except CorruptPointer:
+                pointer = NO_POINTER
+            previous = pointer.version
+            history = list(pointer.history)
             if previous and previous != version:
                 history.append(previous)
-            self._write_pointer(version, history[-50:])
+            self._write_pointer(Pointer(version, tuple(history[-HISTORY_KEPT:]), utc_now()))
         return previous, version
 
     def rollback(self) -> tuple[str, str]:
-        """Move the pointer back to the version that was current before; returns (previous, new)."""
+        """Move the pointer back to the version that was current before; returns (previous, new).
+
+        The target is validated exactly as promote validates; a damaged one is refused by name and
+        the pointer stays. Versions deleted since they were current are skipped.
+        """
         with self._locked():
             pointer = self.pointer()
-            history = [v for v in pointer["history"] if v in self.versions()]
-            if not history or pointer["version"] is None:
+            existing = set(self.versions())
+            history = [v for v in pointer.history if v in existing]
+            if not history or pointer.version is None:
                 raise NothingToRollBack(f"model {self.model!r} has no earlier version to roll back to")
             target = history.pop()
-            self._write_pointer(target, history)
-        return pointer["version"], target
-
-    def _claim_number(self) -> tuple[str, Path]:
-        numbers = [int(m.group(1)) for p in self.folder.iterdir() if (m := re.match(r"^v(\d+)", p.name))]
-        number = max(numbers, default=0) + 1
-        while True:
-            version = f"v{number:04d}"
             try:
-                (self.folder / version).mkdir()
-            except FileExistsError:
-                number += 1
-                continue
-            return version, self.folder / version
+                self.load(target)
+            except CorruptVersion as exc:
+                raise CorruptVersion(f"cannot roll back to {target}: {exc}") from exc
+            self._write_pointer(Pointer(target, tuple(history), utc_now()))
+        return pointer.version, target
 
-    def _write_pointer(self, version: str, history: list[str]) -> None:
-        data = {"version": version, "history": history, "updated_at": utc_now()}
-        atomic_write_bytes(self.pointer_path, json.dumps(data).encode())
+    def sweep(self) -> list[str]:
+        """Remove what dead publishers left (see the module docstring); returns the names removed."""
+        if not self.folder.is_dir():
+            return []
+        with self._locked():
+            return self._sweep_locked()
+
+    # -- inside -------------------------------------------------------------------------------
+
+    def _next_version(self) -> str:
+        """One more than any number in use, complete or not (called under the lock, after a sweep)."""
+        numbers = [int(m.group(1)) for p in self.folder.iterdir() if (m := NUMBERED.match(p.name))]
+        return f"v{max(numbers, default=0) + 1:04d}"
+
+    def _sweep_locked(self) -> list[str]:
+        """Under the lock no commit is under way, so a numbered entry above the newest complete
+        version that has no manifest is the remains of a killed commit, and a temp file beside the
+        pointer is a killed pointer write. Staging folders are removed once their publisher is dead.
+        """
+        complete = {int(v[1:]) for v in self.versions()}
+        newest = max(complete, default=0)
+        removed = []
+        for entry in sorted(self.folder.iterdir()):
+            name = entry.name
+            numbered = NUMBERED.match(name)
+            if name.startswith(STAGING_PREFIX):
+                if _remove_if_abandoned(entry):
+                    removed.append(name)
+                continue
+            if numbered:
+                number = int(numbered.group(1))
+                litter = number > newest and not (self.folder / f"v{number:04d}.json").exists()
+            else:
+                litter = name.startswith(".") and name.endswith(".tmp")
+            if litter:
+                _remove(entry)
+                removed.append(name)
+        return removed
+
+    @contextmanager
+    def _staging(self) -> Iterator[Path]:
+        """A fresh hidden folder for one publish, locked for as long as this publisher lives."""
+        for _ in range(3):
+            stage = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=self.folder))
+            with open(stage / STAGING_LOCK, "wb") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not (stage / STAGING_LOCK).exists():  # a sweep took it between mkdtemp and flock
+                    continue
+                try:
+                    yield stage
+                finally:
+                    shutil.rmtree(stage, ignore_errors=True)
+                return
+        raise RegistryError(f"could not keep a staging folder in {self.folder}")
+
+    def _write_pointer(self, pointer: Pointer) -> None:
+        atomic_write_bytes(self.pointer_path, pointer.to_bytes())
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """Serialise pointer updates between processes (promote and rollback read, then write)."""
+        """Serialise number picking and pointer updates between processes (read, then write)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / ".lock", "a+b") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -265,3 +380,44 @@ class Registry:
                 yield
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _remove_if_abandoned(stage: Path) -> bool:
+    """Remove a staging folder whose publisher is gone: its lock is free (or it never got one, long ago).
+
+    Removed while holding its lock: a publisher that created it but had not locked it yet finds it
+    gone once it gets the lock, and starts over in a new one.
+    """
+    try:
+        lock = open(stage / STAGING_LOCK, "rb")  # noqa: SIM115 - held while the folder is removed
+    except FileNotFoundError:
+        try:
+            if time.time() - stage.stat().st_mtime <= STAGING_GRACE_S:
+                return False
+        except FileNotFoundError:
+            return False
+        shutil.rmtree(stage, ignore_errors=True)
+        return True
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        shutil.rmtree(stage, ignore_errors=True)
+        return True
+
+
+def _remove(entry: Path) -> None:
+    if entry.is_dir() and not entry.is_symlink():
+        shutil.rmtree(entry, ignore_errors=True)
+    else:
+        entry.unlink(missing_ok=True)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames durable: a crash right after publish must not lose the version."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

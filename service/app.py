@@ -89,7 +89,10 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
             metrics.served(registry.model, version, model.manifest.get("test_accuracy"))
             state.warmed_up = True
 
-    state.models = ModelStore(registry, on_reload=on_reload)
+    def on_file_check(version: str, problem: str | None) -> None:
+        metrics.served_file_intact.labels(registry.model).set(0 if problem else 1)
+
+    state.models = ModelStore(registry, on_reload=on_reload, on_file_check=on_file_check)
     state.models.refresh()
     if state.models.current is None:
         log.warning(
@@ -98,8 +101,20 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
             registry.folder,
         )
     state.jobs = ProcessJobRunner(settings, metrics)
-    state.jobs.start()
+    state.jobs.start()  # first: it may stop children a dead service left, whose remains the sweep takes
+    sweep_registry(registry)
     return state
+
+
+def sweep_registry(registry: Registry) -> None:
+    """Remove what publishers killed half way left in the registry (never a complete version)."""
+    try:
+        removed = registry.sweep()
+    except OSError as exc:  # a read-only registry, say: serving does not need the sweep
+        log.warning("could not sweep %s for unfinished versions: %s", registry.folder, exc)
+        return
+    if removed:
+        log.warning("removed what interrupted publishers left in %s: %s", registry.folder, ", ".join(removed))
 
 
 def end_start_up_collection_pause() -> None:
@@ -127,11 +142,14 @@ def warm_up(model: LoadedModel) -> None:
 
 
 async def watch_pointer(state: AppState) -> None:
-    """Re-check the `current` pointer every `reload_interval_s`; loading happens off the event loop."""
+    """Every `reload_interval_s`: follow the `current` pointer and re-check the served weight file.
+
+    Loading and hashing happen off the event loop.
+    """
     while True:
         await asyncio.sleep(state.settings.reload_interval_s)
         try:
-            await asyncio.to_thread(state.models.refresh)
+            await asyncio.to_thread(state.models.watch_once)
         except Exception:  # the watcher must survive anything a damaged registry throws
             log.exception("checking the model pointer failed")
 

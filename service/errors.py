@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import images
-from registry import CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
+from registry import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
+from service.jobs.errors import JobFinished, JobNotFound, JobPublishing, QueueFull, RunnerStopped
 from trainer.config import ConfigError
 
 log = logging.getLogger("service")
@@ -68,7 +69,8 @@ class NotReady(ServiceError):
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
 
 
-# Errors raised by the trainer package, by type: (status, code).
+# Errors raised by the image, registry, trainer and job packages, by type: (status, code). An error
+# with a `retry_after_s` attribute is answered with that Retry-After header.
 DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (images.ImageTooLarge, 413, "image_too_large"),
     (images.UnsupportedImageType, 415, "unsupported_image_type"),
@@ -79,8 +81,14 @@ DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (VersionNotFound, 404, "version_not_found"),
     (NothingToRollBack, 409, "nothing_to_roll_back"),
     (CorruptVersion, 409, "corrupt_version"),
+    (CorruptPointer, 409, "corrupt_pointer"),
     (RegistryError, 409, "registry_error"),
     (ConfigError, 422, "invalid_training_parameters"),
+    (JobNotFound, 404, "job_not_found"),
+    (JobPublishing, 409, "job_publishing"),
+    (JobFinished, 409, "job_finished"),
+    (QueueFull, 409, "queue_full"),
+    (RunnerStopped, 503, "not_ready"),
 ]
 
 
@@ -102,7 +110,9 @@ def install_error_handlers(app: FastAPI) -> None:
         async def domain_error(
             _: Request, exc: Exception, status: int = status, code: str = code
         ) -> JSONResponse:
-            return error_response(status, getattr(exc, "code", None) or code, str(exc))
+            retry = getattr(exc, "retry_after_s", None)
+            headers = {"Retry-After": str(retry)} if retry is not None else None
+            return error_response(status, getattr(exc, "code", None) or code, str(exc), headers)
 
         app.add_exception_handler(error_type, domain_error)
 

@@ -88,6 +88,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
+        self.served_file_intact = Gauge(
+            "mnist_served_file_intact",
+            "1 while the weight file of the version this process serves matches the checksum it was "
+            "loaded with; 0 once it is damaged or gone on disk (the weights in memory keep serving).",
+            ["model"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
         self.model_loads = Counter(
             "mnist_model_loads_total",
             "Attempts to load a model version, by outcome.",
@@ -125,6 +133,7 @@ class Metrics:
         self._served = (model, version)
         self.model_info.labels(model, version).set(1)
         self.model_accuracy.labels(model, version).set(accuracy if accuracy is not None else float("nan"))
+        self.served_file_intact.labels(model).set(1)
 
     def exposition(self) -> bytes:
         """The text format, merged across worker processes in multiprocess mode."""

@@ -5,6 +5,10 @@ version never changes the weights under a request in flight. The pointer is chec
 `stat` (cheap), and a changed pointer is loaded and validated in full before the swap; a bad file
 is refused, logged and counted, and the old version keeps serving. Every worker process runs its
 own store, so all workers and replicas on a shared volume switch by themselves.
+
+The served version's weight file is watched the same way: a `stat` every round, its sha256 again
+only when its size, mtime or inode moved. A file that no longer matches is reported (`file_problem`,
+the listener) while the weights in memory keep serving: they were validated when loaded.
 """
 
 from __future__ import annotations
@@ -20,11 +24,13 @@ from typing import Any
 import numpy as np
 
 from mlp import MLP
-from registry import Registry, RegistryError, VersionNotFound
+from registry import Registry, RegistryError, VersionNotFound, sha256_of
 
 log = logging.getLogger("service.models")
 
 ReloadListener = Callable[[str, "LoadedModel | None", Exception | None], None]
+FileListener = Callable[[str, "str | None"], None]  # (version, problem or None once it is fine again)
+FileStamp = tuple[int, int, int]  # inode, mtime in ns, size
 
 
 @dataclass(frozen=True)
@@ -41,12 +47,21 @@ class LoadedModel:
 class ModelStore:
     """Current model plus a few recently asked-for versions, loaded on demand."""
 
-    def __init__(self, registry: Registry, on_reload: ReloadListener | None = None, cache_size: int = 4):
+    def __init__(
+        self,
+        registry: Registry,
+        on_reload: ReloadListener | None = None,
+        cache_size: int = 4,
+        on_file_check: FileListener | None = None,
+    ):
         self.registry = registry
         self.on_reload = on_reload or (lambda *_: None)
+        self.on_file_check = on_file_check or (lambda *_: None)
         self.cache_size = cache_size
         self._current: LoadedModel | None = None
-        self._pointer_stamp: tuple[int, int, int] | None = None
+        self._pointer_stamp: FileStamp | None = None
+        self._file_checked: tuple[str, FileStamp | None] | None = None  # (version, stamp) last checked
+        self.file_problem: str | None = None  # what is wrong with the served version's file on disk
         self._others: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -75,12 +90,17 @@ class ModelStore:
                 self._others.popitem(last=False)
         return model
 
+    def watch_once(self) -> None:
+        """One round of the watcher: follow the pointer, then re-check the served file."""
+        self.refresh()
+        self.check_served_file()
+
     def refresh(self) -> bool:
         """Re-read the pointer if its file changed; swap in the new version once it validated.
 
         Returns True when a new version was swapped in.
         """
-        stamp = self._stamp()
+        stamp = _stamp(self.registry.pointer_path)
         if stamp == self._pointer_stamp:
             return False
         try:
@@ -92,15 +112,58 @@ class ModelStore:
         self._pointer_stamp = stamp
         if target is None or (self._current is not None and self._current.version == target):
             return False
+        file_stamp = _stamp(self.registry.weights_path(target))  # before reading: a change after it shows
         try:
             model = self._load(target)
         except (RegistryError, ValueError, OSError) as exc:
             self._refused(target, exc)
             return False
         self._current = model
+        self._file_checked = (target, file_stamp)
+        self.file_problem = None
         log.info("serving %s %s", self.registry.model, target)
         self.on_reload(target, model, None)
         return True
+
+    def check_served_file(self) -> str | None:
+        """Whether the served version's weight file still matches the checksum it was loaded with.
+
+        A `stat` when nothing moved; the sha256 again when size, mtime or inode did. Returns the
+        problem (None when fine); a change either way is logged once and given to the listener.
+        """
+        current = self._current
+        if current is None:
+            return None
+        path = self.registry.weights_path(current.version)
+        stamp = _stamp(path)
+        if self._file_checked == (current.version, stamp):
+            return self.file_problem
+        expected = str(current.manifest.get("sha256"))
+        problem = None
+        try:
+            actual = sha256_of(path) if stamp is not None else None
+        except OSError as exc:
+            problem = f"{path.name} is unreadable ({exc.strerror})"
+        else:
+            if actual is None:
+                problem = f"{path.name} is missing"
+            elif actual != expected:
+                problem = (
+                    f"{path.name} has sha256 {actual[:12]}..., not the {expected[:12]}... it was loaded with"
+                )
+        if problem is not None:
+            problem = f"{current.version}: {problem}; still serving {current.version} from memory"
+        if self._current is not current:  # swapped meanwhile: the next round checks the new one
+            return self.file_problem
+        self._file_checked = (current.version, stamp)
+        if problem != self.file_problem:
+            if problem is None:
+                log.info("the weight file of %s %s matches again", self.registry.model, current.version)
+            else:
+                log.error("the served weight file is damaged: %s %s", self.registry.model, problem)
+            self.file_problem = problem
+            self.on_file_check(current.version, problem)
+        return problem
 
     def _load(self, version: str) -> LoadedModel:
         net, manifest = self.registry.load(version)
@@ -116,9 +179,10 @@ class ModelStore:
         )
         self.on_reload(version, None, exc)
 
-    def _stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.registry.pointer_path)
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
+
+def _stamp(path: os.PathLike[str]) -> FileStamp | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size

@@ -180,21 +180,23 @@ def format_noise_table(train_levels: list[float], test_levels: list[float], tabl
 
 
 def list_command(args: argparse.Namespace, _: None) -> int:
+    """Every version; a damaged manifest is one line saying so, a corrupt pointer a warning."""
     registry = _registry(args, "mnist")
-    current = registry.current()
-    rows = []
-    for version in reversed(registry.versions()):
-        manifest = registry.manifest(version)
-        rows.append(
-            {
-                "version": version,
-                "current": version == current,
-                "test_accuracy": manifest.get("test_accuracy"),
-                "sizes": manifest.get("sizes"),
-                "preset": manifest.get("preset"),
-                "created_at": manifest.get("created_at"),
-            }
-        )
+    catalog = registry.catalog()
+    if catalog.pointer_error:
+        print(f"warning: {catalog.pointer_error}", file=sys.stderr)
+    rows = [
+        {
+            "version": info.version,
+            "current": info.version == catalog.current,
+            "test_accuracy": info.test_accuracy,
+            "sizes": list(info.sizes),
+            "preset": info.preset,
+            "created_at": info.created_at,
+            "damaged": info.damaged,
+        }
+        for info in catalog.versions
+    ]
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -202,7 +204,10 @@ def list_command(args: argparse.Namespace, _: None) -> int:
         print(f"no versions of {registry.model!r} in {registry.folder}")
     for row in rows:
         mark = "*" if row["current"] else " "
-        sizes = "-".join(str(s) for s in row["sizes"] or [])
+        if row["damaged"]:
+            print(f"{mark} {row['version']}  damaged: {row['damaged']}")
+            continue
+        sizes = "-".join(str(s) for s in row["sizes"])
         print(
             f"{mark} {row['version']}  {row['test_accuracy'] or 0:.4f}  {sizes:<18} "
             f"{row['preset'] or '':<8} {row['created_at']}"

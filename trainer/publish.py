@@ -17,6 +17,7 @@ from registry import Registry
 from trainer.config import ROBUSTNESS_SAMPLE
 from trainer.datasets import Dataset
 from trainer.evaluation import NOISE_LEVELS, noise_curve
+from trainer.gate import PublishGate, PublishRefused
 from trainer.training import TrainResult
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,16 @@ def publish_result(
     extra: dict[str, Any] | None = None,
     robustness_sample: int = ROBUSTNESS_SAMPLE,
     others: np.ndarray | None = None,
+    gate: PublishGate | None = None,
 ) -> Published:
     """Publish a version with its plots and log; promote it if asked (and if it passes the gate).
 
     A digit model also gets the robustness suite on `robustness_sample` test digits per variant
     (0 skips it) and, given `others` (Fashion-MNIST test images), the digit/clothes separation:
     every candidate shows where it is weak before anyone promotes it.
+
+    With a `gate`, PublishRefused from `before_publish` stops the publish (nothing is published);
+    a refusal at `promoting` leaves the version published as a candidate.
     """
     noise_accuracy = noise_curve(result.net, dataset.x_test, dataset.y_test, seed=result.config.seed)
     manifest = {**build_manifest(result, dataset, noise_accuracy), **(extra or {})}
@@ -104,14 +109,23 @@ def publish_result(
         atomic_write(folder / f"{PLOT_NAME}.png", lambda f: write_plot(suite, f))
         return [*names, PLOT_NAME]
 
-    version = registry.publish(result.net, manifest, write_plots)
+    version = registry.publish(
+        result.net, manifest, write_plots, before_commit=gate.before_publish if gate else None
+    )
     accuracy = result.test.accuracy
     if not promote:
         return Published(version, False, accuracy, "candidate: promote it explicitly")
     if min_accuracy is not None and accuracy < min_accuracy:
         reason = f"not promoted: test accuracy {accuracy:.4f} is below the gate {min_accuracy:.4f}"
         return Published(version, False, accuracy, reason)
-    registry.promote(version)
+    if gate is None:
+        registry.promote(version)
+        return Published(version, True, accuracy, "promoted to current")
+    try:
+        with gate.promoting():
+            registry.promote(version)
+    except PublishRefused as exc:
+        return Published(version, False, accuracy, f"published but not promoted: {exc}")
     return Published(version, True, accuracy, "promoted to current")
 
 

@@ -6,6 +6,9 @@ the registry and records the ending itself. It stops between two batches when:
 - it receives SIGTERM (the runner's cancel, or the service shutting down),
 - the job's `cancel_requested` flag is set in the store (a cancel seen by another worker),
 - its parent, the API process, is gone (then nobody would supervise it any more).
+The same reasons, and a record that no longer gives it the job, stop it at its publish gate
+(service.jobs.claim), checked under the store's lock right before the version becomes visible and
+again before the pointer moves: a job whose record is not `succeeded` leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -23,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from registry import Registry
+from service.jobs.claim import JobClaim
+from service.jobs.errors import JobNotOwned
 from service.jobs.params import build_config
 from service.jobs.record import JobState
-from service.jobs.store import ORPHAN_ERROR, JobStore
+from service.jobs.store import JobStore
 from trainer.config import ConfigError
 from trainer.datasets import DatasetError, load_dataset
 from trainer.publish import publish_result
@@ -36,6 +41,9 @@ from trainer.training import Progress, TrainingCancelled, train
 log = logging.getLogger("service.jobs.child")
 
 SHUTDOWN_ERROR = "service shut down"
+# The child's own verdict when its service vanished; a restarted service that finds the job still
+# running writes ORPHAN_ERROR instead, once it has stopped the child.
+ABANDONED_ERROR = "the service stopped while this job was running; its training process stopped by itself"
 WATCH_INTERVAL_S = 0.5
 PROGRESS_INTERVAL_S = 0.3
 MAX_ERROR_CHARS = 500
@@ -132,6 +140,7 @@ def run(spec: ChildSpec) -> None:
         level=spec.log_level, format=f"%(asctime)s %(levelname)s job {spec.job_id[:8]} %(name)s: %(message)s"
     )
     store = JobStore(Path(spec.db_path))
+    store.set_worker_pid(spec.job_id, os.getpid())  # the runner does too; this way it is never missing
     threading.Thread(target=watch, args=(spec, store, stop), name="job-watch", daemon=True).start()
     outcome = execute(spec, store, stop)
     if store.finish(
@@ -173,6 +182,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
             download=True,
             progress=False,
         )
+        claim = JobClaim(store, spec.job_id, spec.parent_pid, lambda: stop.reason)
         with blas_threads(config.sizes):
             result = train(
                 config,
@@ -197,11 +207,15 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
                 extra={"job": spec.job_id},
                 robustness_sample=spec.robustness_sample,
                 others=others,
+                gate=claim,
             )
         log.info("published %s (%s)", published.version, published.reason)
         return Outcome("succeeded", version=published.version, promoted=published.promoted)
     except TrainingCancelled as exc:
         return cancelled(spec, store, stop, exc)
+    except JobNotOwned as exc:  # refused at the publish gate: nothing was published
+        log.info("not publishing: %s", exc.reason)
+        return refused(spec, store, stop, exc.reason)
     except DatasetError as exc:
         return Outcome("failed", error=one_line(exc))
     except ConfigError as exc:
@@ -214,10 +228,12 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
         return Outcome("failed", error=one_line(f"{type(exc).__name__}: {exc}"))
 
 
-def cancelled(spec: ChildSpec, store: JobStore, stop: StopFlag, exc: TrainingCancelled) -> Outcome:
+def cancelled(
+    spec: ChildSpec, store: JobStore, stop: StopFlag, exc: TrainingCancelled | str, publishing: bool = False
+) -> Outcome:
     """Tell apart a client's cancel, a shutdown and a parent that vanished."""
-    if stop.reason == "orphaned":
-        return Outcome("failed", error=ORPHAN_ERROR)
+    if stop.reason == "orphaned" or os.getppid() != spec.parent_pid:
+        return Outcome("failed", error=ABANDONED_ERROR + (", publishing nothing" if publishing else ""))
     try:
         requested = stop.reason == "requested" or store.cancel_requested(spec.job_id)
     except sqlite3.Error:
@@ -225,6 +241,17 @@ def cancelled(spec: ChildSpec, store: JobStore, stop: StopFlag, exc: TrainingCan
     if requested:
         return Outcome("cancelled", error=one_line(f"cancelled on request ({exc})"))
     return Outcome("cancelled", error=SHUTDOWN_ERROR)
+
+
+def refused(spec: ChildSpec, store: JobStore, stop: StopFlag, reason: str) -> Outcome:
+    """The ending of a job its publish gate stopped: a cancel, a shutdown or an orphan as such."""
+    try:
+        requested = store.cancel_requested(spec.job_id)
+    except sqlite3.Error:
+        requested = False
+    if stop.reason is not None or requested or os.getppid() != spec.parent_pid:
+        return cancelled(spec, store, stop, "before publishing", publishing=True)
+    return Outcome("failed", error=one_line(f"not published: {reason}"))
 
 
 def one_line(message: object) -> str:

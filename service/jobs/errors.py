@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from trainer.gate import PublishRefused
+
 
 class JobError(Exception):
     """Base of the job subsystem's refusals; the message is meant for the client."""
@@ -14,12 +16,32 @@ class JobNotFound(JobError):
 
 
 class JobFinished(JobError):
-    """A cancel asked of a job that already ended: there is nothing left to stop."""
+    """A cancel asked of a job that already ended (or ended by itself meanwhile): nothing was stopped."""
 
     def __init__(self, job_id: str, state: str):
-        super().__init__(f"training job {job_id} already ended ({state}); there is nothing to cancel")
+        super().__init__(f"training job {job_id} already finished ({state}); there is nothing to cancel")
         self.job_id = job_id
         self.state = state
+
+
+class JobPublishing(JobError):
+    """A cancel that comes once the job has started publishing: too late, the version lands."""
+
+    def __init__(self, job_id: str):
+        super().__init__(
+            f"training job {job_id} is already publishing its version and can no longer be cancelled; "
+            "it ends as succeeded (remove or roll back the version afterwards if it is unwanted)"
+        )
+        self.job_id = job_id
+
+
+class JobNotOwned(JobError, PublishRefused):
+    """A training process asked to publish or promote for a job it no longer owns (child side)."""
+
+    def __init__(self, job_id: str, reason: str):
+        super().__init__(f"training job {job_id} is no longer this process's to publish: {reason}")
+        self.job_id = job_id
+        self.reason = reason
 
 
 class QueueFull(JobError):
@@ -35,6 +57,8 @@ class QueueFull(JobError):
 
 class RunnerStopped(JobError):
     """The runner is shutting down (or not started) and takes no new work."""
+
+    retry_after_s = 5
 
     def __init__(self) -> None:
         super().__init__("the job runner is shutting down and takes no new training jobs")

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobPhase = Literal["publishing"]  # set (under the store's lock) once a running job commits to publishing
 STATES: tuple[JobState, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
 PROGRESS_KEYS = ("epoch", "epochs", "percent", "eta_seconds", "accuracy", "loss")
@@ -28,7 +29,8 @@ def seconds_between(start: str | None, end: str | None) -> float | None:
 
 @dataclass(frozen=True)
 class JobRecord:
-    """One job. The owner and cancel fields are the runner's bookkeeping and stay out of `to_json`."""
+    """One job. The owner, worker, phase and cancel fields are the runner's bookkeeping and stay out
+    of `to_json`."""
 
     id: str
     state: JobState
@@ -45,6 +47,8 @@ class JobRecord:
     owner_host: str | None = None
     owner_started: str | None = None
     worker_pid: int | None = None
+    worker_started: str | None = None  # the worker's start time: tells it from a process that reused its pid
+    phase: JobPhase | None = None
 
     @property
     def finished(self) -> bool:

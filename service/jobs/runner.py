@@ -8,6 +8,11 @@ kill or a cancel never takes the API down, and keeps the records in SQLite under
 Several worker processes of one service each run a `ProcessJobRunner` on the same database: the
 store's atomic claim keeps the total number of running jobs at `max_running_jobs`, and each
 supervisor polls now and then so jobs submitted through another worker are picked up too.
+
+The job record is the single truth. At start-up the runner stops the training processes a dead
+service left (then fails their jobs); a job that had already entered its publishing phase is let
+finish instead, and if its process dies before recording the ending, the registry says whether its
+version landed: the job is then recorded `succeeded` with it, or `failed` with nothing published.
 """
 
 from __future__ import annotations
@@ -22,8 +27,9 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from service.jobs.errors import JobNotFound, RunnerStopped
-from service.jobs.owner import Owner
+from registry import Registry, RegistryError
+from service.jobs.errors import JobFinished, JobNotFound, RunnerStopped
+from service.jobs.owner import Owner, stop_process
 from service.jobs.record import JobRecord, JobState
 from service.jobs.store import JobStore
 from service.metrics import Metrics
@@ -54,7 +60,10 @@ class JobRunner(Protocol):
         ...
 
     def cancel(self, job_id: str) -> JobRecord:
-        """Cancel a queued or running job (JobFinished if it already ended)."""
+        """Cancel a queued or running job: the record `cancelled`, or still `running` while it stops.
+
+        JobPublishing once the job publishes, JobFinished if it ended (or ended otherwise meanwhile).
+        """
         ...
 
     def counts(self) -> dict[str, int]:
@@ -110,30 +119,36 @@ class ProcessJobRunner:
         return self.store.recent(limit)
 
     def cancel(self, job_id: str) -> JobRecord:
-        """Flag the job, then wait (bounded) for its owner to stop it, so the answer shows the ending."""
+        """Flag the job, then wait (bounded) for its owner to stop it, so the answer shows the ending.
+
+        Only a job that ended `cancelled` was stopped by this cancel; one that ended otherwise
+        meanwhile (it failed by itself) is JobFinished, and one still stopping is returned `running`.
+        """
         record = self.store.request_cancel(job_id)
         if record.state != "running":
             log.info("training job %s cancelled while queued", job_id)
             return record
         self._wake.set()
         deadline = time.monotonic() + self.settings.job_cancel_grace_s + CANCEL_WAIT_MARGIN_S
-        while time.monotonic() < deadline:
-            current = self.get(job_id)
-            if current.finished:
-                return current
+        current = self.get(job_id)
+        while not current.finished and time.monotonic() < deadline:
             time.sleep(0.05)
-        return self.get(job_id)
+            current = self.get(job_id)
+        if current.finished and current.state != "cancelled":
+            raise JobFinished(job_id, current.state)
+        return current
 
     def counts(self) -> dict[str, int]:
         return self.store.counts()
 
     def start(self) -> None:
-        """Fail what a dead process left running, then start supervising."""
+        """Stop and fail what a dead service left running, then start supervising."""
         if self._thread is not None:
             return
         try:
-            for job_id in self.store.mark_orphans_failed():
+            for job_id in self.store.fail_orphans(stop_worker=stop_orphaned_worker):
                 log.warning("training job %s was running in a process that is gone: marked failed", job_id)
+            self._settle_publishing_orphans()
         except Exception:  # a busy or damaged job database must not keep the API from serving
             log.exception("could not check for training jobs left running by a stopped service")
         self._stopping.clear()
@@ -172,6 +187,7 @@ class ProcessJobRunner:
             self._wake.clear()
             try:
                 self._reap()
+                self._settle_publishing_orphans()
                 self._enforce_cancels()
                 if not self._stopping.is_set():
                     self._claim()
@@ -250,7 +266,10 @@ class ProcessJobRunner:
     def _settle(self, c: _Child, shutdown: bool = False) -> None:
         """Record the ending of a child that exited without recording one itself; count its duration."""
         record = self.store.get(c.job_id)
-        if record is not None and record.state == "running":
+        if record is not None and record.state == "running" and record.phase == "publishing":
+            self._settle_publishing(record, describe_exit(c.process.exitcode))
+            record = self.store.get(c.job_id)
+        elif record is not None and record.state == "running":
             state: JobState
             if c.terminated_at is not None:
                 state, error = (
@@ -269,6 +288,42 @@ class ProcessJobRunner:
         if record is not None and (duration := record.duration_s) is not None:
             self.metrics.training_duration.labels(record.state).observe(duration)
 
+    def _settle_publishing_orphans(self) -> None:
+        """Publishing jobs of a dead service whose process died too: settle them from the registry."""
+        for record in self.store.publishing_orphans():
+            self._settle_publishing(record, "the training process is gone")
+
+    def _settle_publishing(self, record: JobRecord, cause: str) -> None:
+        """A job that died while publishing: `succeeded` if its version landed, else `failed`.
+
+        Its version is found by the job id in the manifest; `promoted` says whether the pointer
+        names it. Either way the record then tells what happened to the registry.
+        """
+        registry = Registry(self.settings.models_dir, self.settings.model_name)
+        landed = registry.versions_with("job", record.id)
+        if landed:
+            version = landed[-1]
+            try:
+                promoted = registry.current() == version
+            except RegistryError:
+                promoted = False
+            if self.store.finish(record.id, "succeeded", version=version, promoted=promoted):
+                log.warning(
+                    "training job %s published %s%s, then its process died (%s): recorded as succeeded",
+                    record.id,
+                    version,
+                    " and promoted it" if promoted else "",
+                    cause,
+                )
+            return
+        error = f"{cause} while publishing; nothing was published"
+        if self.store.finish(record.id, "failed", error=error):
+            log.warning("training job %s: %s", record.id, error)
+        try:
+            registry.sweep()  # its staging folder: the next publish would sweep it too
+        except OSError as exc:
+            log.warning("could not sweep %s: %s", registry.folder, exc)
+
     def _export_counts(self) -> None:
         try:
             counts = self.store.counts()
@@ -277,6 +332,18 @@ class ProcessJobRunner:
             return
         for state, n in counts.items():
             self.metrics.jobs.labels(state).set(n)
+
+
+def stop_orphaned_worker(worker: Owner) -> bool:
+    """SIGKILL a training process its service left behind, and wait for it (see JobStore.fail_orphans)."""
+    if stop_process(worker):
+        return True
+    log.error(
+        "could not stop process %s, left training by a stopped service; its job is failed and it "
+        "will not publish (the record no longer gives it the job)",
+        worker.pid,
+    )
+    return False
 
 
 def describe_exit(exitcode: int | None) -> str:

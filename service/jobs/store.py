@@ -5,6 +5,11 @@ the file is in WAL mode so readers never wait for the writer. Every read-then-wr
 `BEGIN IMMEDIATE`, which takes the write lock up front: two processes cannot both see a free slot
 and both claim it. A state change is always conditional on the state it leaves, so a late writer
 (say a child finishing after the runner gave up on it) cannot overwrite an ending.
+
+The same lock decides the race between a job that is about to publish and whoever would end it:
+the child enters the `publishing` phase (and later moves the pointer) only inside a transaction
+that finds the job still its own, while a cancel refuses a publishing job, and a restarted
+service stops an orphaned child and fails its job in one transaction, never a publishing one.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from service.jobs.errors import JobFinished, JobNotFound, QueueFull
-from service.jobs.owner import Owner
+from service.jobs.errors import JobFinished, JobNotFound, JobNotOwned, JobPublishing, QueueFull
+from service.jobs.owner import Owner, process_start_time
 from service.jobs.record import FINAL_STATES, STATES, JobRecord, JobState, utc_now
 
 ORPHAN_ERROR = "the service stopped while this job was running"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Columns added after version 1: a database of an earlier release gains them at start-up.
+_ADDED_COLUMNS = {"worker_started": "TEXT", "phase": "TEXT"}
+
+OwnershipCheck = Callable[[JobRecord | None], str | None]  # the reason the caller does not own it, or None
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -41,6 +50,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner_host TEXT,
     owner_started TEXT,
     worker_pid INTEGER,
+    worker_started TEXT,
+    phase TEXT,
     cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
@@ -57,6 +68,11 @@ class JobStore:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file itself
             conn.executescript(_SCHEMA)
+        with self._transaction() as conn:  # several processes open the file at once: one migrates
+            present = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in present:
+                    conn.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     # -- connections ---------------------------------------------------------------------------
@@ -141,9 +157,39 @@ class JobStore:
         return self._must_get(row["id"])
 
     def set_worker_pid(self, job_id: str, pid: int) -> None:
-        """Record the child process that trains the job (for operators, and for tests that kill it)."""
+        """Record the child process that trains the job, with its start time (a reused pid is not it)."""
         with self._connect() as conn:
-            conn.execute("UPDATE jobs SET worker_pid = ? WHERE id = ?", (pid, job_id))
+            conn.execute(
+                "UPDATE jobs SET worker_pid = ?, worker_started = ? WHERE id = ?",
+                (pid, process_start_time(pid), job_id),
+            )
+
+    @contextmanager
+    def owned(self, job_id: str, check: OwnershipCheck) -> Iterator[None]:
+        """Hold the write lock while `check` finds the job still the caller's, until the block ends.
+
+        JobNotOwned (and nothing held) when `check` gives a reason. Nobody can cancel, fail or
+        finish the job meanwhile: what the block does (move the pointer) and the record agree.
+        """
+        with self._transaction() as conn:
+            self._check(conn, job_id, check)
+            yield
+
+    def begin_publishing(self, job_id: str, check: OwnershipCheck) -> None:
+        """Enter the `publishing` phase if `check` finds the job still the caller's (JobNotOwned if not).
+
+        From here on a cancel is refused (409) and a restarted service waits for the job's process
+        instead of failing it: the version is about to land, and the record must be able to say so.
+        """
+        with self._transaction() as conn:
+            self._check(conn, job_id, check)
+            conn.execute("UPDATE jobs SET phase = 'publishing' WHERE id = ?", (job_id,))
+
+    def _check(self, conn: sqlite3.Connection, job_id: str, check: OwnershipCheck) -> None:
+        row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        reason = check(_record(row) if row else None)
+        if reason is not None:
+            raise JobNotOwned(job_id, reason)
 
     def update_progress(self, job_id: str, progress: dict[str, Any]) -> None:
         with self._connect() as conn:
@@ -173,11 +219,14 @@ class JobStore:
         return cursor.rowcount == 1
 
     def request_cancel(self, job_id: str) -> JobRecord:
-        """Cancel a queued job at once; flag a running one for its owner; JobFinished for the rest."""
+        """Cancel a queued job at once; flag a running one for its owner; JobPublishing for a job that
+        already publishes, JobFinished for one that ended."""
         with self._transaction() as conn:
-            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = conn.execute("SELECT state, phase FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(job_id)
+            if row["state"] == "running" and row["phase"] == "publishing":
+                raise JobPublishing(job_id)
             if row["state"] == "queued":
                 conn.execute(
                     "UPDATE jobs SET state = 'cancelled', finished_at = ?, cancel_requested = 1, "
@@ -190,17 +239,29 @@ class JobStore:
                 raise JobFinished(job_id, row["state"])
         return self._must_get(job_id)
 
-    def mark_orphans_failed(self, is_alive: Callable[[Owner], bool] = Owner.is_alive) -> list[str]:
-        """Fail the jobs left running by a process of this host that is gone; returns their ids."""
+    def fail_orphans(
+        self, stop_worker: Callable[[Owner], bool], is_alive: Callable[[Owner], bool] = Owner.is_alive
+    ) -> list[str]:
+        """Fail the jobs left running by a process of this host that is gone; returns their ids.
+
+        Each orphan's training process, if it still runs, is stopped first (`stop_worker`, which
+        waits for it), inside the same transaction: the child cannot pass its publish gate
+        meanwhile, and nobody reads "failed" while it still runs. A job already publishing is left
+        to `publishing_orphans`: its version may be landing.
+        """
         orphans: list[str] = []
         with self._transaction() as conn:
             rows = conn.execute(
-                "SELECT id, owner_pid, owner_host, owner_started FROM jobs WHERE state = 'running'"
+                "SELECT id, owner_pid, owner_host, owner_started, worker_pid, worker_started FROM jobs "
+                "WHERE state = 'running' AND phase IS NULL"
             ).fetchall()
             for row in rows:
                 owner = Owner(row["owner_pid"] or 0, row["owner_host"] or "", row["owner_started"])
-                if owner.is_local() and not is_alive(owner):
-                    orphans.append(row["id"])
+                if not owner.is_local() or is_alive(owner):
+                    continue
+                if row["worker_pid"]:
+                    stop_worker(Owner(row["worker_pid"], owner.host, row["worker_started"]))
+                orphans.append(row["id"])
             for job_id in orphans:
                 conn.execute(
                     "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? "
@@ -208,6 +269,24 @@ class JobStore:
                     (utc_now(), ORPHAN_ERROR, job_id),
                 )
         return orphans
+
+    def publishing_orphans(self, is_alive: Callable[[Owner], bool] = Owner.is_alive) -> list[JobRecord]:
+        """Publishing jobs of a gone process of this host whose training process is gone too.
+
+        Their ending is for the caller to settle from the registry: did the version land or not.
+        While the training process lives, it finishes and records the ending itself.
+        """
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT * FROM jobs WHERE state = 'running' AND phase = 'publishing'"
+            ).fetchall()
+        found = []
+        for record in map(_record, rows):
+            owner = Owner(record.owner_pid or 0, record.owner_host or "", record.owner_started)
+            worker = Owner(record.worker_pid or 0, owner.host, record.worker_started)
+            if owner.is_local() and not is_alive(owner) and not is_alive(worker):
+                found.append(record)
+        return found
 
     def _must_get(self, job_id: str) -> JobRecord:
         record = self.get(job_id)
@@ -241,4 +320,6 @@ def _record(row: sqlite3.Row) -> JobRecord:
         owner_host=row["owner_host"],
         owner_started=row["owner_started"],
         worker_pid=row["worker_pid"],
+        worker_started=row["worker_started"],
+        phase=row["phase"],
     )

@@ -15,11 +15,20 @@ async def livez() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/readyz", summary="A model is loaded, warmed up, and the service is not shutting down")
+@router.get(
+    "/readyz",
+    summary="A model is loaded, warmed up, and the service is not shutting down",
+    description="Ready (200) names the version served. A `detail` beside it says the served version's "
+    "weight file is damaged or gone on disk: the process keeps serving the weights it loaded, but a restart "
+    "would not.",
+)
 async def readyz(state: State) -> JSONResponse:
     current = state.models.current
     if state.ready and current is not None:
-        return JSONResponse({"status": "ready", "model": state.registry.model, "version": current.version})
+        body = {"status": "ready", "model": state.registry.model, "version": current.version}
+        if problem := state.models.file_problem:
+            body["detail"] = problem
+        return JSONResponse(body)
     reason = "shutting down" if state.shutting_down else "no model version loaded yet"
     return JSONResponse(
         {"status": "not_ready", "error": "not_ready", "detail": reason},

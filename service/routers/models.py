@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
 from fastapi.responses import FileResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from service.auth import TokenRequired
 from service.errors import NotFound
@@ -29,11 +29,19 @@ class VersionSummary(BaseModel):
     preset: str | None
     parent: str | None
     current: bool
+    damaged: str | None = Field(
+        None, description="Why this version's manifest cannot be read (the fields above are then empty)."
+    )
 
 
 class VersionList(BaseModel):
     model: str
-    current: str | None
+    current: str | None = Field(
+        description="The current version; null when none, or when the pointer is corrupt."
+    )
+    pointer_error: str | None = Field(
+        None, description="Why the `current` pointer cannot be used; a promote overwrites (repairs) it."
+    )
     versions: list[VersionSummary]
 
 
@@ -44,23 +52,23 @@ class PointerMove(BaseModel):
 
 
 def summaries(state: AppState) -> VersionList:
-    registry = state.registry
-    current = registry.current()
-    versions = []
-    for version in reversed(registry.versions()):
-        m = registry.manifest(version)
-        versions.append(
-            VersionSummary(
-                version=version,
-                created_at=m.get("created_at"),
-                test_accuracy=m.get("test_accuracy"),
-                sizes=m.get("sizes", []),
-                preset=m.get("preset"),
-                parent=m.get("parent"),
-                current=version == current,
-            )
+    catalog = state.registry.catalog()
+    versions = [
+        VersionSummary(
+            version=info.version,
+            created_at=info.created_at,
+            test_accuracy=info.test_accuracy,
+            sizes=list(info.sizes),
+            preset=info.preset,
+            parent=info.parent,
+            current=info.version == catalog.current,
+            damaged=info.damaged,
         )
-    return VersionList(model=registry.model, current=current, versions=versions)
+        for info in catalog.versions
+    ]
+    return VersionList(
+        model=catalog.model, current=catalog.current, pointer_error=catalog.pointer_error, versions=versions
+    )
 
 
 @router.get("", summary="All versions, newest first", response_model=VersionList)

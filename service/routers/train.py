@@ -1,18 +1,19 @@
 """Training jobs: submit, follow, list and cancel. The work itself happens in the job runner.
 
 Routes are plain `def`: the runner's calls are short blocking SQLite queries (and a cancel waits,
-bounded, for the job to stop), so they run in the threadpool instead of on the event loop.
+bounded, for the job to stop), so they run in the threadpool instead of on the event loop. The
+job subsystem's refusals (unknown job, queue full, too late to cancel) become HTTP statuses in
+service.errors, like every other domain error.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from service.auth import TokenRequired
-from service.errors import Conflict, NotFound, NotReady
-from service.jobs.errors import JobFinished, JobNotFound, QueueFull, RunnerStopped
+from service.errors import NotReady
 from service.jobs.params import build_config
 from service.jobs.runner import JobRunner
 from service.schemas_train import ErrorOut, JobList, JobOut, TrainRequest
@@ -22,18 +23,6 @@ router = APIRouter(tags=["training"])
 
 JobIdPath = Annotated[str, Path(description="The id POST /train answered with.", max_length=64)]
 RETRY_AFTER_S = 5
-
-
-class QueueFullError(Conflict):
-    code = "queue_full"
-
-
-class JobFinishedError(Conflict):
-    code = "job_finished"
-
-
-class JobNotFoundError(NotFound):
-    code = "job_not_found"
 
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -50,13 +39,6 @@ def runner_of(state: AppState) -> JobRunner:
     if state.jobs is None:
         raise NotReady("the job runner is not running", retry_after_s=RETRY_AFTER_S)
     return state.jobs
-
-
-def job_or_404(runner: JobRunner, job_id: str) -> dict[str, Any]:
-    try:
-        return runner.get(job_id).to_json()
-    except JobNotFound as exc:
-        raise JobNotFoundError(str(exc)) from exc
 
 
 @router.post(
@@ -82,12 +64,7 @@ def submit(state: State, request: TrainRequest | None = None) -> dict[str, Any]:
     runner = runner_of(state)
     params = request.to_params()
     build_config(params, state.settings.model_name)  # ConfigError (422) now rather than a failed job later
-    try:
-        return runner.submit(params).to_json()
-    except QueueFull as exc:
-        raise QueueFullError(str(exc)) from exc
-    except RunnerStopped as exc:
-        raise NotReady(str(exc), RETRY_AFTER_S) from exc
+    return runner.submit(params).to_json()
 
 
 @router.get("/train", summary="Training jobs, newest first", response_model=JobList, responses=NOT_READY)
@@ -105,28 +82,33 @@ def list_jobs(
     responses={**NOT_FOUND, **NOT_READY},
 )
 def get_job(job_id: JobIdPath, state: State) -> dict[str, Any]:
-    return job_or_404(runner_of(state), job_id)
+    return runner_of(state).get(job_id).to_json()
 
 
 @router.delete(
     "/train/{job_id}",
-    summary="Cancel a queued or running training job (409 if it already ended)",
-    description="A queued job is cancelled at once. A running one is stopped between two batches; the "
-    "answer comes once it stopped (or after the grace period, still `running`). Nothing is published.",
+    summary="Cancel a queued or running training job (409 once it publishes or ended)",
+    description="A queued job is cancelled at once. A running one is stopped between two batches, or at the "
+    "latest right before its version would become visible; the answer comes once it stopped (200, "
+    "`cancelled`, nothing published), or after the grace period while it is still stopping (202, `running`; "
+    "it will end `cancelled`). Once a job is publishing its version it can no longer be stopped: 409 "
+    "`job_publishing`, and it ends `succeeded`. A job that already ended: 409 `job_finished`.",
     response_model=JobOut,
-    response_description="The job's record, normally `cancelled`.",
+    response_description="The job's record: `cancelled`.",
     dependencies=[TokenRequired],
     responses={
+        202: {"model": JobOut, "description": "Still stopping after the grace period: `running`."},
         **AUTH_ERRORS,
         **NOT_FOUND,
-        409: {"model": ErrorOut, "description": "The job already ended."},
+        409: {
+            "model": ErrorOut,
+            "description": "Too late: the job is publishing its version, or already ended.",
+        },
         **NOT_READY,
     },
 )
-def cancel_job(job_id: JobIdPath, state: State) -> dict[str, Any]:
-    try:
-        return runner_of(state).cancel(job_id).to_json()
-    except JobNotFound as exc:
-        raise JobNotFoundError(str(exc)) from exc
-    except JobFinished as exc:
-        raise JobFinishedError(str(exc)) from exc
+def cancel_job(job_id: JobIdPath, state: State, response: Response) -> dict[str, Any]:
+    record = runner_of(state).cancel(job_id)
+    if not record.finished:
+        response.status_code = 202
+    return record.to_json()

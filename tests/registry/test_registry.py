@@ -45,8 +45,8 @@ def publish(registry: Registry, seed: int, **manifest) -> str:
 
 
 def listing(folder: Path) -> list[str]:
-    """Every entry under `folder`, hidden ones included, as relative paths."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+    """Every entry under `folder`, hidden ones included, as relative paths; not the lock file."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name != ".lock")
 
 
 # -- names ------------------------------------------------------------------------------------
@@ -112,12 +112,27 @@ def test_versions_are_numbered_in_order_and_record_their_parent(registry):
     assert registry.manifest(publish(registry, 9))["parent"] == "v0002"
 
 
-def test_an_unfinished_claim_is_not_a_version_and_its_number_is_not_reused(registry):
+def test_an_unfinished_version_is_not_a_version_and_its_number_is_not_lost(registry):
     publish(registry, 0)
-    (registry.folder / "v0002").mkdir()  # a publisher that claimed a number and died
+    (registry.folder / "v0002").mkdir()  # a publisher killed between its renames (or an old claim)
+    (registry.folder / "v0002" / "w1.png").write_bytes(b"a whole picture")
+    (registry.folder / "v0002.npz").write_bytes(b"whole weights")
     assert registry.versions() == ["v0001"]
-    assert publish(registry, 1) == "v0003"
-    assert registry.versions() == ["v0001", "v0003"]
+    assert publish(registry, 1) == "v0002"  # the remains were swept under the lock
+    assert registry.versions() == ["v0001", "v0002"]
+    assert listing(registry.folder) == [
+        "v0001", "v0001.json", "v0001.npz", "v0001/accuracy.png", "v0001/w1.png",
+        "v0002", "v0002.json", "v0002.npz", "v0002/accuracy.png", "v0002/w1.png",
+    ]  # fmt: skip
+
+
+def test_a_version_missing_its_manifest_below_the_newest_is_left_alone(registry):
+    """An operator who removed a manifest by hand: not the remains of a commit, so not swept."""
+    publish(registry, 0)
+    publish(registry, 1)
+    (registry.folder / "v0001.json").unlink()
+    assert publish(registry, 2) == "v0003"
+    assert (registry.folder / "v0001.npz").is_file()
 
 
 def _publish_many(root: str, count: int, barrier, results) -> None:
@@ -170,7 +185,7 @@ def test_promote_and_rollback_move_the_pointer(registry):
     assert registry.promote("2") == (v1, v2)
     assert registry.promote(3) == (v2, v3)
     assert registry.current() == v3
-    assert registry.pointer()["history"] == [v1, v2]
+    assert registry.pointer().history == (v1, v2)
     assert registry.rollback() == (v3, v2)
     assert registry.rollback() == (v2, v1)
     assert registry.current() == v1

@@ -17,7 +17,7 @@ import pytest
 
 from service.jobs.child import ProgressWriter
 from service.jobs.errors import JobFinished, JobNotFound, QueueFull
-from service.jobs.owner import Owner, process_start_time
+from service.jobs.owner import Owner, process_start_time, stop_process
 from service.jobs.params import build_config
 from service.jobs.store import ORPHAN_ERROR, JobStore
 from trainer.config import ConfigError
@@ -169,7 +169,7 @@ def test_cancel_queued_at_once_running_by_flag_finished_refused(store: JobStore)
     assert store.request_cancel(running_id).state == "running"  # asking twice is harmless
 
     store.finish(running_id, "cancelled", error="cancelled on request")
-    with pytest.raises(JobFinished, match="already ended"):
+    with pytest.raises(JobFinished, match="already finished"):
         store.request_cancel(running_id)
     with pytest.raises(JobFinished):
         store.request_cancel(queued_id)
@@ -193,7 +193,7 @@ def test_after_a_restart_jobs_of_a_dead_process_are_failed(tmp_path: Path) -> No
     before.claim_next(Owner(dead_pid(), "another-machine", None), max_running=4)
 
     after = JobStore(path)  # the service starts again
-    assert after.mark_orphans_failed() == [orphan]
+    assert after.fail_orphans(stop_process) == [orphan]
 
     record = after.get(orphan)
     assert (record.state, record.error) == ("failed", ORPHAN_ERROR)
@@ -201,7 +201,7 @@ def test_after_a_restart_jobs_of_a_dead_process_are_failed(tmp_path: Path) -> No
     assert after.get(alive).state == "running"  # its process lives
     assert after.get(elsewhere).state == "running"  # another host's: we cannot tell, so we leave it
     assert after.get(queued).state == "queued"  # a restart loses nothing that had not started
-    assert after.mark_orphans_failed() == []
+    assert after.fail_orphans(stop_process) == []
 
 
 @pytest.mark.skipif(process_start_time(os.getpid()) is None, reason="needs /proc")
@@ -210,7 +210,7 @@ def test_a_reused_pid_does_not_keep_a_job_running(store: JobStore) -> None:
     me = Owner.current()
     store.claim_next(Owner(me.pid, me.host, started="1"), max_running=1)  # same pid, another process
 
-    assert store.mark_orphans_failed() == [job_id]
+    assert store.fail_orphans(stop_process) == [job_id]
 
 
 def test_build_config_applies_overrides_to_the_preset() -> None:

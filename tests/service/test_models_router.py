@@ -50,7 +50,12 @@ def test_the_list_is_newest_first_with_current_flagged(three: TestClient) -> Non
 
 def test_an_empty_registry_lists_nothing(make_client: MakeClient) -> None:
     with make_client() as client:
-        assert client.get("/models").json() == {"model": "mnist", "current": None, "versions": []}
+        assert client.get("/models").json() == {
+            "model": "mnist",
+            "current": None,
+            "pointer_error": None,
+            "versions": [],
+        }
 
 
 def test_a_manifest_by_any_spelling_of_its_version(three: TestClient, registry: Registry) -> None:
