@@ -18,7 +18,7 @@ from mlp.atomicfile import atomic_write_bytes
 from registry import Registry, RegistryError
 from trainer.config import ConfigError, TrainConfig
 from trainer.datasets import Dataset, DatasetError, download, load_dataset
-from trainer.evaluation import NOISE_LEVELS, evaluate, noise_curve
+from trainer.evaluation import DIGIT_SCORE_KEY, NOISE_LEVELS, digit_score_calibration, evaluate, noise_curve
 from trainer.publish import publish_result
 from trainer.training import Progress, TrainResult, train
 
@@ -87,7 +87,7 @@ def robustness_command(args: argparse.Namespace, _: None) -> int:
     registry = _registry(args, dataset.name)
     try:
         version = registry.resolve(args.version)
-        net, _manifest = registry.load(version)
+        net, manifest = registry.load(version)
     except RegistryError as exc:
         raise UserFacingError(str(exc)) from exc
     others, note = robustness.load_others(args.fashion_dir, args.cache_dir)
@@ -116,6 +116,8 @@ def robustness_command(args: argparse.Namespace, _: None) -> int:
         result = dataclasses.replace(result, notes=(*result.notes, note))
     if not args.no_write:
         robustness.record(registry, version, result)
+        if DIGIT_SCORE_KEY not in manifest and dataset.name == "mnist":  # versions published before it
+            registry.annotate(version, DIGIT_SCORE_KEY, digit_score_calibration(net, dataset.x_test))
     if args.json:
         print(json.dumps({"model": registry.model, "version": version, **result.as_dict()}, indent=1))
         return 0

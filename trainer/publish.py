@@ -16,7 +16,7 @@ from mlp.atomicfile import atomic_write, atomic_write_bytes
 from registry import Registry
 from trainer.config import ROBUSTNESS_SAMPLE
 from trainer.datasets import Dataset
-from trainer.evaluation import NOISE_LEVELS, noise_curve
+from trainer.evaluation import DIGIT_SCORE_KEY, NOISE_LEVELS, digit_score_calibration, noise_curve
 from trainer.gate import PublishGate, PublishRefused
 from trainer.training import TrainResult
 
@@ -42,6 +42,7 @@ def build_manifest(result: TrainResult, dataset: Dataset, noise_accuracy: list[f
         "per_class_accuracy": result.test.per_class_accuracy,
         "confusion_matrix": result.test.confusion.tolist(),
         "noise_robustness": {"levels": list(NOISE_LEVELS), "accuracy": noise_accuracy},
+        DIGIT_SCORE_KEY: digit_score_calibration(result.net, dataset.x_test),
         "curves": dataclasses.asdict(result.curves),
         "wall_time_s": round(result.wall_time_s, 3),
         "samples_per_s": round(result.samples_per_s, 1),

@@ -491,3 +491,28 @@ def trainer_plot_names() -> list[str]:
     import trainer.plots
 
     return list(trainer.plots.PLOT_NAMES)
+
+
+# -- the digit score's calibration ---------------------------------------------------------------
+
+
+def test_a_published_version_carries_its_digit_score_calibration(local_mnist, models, fast_plots):
+    assert main(train_args(local_mnist, models)) == 0
+    calibration = Registry(models).manifest("v0001")["digit_score"]
+    quantiles = calibration["energy_quantiles"]
+    assert len(quantiles) == 101 and quantiles == sorted(quantiles)
+    assert quantiles[0] < quantiles[50] < quantiles[100]
+
+
+def test_the_robustness_command_calibrates_a_version_published_without_it(
+    local_mnist, models, fast_plots, tiny_fashion
+):
+    assert main(train_args(local_mnist, models)) == 0
+    registry = Registry(models)
+    manifest_path = registry.folder / "v0001.json"
+    old = json.loads(manifest_path.read_text())
+    calibration = old.pop("digit_score")
+    manifest_path.write_text(json.dumps(old))  # as a version from before the score was made
+    assert main(robustness_args(local_mnist, models, tiny_fashion)) == 0
+    assert registry.manifest("v0001")["digit_score"] == calibration
+    registry.load("v0001")  # the weights are untouched
