@@ -29,7 +29,7 @@ from service.jobs.store import ORPHAN_ERROR, JobStore
 from trainer.config import ConfigError
 from trainer.datasets import DatasetError, load_dataset
 from trainer.publish import publish_result
-from trainer.threads import blas_threads
+from trainer.threads import tuned_blas_threads
 from trainer.training import Progress, TrainingCancelled, train
 
 log = logging.getLogger("service.jobs.child")
@@ -171,7 +171,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
             download=True,
             progress=False,
         )
-        with blas_threads(config.sizes):
+        with tuned_blas_threads(config.sizes) as threads:
             result = train(
                 config,
                 dataset.x_train,
@@ -180,6 +180,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
                 dataset.y_test,
                 progress=ProgressWriter(store, spec.job_id),
                 should_stop=stop,
+                threads=threads,
             )
             published = publish_result(
                 Registry(Path(spec.models_dir), spec.model_name),
