@@ -181,7 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(p)
     p.add_argument("--promote", action="store_true", help="make the new version current")
     p.add_argument("--min-accuracy", type=float, help="with --promote: only if test accuracy >= this (0..1)")
-    p.add_argument("--threads", type=positive_int, help="BLAS threads (default: the faster for the size)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        help="BLAS threads, fixed (default: 1 or 2, re-decided as the run goes by timing its steps)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = sub.add_parser("evaluate", help="measure a version on the test set, clean and under noise")

@@ -90,7 +90,7 @@ def tuned_blas_threads(sizes: Sequence[int], threads: int | None = None) -> Abst
     """The thread policy of a training run, as a context manager yielding a `StepTimer` or None.
 
     `threads` given: that many BLAS threads, fixed. A network too small to gain from a second
-    thread, or a single core: one thread, fixed. Otherwise a `ThreadTuner` that starts on two.
+    thread, or a single core: one thread, fixed. Otherwise a `ThreadTuner`.
     """
     if threads:
         return _fixed(threads)
@@ -137,21 +137,23 @@ class ThreadTuner:
     A comparison runs `warmup` + `probe` steps on the current count, then as many on the other
     (cut short once it has taken longer than the current count's `probe` steps), and keeps the
     faster, by at least `margin`. The steps are the run's own, so a comparison costs only the
-    difference. Comparisons come every `interval_s` seconds of steps, twice as far apart each
-    time the count stays (up to `max_interval_s`), and at once when the step time moves by a
-    factor of `drift` from what the last comparison measured (another job started or ended).
-    As a context manager it sets the starting count and restores BLAS's own limit at the end.
+    difference. It starts on one thread, which is never far off (two threads can be 30 times
+    slower on a busy machine, one at worst 1.5 times slower on an idle one). Comparisons come
+    every `interval_s` seconds of steps, twice as far apart each time the count stays (up to
+    `max_interval_s`), and at once when the step time moves by a factor of `drift` from what
+    the last comparison measured (another job started or ended). As a context manager it sets
+    the starting count and restores BLAS's own limit at the end.
     """
 
     CANDIDATES = (1, 2)
 
     def __init__(
         self,
-        start: int = 2,
+        start: int = 1,
         probe: int = 4,
         warmup: int = 1,
         interval_s: float = 10.0,
-        max_interval_s: float = 80.0,
+        max_interval_s: float = 40.0,
         drift: float = 1.5,
         window: int = 30,
         margin: float = 0.03,

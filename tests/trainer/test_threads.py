@@ -1,0 +1,134 @@
+"""BLAS threads re-decided as a run goes: a fake clock plays the machine, nothing sleeps."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import pytest
+from threadpoolctl import threadpool_info
+
+from trainer.threads import ThreadTuner, tuned_blas_threads
+
+BIG = (784, 512, 256, 10)  # gains from a second thread on an idle machine
+SMALL = (784, 16, 10)  # never does
+
+
+class Machine:
+    """A fake clock and BLAS: each step takes `cost(step, threads)` seconds of fake time."""
+
+    def __init__(self, cost: Callable[[int, int], float]) -> None:
+        self.cost, self.now, self.threads = cost, 0.0, 0
+        self.sets: list[int] = []
+        self.steps_on: dict[int, int] = {1: 0, 2: 0}
+
+    def clock(self) -> float:
+        return self.now
+
+    def set_threads(self, n: int) -> None:
+        self.threads = n
+        self.sets.append(n)
+
+    def run(self, tuner: ThreadTuner, steps: int, start: int = 0) -> None:
+        for step in range(start, start + steps):
+            tuner.step_started(step)
+            self.now += self.cost(step, self.threads)
+            self.steps_on[self.threads] += 1
+            tuner.step_finished(step)
+
+
+def tuner_on(machine: Machine, **options: object) -> ThreadTuner:
+    return ThreadTuner(clock=machine.clock, set_threads=machine.set_threads, **options)
+
+
+def test_it_moves_to_two_threads_when_they_are_faster():
+    machine = Machine(lambda step, n: {1: 0.010, 2: 0.006}[n])
+    with tuner_on(machine) as tuner:
+        machine.run(tuner, 2000)
+    assert tuner.threads == 2 and machine.threads == 2
+    first = tuner.decisions[0]
+    assert first.threads == 2 and first.step == 9  # 1 + 4 steps on each count
+    assert first.seconds_per_step == {1: 0.010, 2: 0.006}
+    assert machine.steps_on[1] < 0.02 * 2000  # the comparisons on the slower count cost little
+
+
+def test_it_stays_on_one_thread_and_cuts_a_much_slower_trial_short():
+    machine = Machine(lambda step, n: {1: 0.008, 2: 0.240}[n])  # two threads on a busy machine: 30x
+    with tuner_on(machine) as tuner:
+        machine.run(tuner, 5000)
+    assert tuner.threads == 1 and machine.threads == 1
+    trials = len(tuner.decisions)
+    assert machine.steps_on[2] == trials  # one step each time: it already took longer than 4 on one
+    assert all(d.threads == 1 for d in tuner.decisions)
+    wasted = machine.steps_on[2] * (0.240 - 0.008)
+    assert wasted < 0.05 * machine.now
+
+
+def test_comparisons_grow_rarer_while_the_answer_stays_the_same():
+    machine = Machine(lambda step, n: {1: 0.010, 2: 0.007}[n])
+    with tuner_on(machine, interval_s=1.0, max_interval_s=8.0) as tuner:
+        machine.run(tuner, 6000)  # ~42 s of fake time
+    gaps = [b.step - a.step for a, b in itertools.pairwise(tuner.decisions)]
+    assert gaps == sorted(gaps)  # each interval at least as long as the last
+    assert gaps[-1] > 3.5 * gaps[0]  # 2 s, then 4 s, then 8 s at most
+    assert all(d.threads == 2 for d in tuner.decisions)
+
+
+def test_it_follows_the_load_both_ways():
+    # two threads win until step 3000, lose badly until 6000 (another job), then win again
+    def cost(step: int, n: int) -> float:
+        busy = 3000 <= step < 6000
+        return {1: 0.012 if busy else 0.010, 2: 0.050 if busy else 0.007}[n]
+
+    machine = Machine(cost)
+    with tuner_on(machine, max_interval_s=20.0) as tuner:
+        machine.run(tuner, 3000)
+        assert tuner.threads == 2
+        machine.run(tuner, 100, start=3000)  # the step time jumps: it compares again at once
+        assert tuner.threads == 1
+        machine.run(tuner, 2900, start=3100)
+        assert tuner.threads == 1
+        machine.run(tuner, 3000, start=6000)  # within the longest interval (20 s) it finds two again
+        assert tuner.threads == 2
+    kept = [d.threads for d in tuner.decisions]
+    assert sum(a != b for a, b in itertools.pairwise(kept)) == 2  # no flapping
+
+
+def test_a_small_margin_keeps_the_current_count():
+    machine = Machine(lambda step, n: {1: 0.0100, 2: 0.0099}[n])  # 1 % apart: noise, not a reason
+    with tuner_on(machine, start=1) as tuner:
+        machine.run(tuner, 500)
+    assert tuner.threads == 1 and all(d.threads == 1 for d in tuner.decisions)
+
+
+def test_it_refuses_to_run_outside_its_context_and_a_bad_start():
+    with pytest.raises(ValueError, match="start must be one of"):
+        ThreadTuner(start=3)
+    tuner = ThreadTuner()
+    with pytest.raises(RuntimeError, match="context manager"):
+        tuner.step_started(0)
+
+
+def blas_threads_now() -> int:
+    return max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+
+
+def test_the_real_limit_is_set_and_restored():
+    before = blas_threads_now()
+    with ThreadTuner(start=1) as tuner:
+        assert blas_threads_now() == 1
+        tuner.step_started(0)
+        tuner.step_finished(0)
+    assert blas_threads_now() == before
+
+
+def test_the_policy_fixes_the_count_when_asked_or_when_a_second_thread_cannot_help():
+    before = blas_threads_now()
+    with tuned_blas_threads(BIG, 1) as timer:
+        assert timer is None and blas_threads_now() == 1
+    with tuned_blas_threads(SMALL) as timer:
+        assert timer is None and blas_threads_now() == 1
+    assert blas_threads_now() == before
+    with tuned_blas_threads(BIG) as timer:
+        assert isinstance(timer, ThreadTuner) or timer is None  # None on a one-core machine
+    assert blas_threads_now() == before
