@@ -71,7 +71,7 @@ class TrainRequest(BaseModel):
         None, ge=1, le=10, description="Smoothness of the elastic distortion, pixels (default 4)."
     )
     augment_stroke: float | None = Field(
-        None, ge=0, le=2, description="Thinner or thicker strokes: up to this many 3x3 erosions or dilations."
+        None, ge=0, le=2, description="Thicker or thinner strokes: up to this many dilations, or 1 erosion."
     )
     augment_contrast: float | None = Field(
         None, ge=0, le=2, description="Faint or saturated ink: gamma in exp(-c..c), gain in 1..exp(c)."

@@ -105,16 +105,21 @@ class Augmenter:
         if self._work is None or self._work.n != n:
             self._work = _Work(n)
         work = self._work
+        stroke = None
+        if spec.stroke:  # thinner than one erosion leaves nothing of a stroke
+            stroke = np.maximum(rng.uniform(-spec.stroke, spec.stroke, n), -1).astype(np.float32)
         if spec.geometric:
             rotate = rng.uniform(-spec.rotate, spec.rotate, n)
             shear = rng.uniform(-spec.shear, spec.shear, n)
             scale = rng.uniform(1 - spec.scale, 1 + spec.scale, n)
             shift = rng.integers(-spec.shift, spec.shift + 1, (n, 2)) if spec.shift else np.zeros((n, 2))
             elastic = elastic_fields(n, spec.elastic, spec.elastic_sigma, rng) if spec.elastic else None
-            src_y, src_x = _source_grid(out, rotate, shear, scale, shift, elastic, work)
-            _sample(out, src_y, src_x, work, out=out)
-        if spec.stroke:
-            _stroke_width(out, rng.uniform(-spec.stroke, spec.stroke, n).astype(np.float32), work)
+            # each 3x3 dilation to come widens the ink box by 2 px, and digitize would shrink it back
+            grow = None if stroke is None else 2 * stroke
+            grids = _source_grid(out, rotate, shear, scale, shift, elastic, work, grow)
+            _sample(out, grids, work, out=out)
+        if stroke is not None:
+            _stroke_width(out, stroke, work)
         if spec.lowres:
             chosen = np.flatnonzero(rng.random(n) < spec.lowres)
             sizes = rng.uniform(*LOWRES_SIZES, len(chosen))
@@ -201,8 +206,7 @@ def warp(
     """
     x = np.asarray(x, dtype=np.float32)
     work, out = _Work(len(x)), np.empty_like(x)
-    src_y, src_x = _source_grid(x, rotate, shear, scale, shift, elastic, work)
-    _sample(x, src_y, src_x, work, out=out)
+    _sample(x, _source_grid(x, rotate, shear, scale, shift, elastic, work), work, out=out)
     return out
 
 
@@ -216,8 +220,8 @@ def source_grid(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where `warp` samples each output pixel: (batch, 784) source rows and columns (copies)."""
     x = np.asarray(x, dtype=np.float32)
-    src_y, src_x = _source_grid(x, rotate, shear, scale, shift, elastic, _Work(len(x)))
-    return src_y.copy(), src_x.copy()
+    grids = _source_grid(x, rotate, shear, scale, shift, elastic, _Work(len(x)))
+    return grids[1].copy(), grids[0].copy()
 
 
 def _source_grid(
@@ -228,8 +232,10 @@ def _source_grid(
     shift: np.ndarray,
     elastic: Elastic | None,
     work: _Work,
-) -> tuple[np.ndarray, np.ndarray]:
-    """`source_grid` into work arrays.
+    grow: np.ndarray | None = None,
+) -> np.ndarray:
+    """`source_grid` into a work array: (2, batch, 784) source columns, then rows; the ink box
+    made `grow` pixels shorter than its own, per image, if given.
 
     The affine map and the elastic field come out of the same two small matrix products: a
     coordinate grid is a 28x28 matrix `L C L^T`, with `L` the elastic basis plus a column of row
@@ -242,11 +248,11 @@ def _source_grid(
     blank = mass <= 0
     cy = np.where(blank, (SIDE - 1) / 2, sums[:, SIDE] / np.where(blank, 1, mass))
     cx = np.where(blank, (SIDE - 1) / 2, sums[:, SIDE + 1] / np.where(blank, 1, mass))
+    centre = np.stack([cx, cy], -1)  # (batch, 2) as (x, y)
     forward = affine_matrices(rotate, shear, np.ones(n))
-    forward *= (np.asarray(scale) * box_refit(x, row_ink, forward))[:, None, None]
+    forward *= (np.asarray(scale) * box_refit(x, row_ink, centre, forward, grow))[:, None, None]
     inverse = np.linalg.inv(forward)  # (batch, 2, 2)
     # source = c + inverse (q - c - shift) = inverse q + offset, for output pixel q = (x, y)
-    centre = np.stack([cx, cy], -1)  # (batch, 2) as (x, y)
     offset = centre - np.einsum("bij,bj->bi", inverse, centre + np.asarray(shift)[:, ::-1])
 
     r = 0 if elastic is None else elastic.coefficients.shape[-1]
@@ -264,8 +270,7 @@ def _source_grid(
     np.copyto(turned, half.reshape(2 * n, k, SIDE).transpose(0, 2, 1))  # (C^T L^T)^T = L C
     grids = work.get("grids", (2 * n * SIDE, SIDE))
     np.matmul(turned.reshape(-1, k), lift.T, out=grids)  # L C L^T per grid
-    grids = grids.reshape(2, n, PIXELS)
-    return grids[1], grids[0]
+    return grids.reshape(2, n, PIXELS)
 
 
 # x @ _MOMENTS: ink per row (28 columns), then the mass-weighted sums of row and column numbers
@@ -285,36 +290,40 @@ def _lift(sigma: float) -> np.ndarray:
     return lift
 
 
-def box_refit(x: np.ndarray, row_ink: np.ndarray, forward: np.ndarray) -> np.ndarray:
-    """Per image, the factor that brings the long side of the mapped ink box back to its own.
+def box_refit(
+    x: np.ndarray,
+    row_ink: np.ndarray,
+    centre: np.ndarray,
+    forward: np.ndarray,
+    grow: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per image, the factor that brings the long side of the mapped ink box back to its own
+    (minus `grow` pixels, for a change still to come that widens it).
 
     `digitize` scales every digit's ink box to 20 px, so a rotated or slanted digit reaches the
     network no larger than an upright one. The extremes of the ink in any direction are among
-    each row's first and last inked pixels, so mapping those 56 points tells the new box; the
-    bilinear samples spread each source pixel over the map of the square (-1, 1)^2 around it, so
-    a box along an axis with map row (a, b) ends up `extent + 2 (|a| + |b|) - 1` pixels long (the
-    pixel count of the unchanged ink box, `extent + 1`, for the identity).
-    `x` is (batch, 784), `row_ink` (batch, 28) which rows have ink, `forward` (batch, 2, 2) on (x, y).
+    each row's first and last inked pixels, so mapping those 56 points tells the new box (a row
+    without ink contributes the centre of mass, which lies inside the ink's hull); the bilinear
+    samples spread each source pixel over the map of the square (-1, 1)^2 around it, so a box
+    along an axis with map row (a, b) ends up `extent + 2 (|a| + |b|) - 1` pixels long (for the
+    identity: `extent + 1`, the pixel count of the unchanged box).
+    `x` is (batch, 784), `row_ink` (batch, 28) which rows have ink, `centre` (batch, 2) the
+    centre of mass as (x, y), `forward` (batch, 2, 2) on (x, y).
     """
+    n = len(x)
     inked = (x > 0).reshape(-1, SIDE)  # (batch * 28, 28)
-    first = inked.argmax(axis=1).reshape(len(x), SIDE)
-    last = SIDE - 1 - np.ascontiguousarray(inked[:, ::-1]).argmax(axis=1).reshape(len(x), SIDE)
-    xs = np.concatenate([first, last], axis=1).astype(np.float64)  # (batch, 56)
-    ys = np.tile(np.arange(SIDE, dtype=np.float64), 2)[None, :]
-    valid = np.concatenate([row_ink, row_ink], axis=1)
-    inked_any = valid.any(axis=1)
-    valid[~inked_any] = True  # a blank image: any finite answer, it is not scaled
-
-    def extent(w: np.ndarray) -> np.ndarray:
-        return np.where(valid, w, -np.inf).max(1) - np.where(valid, w, np.inf).min(1)
-
-    before = np.maximum(extent(xs), extent(np.broadcast_to(ys, xs.shape))) + 1
-    f = forward
-    after = np.maximum(
-        extent(f[:, 0, 0, None] * xs + f[:, 0, 1, None] * ys) + 2 * (np.abs(f[:, 0, 0]) + np.abs(f[:, 0, 1])),
-        extent(f[:, 1, 0, None] * xs + f[:, 1, 1, None] * ys) + 2 * (np.abs(f[:, 1, 0]) + np.abs(f[:, 1, 1])),
-    )
-    return np.where(inked_any, (before + 1) / after, 1.0)
+    first = inked.argmax(axis=1).reshape(n, SIDE)
+    last = SIDE - 1 - np.ascontiguousarray(inked[:, ::-1]).argmax(axis=1).reshape(n, SIDE)
+    valid = np.concatenate([row_ink, row_ink], axis=1)  # (batch, 56)
+    points = np.empty((n, 2, 2 * SIDE))  # (x, y) of each row's first and last inked pixel
+    np.copyto(points[:, 0], np.concatenate([first, last], axis=1))
+    points[:, 1] = np.tile(np.arange(SIDE), 2)
+    np.copyto(points, centre[:, :, None], where=~valid[:, None, :])
+    before = (points.max(axis=2) - points.min(axis=2)).max(axis=1) + 1
+    mapped = forward @ points  # (batch, 2, 56)
+    after = (mapped.max(axis=2) - mapped.min(axis=2) + 2 * np.abs(forward).sum(axis=2)).max(axis=1)
+    target = before + 1 - (0 if grow is None else grow)
+    return np.where(row_ink.any(axis=1), target / after, 1.0)
 
 
 @dataclass(frozen=True)
@@ -370,11 +379,12 @@ def gaussian_matrix(size: int, sigma: float) -> np.ndarray:
     return m
 
 
-def _sample(x: np.ndarray, src_y: np.ndarray, src_x: np.ndarray, work: _Work, out: np.ndarray) -> None:
-    """Bilinear samples of each (batch, 784) image at its own (batch, 784) coordinates, zero outside.
+def _sample(x: np.ndarray, grids: np.ndarray, work: _Work, out: np.ndarray) -> None:
+    """Bilinear samples of each (batch, 784) image at its own source columns and rows, `grids`
+    (2, batch, 784), zero outside.
 
     Every source pixel's four neighbours are laid side by side first (16 bytes), so one gather
-    fetches all four. `src_y` and `src_x` are used up; `out` may be `x`.
+    fetches all four. `grids` is used up; `out` may be `x`.
     """
     n, side = len(x), SIDE + 2
     area = side * side
@@ -387,43 +397,43 @@ def _sample(x: np.ndarray, src_y: np.ndarray, src_x: np.ndarray, work: _Work, ou
     quads[:-side, 2] = column[side:]  # below
     quads[: -side - 1, 3] = column[side + 1 :]  # below right
     # clip into the ring: a coordinate at or beyond it blends only zeros
-    np.clip(src_y, -1, SIDE, out=src_y)
-    np.clip(src_x, -1, SIDE, out=src_x)
-    y0, x0 = work.get("y0", (n, PIXELS)), work.get("x0", (n, PIXELS))
-    np.minimum(np.floor(src_y, out=y0), SIDE - 1, out=y0)
-    np.minimum(np.floor(src_x, out=x0), SIDE - 1, out=x0)
-    src_y -= y0  # now the fractions
-    src_x -= x0
-    y0 *= side
-    y0 += x0
-    y0 += (np.arange(n, dtype=np.float32) * area + side + 1)[:, None]  # exact: below 2^24
+    np.clip(grids, -1, SIDE, out=grids)
+    corner = work.get("corner", grids.shape)
+    np.minimum(np.floor(grids, out=corner), SIDE - 1, out=corner)
+    grids -= corner  # now the fractions: (2, batch, 784) across, down
+    flat = np.multiply(corner[1], side, out=work.get("flat", (n, PIXELS)))
+    flat += corner[0]
+    flat += (np.arange(n, dtype=np.float32) * area + side + 1)[:, None]  # exact: below 2^24
     index = work.get("index", (n, PIXELS), np.intp)
-    np.copyto(index, y0, casting="unsafe")
+    np.copyto(index, flat, casting="unsafe")
     gathered = work.get("gathered", (n, PIXELS), np.complex128)
     quads.view(np.complex128).ravel().take(index, out=gathered, mode="clip")  # in range: no copy
-    v = gathered.view(np.float32).reshape(n, PIXELS, 4)
-    top = np.subtract(v[..., 1], v[..., 0], out=work.get("scratch", (n, PIXELS)))
-    top *= src_x
-    top += v[..., 0]
-    np.subtract(v[..., 3], v[..., 2], out=out)
-    out *= src_x
-    out += v[..., 2]
-    out -= top
-    out *= src_y
-    out += top
+    pairs = gathered.view(np.float32).reshape(n, PIXELS, 2, 2)  # (top, bottom) x (left, right)
+    rows = np.subtract(pairs[..., 1], pairs[..., 0], out=work.get("rows", (n, PIXELS, 2)))
+    rows *= grids[0, :, :, None]
+    rows += pairs[..., 0]  # each row's value at the column
+    np.subtract(rows[..., 1], rows[..., 0], out=out)
+    out *= grids[1]
+    out += rows[..., 0]
 
 
 # -- strokes, resolution, contrast ------------------------------------------------------------------
 
 
 def stroke_width(x: np.ndarray, amount: np.ndarray) -> np.ndarray:
-    """Thicker (amount > 0) or thinner (< 0) strokes: per image, a blend between grey dilations
-    (or erosions) by the 3x3 square, |amount| 1 being one full step, 2 two, 0.5 half of one.
+    """Thicker (amount > 0) or thinner (amount < 0) strokes: per image, a blend between grey
+    dilations by the 3x3 square (1 a full one, 2 two, 0.5 half of one), or towards one erosion.
 
-    Returns a new (batch, 784) float32 array.
+    Blending towards an erosion dims MNIST's two-to-three-pixel strokes more than it narrows
+    them, so thinned images get their ink back: divided by the level their stroke cores fell to
+    (`(1 - |a|) + |a| r`, r the erosion's ink-weighted mean level over the original's), they come
+    out as the thin full-strength line of a fine pen. Returns a new (batch, 784) float32 array.
     """
     out = np.array(x, dtype=np.float32)
-    _stroke_width(out, np.asarray(amount, dtype=np.float32), _Work(len(out)))
+    amount = np.asarray(amount, dtype=np.float32)
+    if (amount < -1).any():
+        raise ValueError("strokes thin by at most one erosion (amount >= -1)")
+    _stroke_width(out, amount, _Work(len(out)))
     return out
 
 
@@ -442,12 +452,24 @@ def _stroke_width(x: np.ndarray, amount: np.ndarray, work: _Work) -> None:
     total = np.multiply(x, np.maximum(1 - magnitude, 0), out=work.get("stroke_total", (n, PIXELS)))
     scratch = work.get("stroke_scratch", (n, PIXELS))
     level = np.multiply(x, sign, out=work.get("stroke_signed", (n, PIXELS)))
+    retained = None  # per image: the erosion's ink level over the original's
     for k in range(1, steps + 1):  # a "hat" weight per level: at most two are non-zero
         level = _morph3(level, np.maximum, work.get(f"stroke_level{k % 2}", (n, PIXELS)), scratch)
         weight = np.maximum(1 - np.abs(magnitude - k), 0) * sign  # the sign undoes the negation
+        if k == 1 and (amount < 0).any():
+            retained = _ink_level(np.abs(level, out=scratch)) / np.maximum(_ink_level(x), 1e-6)
         if weight.any():
             total += np.multiply(level, weight, out=scratch)
+    if retained is not None:  # re-ink the thinned strokes: their cores back to full strength
+        thin = np.minimum(amount, 0)[:, None] * -1  # |a| for thinned images, 0 for the others
+        total /= (1 - thin + thin * np.minimum(retained, 1)[:, None]).astype(np.float32)
+        np.minimum(total, 1, out=total)
     np.copyto(x, total)
+
+
+def _ink_level(x: np.ndarray) -> np.ndarray:
+    """Per image, the ink-weighted mean level (sum x^2 / sum x): the level of the stroke cores."""
+    return np.einsum("ij,ij->i", x, x) / np.maximum(x.sum(axis=1), 1e-6)
 
 
 def _morph3(x: np.ndarray, op: np.ufunc, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:

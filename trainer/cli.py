@@ -146,7 +146,7 @@ def add_hyperparameters(parser: argparse.ArgumentParser) -> None:
         dest="augment_stroke",
         type=float,
         metavar="STEPS",
-        help="thinner or thicker strokes: up to STEPS 3x3 erosions/dilations, blended (e.g. 1)",
+        help="thicker or thinner strokes: up to STEPS 3x3 dilations, or one erosion, blended (e.g. 1)",
     )
     aug.add_argument(
         "--contrast",

@@ -99,8 +99,8 @@ def train(
     """Train a fresh network as `config` says on uint8 images (n, 784) and integer labels.
 
     `threads` (e.g. `trainer.threads.ThreadTuner`) is told when each training step starts and
-    ends and may change the BLAS thread count in between; `prefetch` lets a background thread
-    prepare augmented batches ahead (the result is the same either way).
+    ends and may change the BLAS thread count in between; `prefetch` lets a helper thread make
+    augmented batches ahead with spare CPU time (the result is the same either way).
     """
     config.validate()
     if config.val_size >= len(x_train):  # else an empty training set reads as "diverged"
@@ -141,7 +141,7 @@ def train(
     train_subset = rng.choice(len(x_fit), size=min(len(x_fit), 10_000), replace=False)
     batches = make_batches(
         x_fit, y_fit, plan, AugmentSpec.from_config(config), config.noise, config.seed, total_steps, rng,
-        prefetch=prefetch,
+        ahead=prefetch,
     )  # fmt: skip
     try:
         started = time.perf_counter()
