@@ -40,12 +40,12 @@ from trainer.training import train
 
 # The augmentation proposed for the presets (bench/README.md, "Augmentation").
 PROPOSAL = {
-    "augment_rotate": 12.0,
+    "augment_rotate": 15.0,
     "augment_scale": 0.1,
     "augment_shear": 10.0,
     "augment_elastic": 20.0,
-    "augment_stroke": 0.7,
-    "augment_contrast": 0.4,
+    "augment_stroke": 1.0,
+    "augment_contrast": 0.3,
     "augment_lowres": 0.2,
 }
 BATCH = 128
