@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -123,8 +124,8 @@ class StepTimer(Protocol):
 
 @dataclass(frozen=True)
 class Decision:
-    """One comparison: the step it ended on, the count kept, the mean seconds per step of each
-    count tried (the loser's may rest on fewer steps: a clearly slower count is cut short)."""
+    """One comparison: the step it ended on, the count kept, the median seconds per step of each
+    count tried (the loser's may rest on fewer steps: a hopeless trial is cut short)."""
 
     step: int
     threads: int
@@ -134,15 +135,18 @@ class Decision:
 class ThreadTuner:
     """Re-decides between 1 and 2 BLAS threads as a run goes, by timing its own training steps.
 
-    A comparison runs `warmup` + `probe` steps on the current count, then as many on the other
-    (cut short once it has taken longer than the current count's `probe` steps), and keeps the
-    faster, by at least `margin`. The steps are the run's own, so a comparison costs only the
-    difference. It starts on one thread, which is never far off (two threads can be 30 times
-    slower on a busy machine, one at worst 1.5 times slower on an idle one). Comparisons come
-    every `interval_s` seconds of steps, twice as far apart each time the count stays (up to
-    `max_interval_s`), and at once when the step time moves by a factor of `drift` from what
-    the last comparison measured (another job started or ended). As a context manager it sets
-    the starting count and restores BLAS's own limit at the end.
+    A comparison runs `warmup` + `probe` steps on the current count, then as many on the other,
+    and keeps the one with the lower median step time, by at least `margin` (medians: a step
+    that a garbage collection or another process hit says little). The steps are the run's own,
+    so a comparison costs only the difference; a trial that has taken `hopeless` times as long
+    as the current count's whole probe is cut short. The tuner starts on one thread, which is
+    never far off (two threads can be 30 times slower on a busy machine, one at worst 1.5 times
+    slower on an idle one). Comparisons come every `interval_s` seconds of steps, twice as far
+    apart each time the count stays (up to `max_interval_s`), and at once when the median time
+    of the last `window` steps moves by a factor of `drift` from the median of the first
+    `window` after the last comparison the way that could change the answer: slower on two
+    threads (another job started), faster on one (one ended). As a context manager it sets the
+    starting count and restores BLAS's own limit at the end.
     """
 
     CANDIDATES = (1, 2)
@@ -150,13 +154,14 @@ class ThreadTuner:
     def __init__(
         self,
         start: int = 1,
-        probe: int = 4,
+        probe: int = 8,
         warmup: int = 1,
         interval_s: float = 10.0,
         max_interval_s: float = 40.0,
         drift: float = 1.5,
         window: int = 30,
         margin: float = 0.03,
+        hopeless: float = 2.0,
         clock: Callable[[], float] = time.perf_counter,
         set_threads: Callable[[int], object] | None = None,
     ) -> None:
@@ -164,6 +169,7 @@ class ThreadTuner:
             raise ValueError(f"start must be one of {self.CANDIDATES}, got {start}")
         self.threads = start
         self.probe, self.warmup, self.margin, self.drift = probe, warmup, margin, drift
+        self.hopeless = hopeless
         self.interval_s, self.min_interval_s, self.max_interval_s = interval_s, interval_s, max_interval_s
         self.clock = clock
         self._set = set_threads
@@ -175,7 +181,7 @@ class ThreadTuner:
         self._spent: dict[int, list[float]] = {}  # seconds per count, this comparison
         self._measured: dict[int, list[float]] = {}
         self._recent: deque[float] = deque(maxlen=window)
-        self._reference = 0.0  # seconds per step the last comparison measured for the kept count
+        self._reference = 0.0  # median seconds per step of the first window after a comparison
         self._since = 0.0  # seconds of steps since the last comparison
         self._started = 0.0
         self._compare_next()  # the first steps compare at once
@@ -209,14 +215,17 @@ class ThreadTuner:
         self._since += seconds
         if self._slot is None:
             self._recent.append(seconds)
+            if not self._reference and len(self._recent) == self._recent.maxlen:
+                self._reference = statistics.median(self._recent)
             return
         threads, measured = self._slot
         self._spent.setdefault(threads, []).append(seconds)
         if measured:
             self._measured.setdefault(threads, []).append(seconds)
         other = self._other(self.threads)
-        if threads == other and sum(self._spent[other]) > sum(self._measured.get(self.threads, [0.0])):
-            self._plan.clear()  # already slower than the current count: no need to finish
+        current_probe = sum(self._measured.get(self.threads, [0.0]))
+        if threads == other and sum(self._spent[other]) > self.hopeless * current_probe:
+            self._plan.clear()  # it cannot win: no need to finish
         if not self._plan:
             self._decide(step)
 
@@ -233,28 +242,27 @@ class ThreadTuner:
         self._spent, self._measured = {}, {}
 
     def _due(self) -> bool:
-        """Time for a comparison: the interval has passed, or the step time drifted."""
+        """Time for a comparison: the interval has passed, or the step time drifted the way that
+        could change the answer (slower on two threads: more load; faster on one: less)."""
         if self._since >= self.interval_s:
             return True
-        if len(self._recent) == self._recent.maxlen and self._reference > 0:
-            ratio = sum(self._recent) / len(self._recent) / self._reference
-            if ratio > self.drift or ratio < 1 / self.drift:
-                self.interval_s = self.min_interval_s
-                return True
+        if self._reference and len(self._recent) == self._recent.maxlen:
+            ratio = statistics.median(self._recent) / self._reference
+            return ratio > self.drift if self.threads > 1 else ratio < 1 / self.drift
         return False
 
     def _decide(self, step: int) -> None:
         current, other = self.threads, self._other(self.threads)
-        means = {t: sum(v) / len(v) for t, v in self._measured.items() if v}
-        means.update({t: sum(v) / len(v) for t, v in self._spent.items() if t not in means})
-        faster = means.get(other, float("inf")) < means.get(current, float("inf")) * (1 - self.margin)
+        typical = {t: statistics.median(v) for t, v in self._measured.items() if v}
+        typical.update({t: statistics.median(v) for t, v in self._spent.items() if t not in typical})
+        faster = typical.get(other, float("inf")) < typical.get(current, float("inf")) * (1 - self.margin)
         switch = other in self._measured and faster
         self.threads = other if switch else current
         self.interval_s = self.min_interval_s if switch else min(2 * self.interval_s, self.max_interval_s)
-        self._reference = means.get(self.threads, 0.0)
+        self._reference = 0.0
         self._since = 0.0
         self._recent.clear()
-        self.decisions.append(Decision(step, self.threads, {t: round(m, 6) for t, m in means.items()}))
+        self.decisions.append(Decision(step, self.threads, {t: round(m, 6) for t, m in typical.items()}))
         self._slot = None
 
     def _apply(self, threads: int) -> None:

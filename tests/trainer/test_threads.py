@@ -47,7 +47,7 @@ def test_it_moves_to_two_threads_when_they_are_faster():
         machine.run(tuner, 2000)
     assert tuner.threads == 2 and machine.threads == 2
     first = tuner.decisions[0]
-    assert first.threads == 2 and first.step == 9  # 1 + 4 steps on each count
+    assert first.threads == 2 and first.step == 17  # 1 + 8 steps on each count
     assert first.seconds_per_step == {1: 0.010, 2: 0.006}
     assert machine.steps_on[1] < 0.02 * 2000  # the comparisons on the slower count cost little
 
@@ -58,10 +58,24 @@ def test_it_stays_on_one_thread_and_cuts_a_much_slower_trial_short():
         machine.run(tuner, 5000)
     assert tuner.threads == 1 and machine.threads == 1
     trials = len(tuner.decisions)
-    assert machine.steps_on[2] == trials  # one step each time: it already took longer than 4 on one
+    assert machine.steps_on[2] == trials  # one step each time: longer than twice 8 on one thread
     assert all(d.threads == 1 for d in tuner.decisions)
     wasted = machine.steps_on[2] * (0.240 - 0.008)
     assert wasted < 0.05 * machine.now
+
+
+def test_a_slow_first_step_or_one_hiccup_does_not_decide():
+    def cost(step: int, n: int) -> float:
+        if step == 9:  # the first step on two threads: waking them up
+            return 0.080
+        if step == 13:  # another process took the core for a moment
+            return 0.200
+        return {1: 0.010, 2: 0.007}[n]
+
+    machine = Machine(cost)
+    with tuner_on(machine) as tuner:
+        machine.run(tuner, 100)
+    assert tuner.decisions[0].threads == 2 and tuner.decisions[0].seconds_per_step == {1: 0.010, 2: 0.007}
 
 
 def test_comparisons_grow_rarer_while_the_answer_stays_the_same():
@@ -92,6 +106,14 @@ def test_it_follows_the_load_both_ways():
         assert tuner.threads == 2
     kept = [d.threads for d in tuner.decisions]
     assert sum(a != b for a, b in itertools.pairwise(kept)) == 2  # no flapping
+
+
+def test_more_load_on_one_thread_is_no_reason_to_try_two():
+    machine = Machine(lambda step, n: {1: 0.008 if step < 500 else 0.016, 2: 0.200}[n])
+    with tuner_on(machine) as tuner:
+        machine.run(tuner, 1000)
+    assert [d.step for d in tuner.decisions if 500 <= d.step < 800] == []  # only the 10 s interval
+    assert machine.steps_on[2] == len(tuner.decisions) <= 3
 
 
 def test_a_small_margin_keeps_the_current_count():
