@@ -13,8 +13,9 @@ evaluations included), without augmentation beyond the preset's own shifts and w
 augmentation given by `--augment` (default: the proposal in bench/README.md), the latter with the
 batches made ahead by a background thread (the default) and made inline. The runs are
 interleaved, in an order that rotates every repeat, so other load on the machine hits them alike;
-the thread policy is the CLI's (`trainer.threads.tuned_blas_threads`: re-decided as the run goes)
-unless `--threads N` fixes it. Reported: median wall seconds per epoch, CPU seconds of the
+the thread policy is the CLI's (`trainer.threads.tuned_blas_threads`: BLAS threads, and whether
+the helper thread makes batches ahead, re-decided as the run goes) unless `--threads N` fixes the
+BLAS threads. Reported: median wall seconds per epoch, CPU seconds of the
 process, and the slowdown against the run without augmentation.
 """
 
@@ -111,7 +112,7 @@ def epoch_times(
                 )  # fmt: skip
             cpus[name].append((time.process_time() - cpu) / epochs)
             walls[name].append(result.wall_time_s / epochs)
-            kept = [d.threads for d in tuner.decisions] if tuner is not None else [threads]
+            kept = [str(d.mode) for d in tuner.decisions]
             choices[name].append(kept)
             print(
                 f"  {name:<24} {walls[name][-1]:6.2f} s/epoch, {cpus[name][-1]:6.2f} s CPU, threads "
@@ -168,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in payload["batch"]:
             print(f"{row['case']:<30} {row['ms_per_batch']:>20.3f}")
     if "epoch" in payload:
-        print(f"\n{'baseline, one epoch':<26} {'s/epoch':>8} {'CPU s':>7} {'slowdown':>9}  threads kept")
+        print(f"\n{'baseline, one epoch':<26} {'s/epoch':>8} {'CPU s':>7} {'slowdown':>9}  modes kept")
         for row in payload["epoch"]:
             print(
                 f"{row['variant']:<26} {row['seconds_per_epoch']:>8.2f} {row['cpu_seconds_per_epoch']:>7.2f} "

@@ -16,7 +16,6 @@ the preset's epoch count estimates the full run.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from collections.abc import Sequence
@@ -69,9 +68,10 @@ def run_preset(name: str, dataset: Any, threads: int | None, epochs: int | None)
             progress=report,
             threads=tuner,
         )
-    decisions = [dataclasses.asdict(d) for d in tuner.decisions] if tuner is not None else []
-    # the count the run ended on: the last decision's, or the fixed one
-    used_threads = decisions[-1]["threads"] if decisions else (threads or 1)
+    decisions = [
+        {"step": d.step, "mode": str(d.mode), "seconds_per_step": d.seconds_per_step} for d in tuner.decisions
+    ]
+    used_threads = tuner.threads  # the count the run ended on
     cpu_seconds = time.process_time() - cpu_started  # includes the final test evaluation
     seconds = result.curves.seconds
     per_eval = [b - a for a, b in zip([0.0, *seconds[:-1]], seconds, strict=True)]

@@ -160,6 +160,7 @@ class AheadBatches:
         self._ready: dict[int, Batch] = {}
         self._claimed = -1  # the last step the helper took on
         self._stopped = False
+        self._helping = True
         self._changed = threading.Condition()
         self._thread = threading.Thread(
             target=self._help, args=(Augmenter(spec),), name="batches-ahead", daemon=True
@@ -200,7 +201,15 @@ class AheadBatches:
 
     def _work_left(self) -> bool:
         """Whether a step within reach of the helper is neither made nor taken on (lock held)."""
+        if not self._helping:
+            return False
         return max(self._claimed + 1, self.step + 1) <= min(self.step + self.ahead, self.steps - 1)
+
+    def set_helper(self, on: bool) -> None:
+        """Let the helper make batches ahead, or pause it (it finishes the one in hand)."""
+        with self._changed:
+            self._helping = on
+            self._changed.notify_all()
 
     def close(self) -> None:
         with self._changed:

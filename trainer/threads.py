@@ -88,34 +88,25 @@ def blas_threads(sizes: Sequence[int], threads: int | None = None) -> AbstractCo
 
 
 def tuned_blas_threads(sizes: Sequence[int], threads: int | None = None) -> AbstractContextManager:
-    """The thread policy of a training run, as a context manager yielding a `StepTimer` or None.
+    """The thread policy of a training run: a context manager yielding a `ThreadTuner`.
 
     `threads` given: that many BLAS threads, fixed. A network too small to gain from a second
-    thread, or a single core: one thread, fixed. Otherwise a `ThreadTuner`.
+    thread, or a single core: one thread. Otherwise one or two, re-decided as the run goes. In
+    each case the tuner also decides whether a helper thread makes augmented batches ahead, when
+    the run has one (`ThreadTuner.helper_control`).
     """
     if threads:
-        return _fixed(threads)
+        return ThreadTuner(counts=(threads,))
     if preferred_threads(sizes) == 1 or cores() < 2:
-        return _fixed(1)
+        return ThreadTuner(counts=(1,))
     return ThreadTuner()
 
 
-class _fixed(AbstractContextManager):
-    """BLAS limited to `threads` for the block; yields None (nothing to tell per step)."""
-
-    def __init__(self, threads: int) -> None:
-        self._limits = threadpool_limits(limits=threads, user_api="blas")
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        self._limits.restore_original_limits()
-
-
 class StepTimer(Protocol):
-    """Told by the training loop when each step starts and ends (the thread count may change
-    between the two calls of consecutive steps)."""
+    """Told by the training loop when each step starts and ends (the BLAS thread count and the
+    helper may change between the two calls of consecutive steps)."""
+
+    def helper_control(self, control: Callable[[bool], object]) -> None: ...
 
     def step_started(self, step: int) -> None: ...
 
@@ -123,37 +114,57 @@ class StepTimer(Protocol):
 
 
 @dataclass(frozen=True)
+class Mode:
+    """How a step runs: BLAS threads, and whether a helper thread makes batches ahead."""
+
+    threads: int
+    helper: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.threads}{'+helper' if self.helper else ''}"
+
+
+@dataclass(frozen=True)
 class Decision:
-    """One comparison: the step it ended on, the count kept, the median seconds per step of each
-    count tried (the loser's may rest on fewer steps: a hopeless trial is cut short)."""
+    """One comparison: the step it ended on, the mode kept, the median seconds per step of each
+    mode tried (the loser's may rest on fewer steps: a hopeless trial is cut short)."""
 
     step: int
-    threads: int
-    seconds_per_step: dict[int, float]
+    mode: Mode
+    seconds_per_step: dict[str, float]
+
+    @property
+    def threads(self) -> int:
+        return self.mode.threads
 
 
 class ThreadTuner:
-    """Re-decides between 1 and 2 BLAS threads as a run goes, by timing its own training steps.
+    """Re-decides the BLAS thread count (1 or 2), and whether a helper thread makes augmented
+    batches ahead, as a run goes, by timing its own training steps.
 
-    A comparison runs `warmup` + `probe` steps on the current count, then as many on the other,
-    and keeps the one with the lower median step time, by at least `margin` (medians: a step
-    that a garbage collection or another process hit says little). The steps are the run's own,
-    so a comparison costs only the difference; a trial that has taken `hopeless` times as long
-    as the current count's whole probe is cut short. The tuner starts on one thread, which is
-    never far off (two threads can be 30 times slower on a busy machine, one at worst 1.5 times
-    slower on an idle one). Comparisons come every `interval_s` seconds of steps, twice as far
-    apart each time the count stays (up to `max_interval_s`), and at once when the median time
-    of the last `window` steps moves by a factor of `drift` from the median of the first
-    `window` after the last comparison the way that could change the answer: slower on two
-    threads (another job started), faster on one (one ended). As a context manager it sets the
-    starting count and restores BLAS's own limit at the end.
+    A comparison runs `warmup` + `probe` steps in the current mode, then as many in another, and
+    keeps the one with the lower median step time, by at least `margin` (medians: a step that a
+    garbage collection or another process hit says little). The steps are the run's own, so a
+    comparison costs only the difference; a trial that has taken `hopeless` times as long as the
+    current mode's whole probe is cut short. With more than one other mode, successive
+    comparisons take them in turn. The tuner starts on one thread (with the helper if there is
+    one), which is never far off: two threads can be 30 times slower on a busy machine, one at
+    worst 1.5 times slower on an idle one. Comparisons come every `interval_s` seconds of steps,
+    twice as far apart each time the mode stays (up to `max_interval_s`), and at once when the
+    median time of the last `window` steps moves by a factor of `drift` from the median of the
+    first `window` after the last comparison, the way that could change the answer: slower on
+    two threads (another job started), faster on one (one ended). As a context manager it sets
+    the starting count and restores BLAS's own limit at the end.
+
+    Why the helper is a choice too: it runs at the lowest CPU priority, so on a busy machine it
+    gets the CPU rarely, and when the scheduler leaves it out while it holds the GIL the training
+    thread waits for it (measured: +76 % per epoch against +36 % without it, load 4); on a quiet
+    machine it makes the batches on the idle core (+10 % against +43 %, load 0.7).
     """
-
-    CANDIDATES = (1, 2)
 
     def __init__(
         self,
-        start: int = 1,
+        counts: Sequence[int] = (1, 2),
         probe: int = 8,
         warmup: int = 1,
         interval_s: float = 10.0,
@@ -165,26 +176,35 @@ class ThreadTuner:
         clock: Callable[[], float] = time.perf_counter,
         set_threads: Callable[[int], object] | None = None,
     ) -> None:
-        if start not in self.CANDIDATES:
-            raise ValueError(f"start must be one of {self.CANDIDATES}, got {start}")
-        self.threads = start
+        if not counts or any(c < 1 for c in counts):
+            raise ValueError(f"thread counts must be >= 1, got {counts}")
+        self.counts = tuple(sorted(set(counts)))
+        self.modes = [Mode(c) for c in self.counts]
+        self.mode = self.modes[0]
         self.probe, self.warmup, self.margin, self.drift = probe, warmup, margin, drift
         self.hopeless = hopeless
         self.interval_s, self.min_interval_s, self.max_interval_s = interval_s, interval_s, max_interval_s
         self.clock = clock
         self._set = set_threads
+        self._helper: Callable[[bool], object] | None = None
         self._restore: Callable[[], object] | None = None
-        self._applied: int | None = None  # the count BLAS has now
+        self._applied: Mode | None = None  # the mode BLAS and the helper are in now
+        self._turn = 0  # which other mode the next comparison tries
         self.decisions: list[Decision] = []
-        self._plan: deque[tuple[int, bool]] = deque()  # the comparison's steps: (threads, measured)
-        self._slot: tuple[int, bool] | None = None
-        self._spent: dict[int, list[float]] = {}  # seconds per count, this comparison
-        self._measured: dict[int, list[float]] = {}
+        self._plan: deque[tuple[Mode, bool]] = deque()  # the comparison's steps: (mode, measured)
+        self._slot: tuple[Mode, bool] | None = None
+        self._spent: dict[Mode, list[float]] = {}  # seconds per mode, this comparison
+        self._measured: dict[Mode, list[float]] = {}
         self._recent: deque[float] = deque(maxlen=window)
         self._reference = 0.0  # median seconds per step of the first window after a comparison
         self._since = 0.0  # seconds of steps since the last comparison
         self._started = 0.0
         self._compare_next()  # the first steps compare at once
+
+    @property
+    def threads(self) -> int:
+        """The BLAS thread count of the mode kept."""
+        return self.mode.threads
 
     # -- context manager: the real thread limit ----------------------------------------------------
 
@@ -193,7 +213,7 @@ class ThreadTuner:
             controller = ThreadpoolController()
             self._restore = controller.limit(limits=self.threads, user_api="blas").restore_original_limits
             self._set = lambda n: controller.limit(limits=n, user_api="blas")
-        self._apply(self.threads)
+        self._apply(self.mode)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -202,12 +222,20 @@ class ThreadTuner:
 
     # -- StepTimer ---------------------------------------------------------------------------------
 
+    def helper_control(self, control: Callable[[bool], object]) -> None:
+        """The run has a helper thread; `control(on)` starts or pauses it. Adds the helper mode
+        (on the fewest threads) and starts in it."""
+        self._helper = control
+        helped = Mode(self.counts[0], helper=True)
+        self.modes = [helped, *(Mode(c) for c in self.counts)]
+        self.mode, self._applied, self._turn = helped, None, 0
+        self._compare_next()
+
     def step_started(self, step: int) -> None:
         if not self._plan and self._due():
             self._compare_next()
         self._slot = self._plan.popleft() if self._plan else None
-        wanted = self._slot[0] if self._slot else self.threads
-        self._apply(wanted)
+        self._apply(self._slot[0] if self._slot else self.mode)
         self._started = self.clock()
 
     def step_finished(self, step: int) -> None:
@@ -218,32 +246,34 @@ class ThreadTuner:
             if not self._reference and len(self._recent) == self._recent.maxlen:
                 self._reference = statistics.median(self._recent)
             return
-        threads, measured = self._slot
-        self._spent.setdefault(threads, []).append(seconds)
+        mode, measured = self._slot
+        self._spent.setdefault(mode, []).append(seconds)
         if measured:
-            self._measured.setdefault(threads, []).append(seconds)
-        other = self._other(self.threads)
-        current_probe = sum(self._measured.get(self.threads, [0.0]))
-        if threads == other and sum(self._spent[other]) > self.hopeless * current_probe:
+            self._measured.setdefault(mode, []).append(seconds)
+        current_probe = sum(self._measured.get(self.mode, [0.0]))
+        if mode != self.mode and sum(self._spent[mode]) > self.hopeless * current_probe:
             self._plan.clear()  # it cannot win: no need to finish
         if not self._plan:
             self._decide(step)
 
     # -- the comparisons ---------------------------------------------------------------------------
 
-    def _other(self, threads: int) -> int:
-        return self.CANDIDATES[1 - self.CANDIDATES.index(threads)]
-
     def _compare_next(self) -> None:
-        current, other = self.threads, self._other(self.threads)
         self._plan.clear()
-        for threads in (current, other):
-            self._plan.extend([(threads, False)] * self.warmup + [(threads, True)] * self.probe)
         self._spent, self._measured = {}, {}
+        others = [m for m in self.modes if m != self.mode]
+        if not others:
+            return
+        other = others[self._turn % len(others)]
+        self._turn += 1
+        for mode in (self.mode, other):
+            self._plan.extend([(mode, False)] * self.warmup + [(mode, True)] * self.probe)
 
     def _due(self) -> bool:
         """Time for a comparison: the interval has passed, or the step time drifted the way that
         could change the answer (slower on two threads: more load; faster on one: less)."""
+        if len(self.modes) < 2:
+            return False
         if self._since >= self.interval_s:
             return True
         if self._reference and len(self._recent) == self._recent.maxlen:
@@ -252,22 +282,28 @@ class ThreadTuner:
         return False
 
     def _decide(self, step: int) -> None:
-        current, other = self.threads, self._other(self.threads)
-        typical = {t: statistics.median(v) for t, v in self._measured.items() if v}
-        typical.update({t: statistics.median(v) for t, v in self._spent.items() if t not in typical})
-        faster = typical.get(other, float("inf")) < typical.get(current, float("inf")) * (1 - self.margin)
-        switch = other in self._measured and faster
-        self.threads = other if switch else current
+        typical = {m: statistics.median(v) for m, v in self._measured.items() if v}
+        typical.update({m: statistics.median(v) for m, v in self._spent.items() if m not in typical})
+        current = typical.get(self.mode, float("inf"))
+        best = min((m for m in self._measured if m != self.mode), key=typical.get, default=None)
+        switch = best is not None and typical[best] < current * (1 - self.margin)
+        if switch:
+            self.mode = best
         self.interval_s = self.min_interval_s if switch else min(2 * self.interval_s, self.max_interval_s)
         self._reference = 0.0
         self._since = 0.0
         self._recent.clear()
-        self.decisions.append(Decision(step, self.threads, {t: round(m, 6) for t, m in typical.items()}))
+        seconds = {str(m): round(t, 6) for m, t in typical.items()}
+        self.decisions.append(Decision(step, self.mode, seconds))
         self._slot = None
 
-    def _apply(self, threads: int) -> None:
-        if threads != self._applied:
-            if self._set is None:
-                raise RuntimeError("use ThreadTuner as a context manager: `with ThreadTuner() as t:`")
-            self._set(threads)
-            self._applied = threads
+    def _apply(self, mode: Mode) -> None:
+        if mode == self._applied:
+            return
+        if self._set is None:
+            raise RuntimeError("use ThreadTuner as a context manager: `with ThreadTuner() as t:`")
+        if self._applied is None or mode.threads != self._applied.threads:
+            self._set(mode.threads)
+        if self._helper is not None and (self._applied is None or mode.helper != self._applied.helper):
+            self._helper(mode.helper)
+        self._applied = mode

@@ -15,7 +15,7 @@ import numpy as np
 
 from mlp import MLP
 from trainer.augment import AugmentSpec
-from trainer.batches import BatchPlan, make_batches
+from trainer.batches import AheadBatches, BatchPlan, make_batches
 from trainer.config import ConfigError, TrainConfig
 from trainer.evaluation import Evaluation, evaluate
 from trainer.optim import Schedule, make_optimizer
@@ -99,8 +99,9 @@ def train(
     """Train a fresh network as `config` says on uint8 images (n, 784) and integer labels.
 
     `threads` (e.g. `trainer.threads.ThreadTuner`) is told when each training step starts and
-    ends and may change the BLAS thread count in between; `prefetch` lets a helper thread make
-    augmented batches ahead with spare CPU time (the result is the same either way).
+    ends and may change the BLAS thread count, and pause or start the helper thread, in between;
+    `prefetch` gives augmented runs a helper thread that makes batches ahead with spare CPU time
+    (the result is the same either way).
     """
     config.validate()
     if config.val_size >= len(x_train):  # else an empty training set reads as "diverged"
@@ -143,6 +144,8 @@ def train(
         x_fit, y_fit, plan, AugmentSpec.from_config(config), config.noise, config.seed, total_steps, rng,
         ahead=prefetch,
     )  # fmt: skip
+    if threads is not None and isinstance(batches, AheadBatches):
+        threads.helper_control(batches.set_helper)
     try:
         started = time.perf_counter()
         loss_sum, loss_count, accuracy = 0.0, 0, None

@@ -15,25 +15,30 @@ SMALL = (784, 16, 10)  # never does
 
 
 class Machine:
-    """A fake clock and BLAS: each step takes `cost(step, threads)` seconds of fake time."""
+    """A fake clock, BLAS and helper: a step takes `cost(step, threads)` seconds of fake time,
+    times `helper_factor` while the helper runs."""
 
-    def __init__(self, cost: Callable[[int, int], float]) -> None:
-        self.cost, self.now, self.threads = cost, 0.0, 0
-        self.sets: list[int] = []
+    def __init__(self, cost: Callable[[int, int], float], helper_factor: float = 1.0) -> None:
+        self.cost, self.helper_factor, self.now, self.threads = cost, helper_factor, 0.0, 0
+        self.helper = False
         self.steps_on: dict[int, int] = {1: 0, 2: 0}
+        self.helped_steps = 0
 
     def clock(self) -> float:
         return self.now
 
     def set_threads(self, n: int) -> None:
         self.threads = n
-        self.sets.append(n)
+
+    def set_helper(self, on: bool) -> None:
+        self.helper = on
 
     def run(self, tuner: ThreadTuner, steps: int, start: int = 0) -> None:
         for step in range(start, start + steps):
             tuner.step_started(step)
-            self.now += self.cost(step, self.threads)
+            self.now += self.cost(step, self.threads) * (self.helper_factor if self.helper else 1)
             self.steps_on[self.threads] += 1
+            self.helped_steps += self.helper
             tuner.step_finished(step)
 
 
@@ -48,7 +53,7 @@ def test_it_moves_to_two_threads_when_they_are_faster():
     assert tuner.threads == 2 and machine.threads == 2
     first = tuner.decisions[0]
     assert first.threads == 2 and first.step == 17  # 1 + 8 steps on each count
-    assert first.seconds_per_step == {1: 0.010, 2: 0.006}
+    assert first.seconds_per_step == {"1": 0.010, "2": 0.006}
     assert machine.steps_on[1] < 0.02 * 2000  # the comparisons on the slower count cost little
 
 
@@ -75,7 +80,7 @@ def test_a_slow_first_step_or_one_hiccup_does_not_decide():
     machine = Machine(cost)
     with tuner_on(machine) as tuner:
         machine.run(tuner, 100)
-    assert tuner.decisions[0].threads == 2 and tuner.decisions[0].seconds_per_step == {1: 0.010, 2: 0.007}
+    assert tuner.decisions[0].threads == 2 and tuner.decisions[0].seconds_per_step == {"1": 0.010, "2": 0.007}
 
 
 def test_comparisons_grow_rarer_while_the_answer_stays_the_same():
@@ -118,14 +123,38 @@ def test_more_load_on_one_thread_is_no_reason_to_try_two():
 
 def test_a_small_margin_keeps_the_current_count():
     machine = Machine(lambda step, n: {1: 0.0100, 2: 0.0099}[n])  # 1 % apart: noise, not a reason
-    with tuner_on(machine, start=1) as tuner:
+    with tuner_on(machine) as tuner:
         machine.run(tuner, 500)
     assert tuner.threads == 1 and all(d.threads == 1 for d in tuner.decisions)
 
 
-def test_it_refuses_to_run_outside_its_context_and_a_bad_start():
-    with pytest.raises(ValueError, match="start must be one of"):
-        ThreadTuner(start=3)
+def test_it_keeps_the_helper_where_it_helps_and_drops_it_where_it_hurts():
+    for factor, keep in ((0.7, True), (1.8, False)):  # quiet machine / busy machine
+        machine = Machine(lambda step, n: {1: 0.010, 2: 0.030}[n], helper_factor=factor)
+        with tuner_on(machine) as tuner:
+            tuner.helper_control(machine.set_helper)
+            assert [str(m) for m in tuner.modes] == ["1+helper", "1", "2"]
+            machine.run(tuner, 3000)
+        assert tuner.mode.helper is keep and machine.helper is keep and tuner.threads == 1
+        tried = {key for d in tuner.decisions for key in d.seconds_per_step}
+        assert tried == {"1+helper", "1", "2"}  # the other modes are tried in turn
+
+
+def test_a_fixed_count_still_decides_the_helper():
+    machine = Machine(lambda step, n: {1: 0.010, 2: 0.006}[n], helper_factor=2.0)
+    with tuner_on(machine, counts=(2,)) as tuner:
+        tuner.helper_control(machine.set_helper)
+        machine.run(tuner, 500)
+    assert str(tuner.mode) == "2" and machine.steps_on[1] == 0
+    lonely = ThreadTuner(counts=(2,), clock=machine.clock, set_threads=machine.set_threads)
+    with lonely:
+        machine.run(lonely, 100)
+    assert lonely.decisions == [] and machine.threads == 2  # one mode: nothing to compare
+
+
+def test_it_refuses_to_run_outside_its_context_and_bad_counts():
+    with pytest.raises(ValueError, match="thread counts must be >= 1"):
+        ThreadTuner(counts=(0, 2))
     tuner = ThreadTuner()
     with pytest.raises(RuntimeError, match="context manager"):
         tuner.step_started(0)
@@ -137,7 +166,7 @@ def blas_threads_now() -> int:
 
 def test_the_real_limit_is_set_and_restored():
     before = blas_threads_now()
-    with ThreadTuner(start=1) as tuner:
+    with ThreadTuner() as tuner:
         assert blas_threads_now() == 1
         tuner.step_started(0)
         tuner.step_finished(0)
@@ -146,11 +175,10 @@ def test_the_real_limit_is_set_and_restored():
 
 def test_the_policy_fixes_the_count_when_asked_or_when_a_second_thread_cannot_help():
     before = blas_threads_now()
-    with tuned_blas_threads(BIG, 1) as timer:
-        assert timer is None and blas_threads_now() == 1
-    with tuned_blas_threads(SMALL) as timer:
-        assert timer is None and blas_threads_now() == 1
-    assert blas_threads_now() == before
-    with tuned_blas_threads(BIG) as timer:
-        assert isinstance(timer, ThreadTuner) or timer is None  # None on a one-core machine
+    with tuned_blas_threads(BIG, 1) as tuner:
+        assert tuner.counts == (1,) and blas_threads_now() == 1
+    with tuned_blas_threads(SMALL) as tuner:
+        assert tuner.counts == (1,) and blas_threads_now() == 1
+    with tuned_blas_threads(BIG) as tuner:
+        assert tuner.counts in ((1, 2), (1,))  # (1,) on a one-core machine
     assert blas_threads_now() == before

@@ -122,6 +122,10 @@ def test_the_step_timer_hears_every_step_in_order(data):
     class Recorder:
         def __init__(self) -> None:
             self.calls: list[tuple[str, int]] = []
+            self.helper = None
+
+        def helper_control(self, control) -> None:
+            self.helper = control
 
         def step_started(self, step: int) -> None:
             self.calls.append(("started", step))
@@ -133,6 +137,9 @@ def test_the_step_timer_hears_every_step_in_order(data):
     train(SMALL.replace(epochs=1), *data, threads=recorder)
     steps = 1800 // 64
     assert recorder.calls == [(event, s) for s in range(steps) for event in ("started", "finished")]
+    assert recorder.helper is None  # no augmentation, no helper thread
+    train(AUGMENTED.replace(epochs=1), *data, threads=recorder)
+    assert recorder.helper is not None
 
 
 def test_seed_form_draws_iterations_and_records_curves_per_iteration(data):
