@@ -126,7 +126,7 @@ class Mode:
 
 @dataclass(frozen=True)
 class Decision:
-    """One comparison: the step it ended on, the mode kept, the median seconds per step of each
+    """One comparison: the step it ended on, the mode kept, the typical seconds per step of each
     mode tried (the loser's may rest on fewer steps: a hopeless trial is cut short)."""
 
     step: int
@@ -143,8 +143,9 @@ class ThreadTuner:
     batches ahead, as a run goes, by timing its own training steps.
 
     A comparison runs `warmup` + `probe` steps in the current mode, then as many in another, and
-    keeps the one with the lower median step time, by at least `margin` (medians: a step that a
-    garbage collection or another process hit says little). The steps are the run's own, so a
+    keeps the one with the lower typical step time, by at least `margin`: the mean without the
+    slowest step (one step that another process hit says little, but a helper that often stalls
+    the training thread must count). The steps are the run's own, so a
     comparison costs only the difference; a trial that has taken `hopeless` times as long as the
     current mode's whole probe is cut short. With more than one other mode, successive
     comparisons take them in turn. The tuner starts on one thread (with the helper if there is
@@ -165,7 +166,7 @@ class ThreadTuner:
     def __init__(
         self,
         counts: Sequence[int] = (1, 2),
-        probe: int = 8,
+        probe: int = 12,
         warmup: int = 1,
         interval_s: float = 10.0,
         max_interval_s: float = 40.0,
@@ -282,8 +283,8 @@ class ThreadTuner:
         return False
 
     def _decide(self, step: int) -> None:
-        typical = {m: statistics.median(v) for m, v in self._measured.items() if v}
-        typical.update({m: statistics.median(v) for m, v in self._spent.items() if m not in typical})
+        typical = {m: _typical(v) for m, v in self._measured.items() if v}
+        typical.update({m: _typical(v) for m, v in self._spent.items() if m not in typical})
         current = typical.get(self.mode, float("inf"))
         best = min((m for m in self._measured if m != self.mode), key=typical.get, default=None)
         switch = best is not None and typical[best] < current * (1 - self.margin)
@@ -307,3 +308,10 @@ class ThreadTuner:
         if self._helper is not None and (self._applied is None or mode.helper != self._applied.helper):
             self._helper(mode.helper)
         self._applied = mode
+
+
+def _typical(seconds: list[float]) -> float:
+    """The mean step time without the slowest step (the only step, if there is one)."""
+    if len(seconds) < 2:
+        return seconds[0]
+    return (sum(seconds) - max(seconds)) / (len(seconds) - 1)

@@ -52,7 +52,7 @@ def test_it_moves_to_two_threads_when_they_are_faster():
         machine.run(tuner, 2000)
     assert tuner.threads == 2 and machine.threads == 2
     first = tuner.decisions[0]
-    assert first.threads == 2 and first.step == 17  # 1 + 8 steps on each count
+    assert first.threads == 2 and first.step == 25  # 1 + 12 steps on each count
     assert first.seconds_per_step == {"1": 0.010, "2": 0.006}
     assert machine.steps_on[1] < 0.02 * 2000  # the comparisons on the slower count cost little
 
@@ -63,7 +63,7 @@ def test_it_stays_on_one_thread_and_cuts_a_much_slower_trial_short():
         machine.run(tuner, 5000)
     assert tuner.threads == 1 and machine.threads == 1
     trials = len(tuner.decisions)
-    assert machine.steps_on[2] == trials  # one step each time: longer than twice 8 on one thread
+    assert machine.steps_on[2] == trials  # one step each time: longer than twice 12 on one thread
     assert all(d.threads == 1 for d in tuner.decisions)
     wasted = machine.steps_on[2] * (0.240 - 0.008)
     assert wasted < 0.05 * machine.now
@@ -71,9 +71,9 @@ def test_it_stays_on_one_thread_and_cuts_a_much_slower_trial_short():
 
 def test_a_slow_first_step_or_one_hiccup_does_not_decide():
     def cost(step: int, n: int) -> float:
-        if step == 9:  # the first step on two threads: waking them up
+        if step == 13:  # the first step on two threads: waking them up
             return 0.080
-        if step == 13:  # another process took the core for a moment
+        if step == 17:  # another process took the core for a moment
             return 0.200
         return {1: 0.010, 2: 0.007}[n]
 
