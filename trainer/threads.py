@@ -142,13 +142,12 @@ class ThreadTuner:
     """Re-decides the BLAS thread count (1 or 2), and whether a helper thread makes augmented
     batches ahead, as a run goes, by timing its own training steps.
 
-    A comparison runs `warmup` + `probe` steps in the current mode, then as many in another, and
-    keeps the one with the lower typical step time, by at least `margin`: the mean without the
-    slowest step (one step that another process hit says little, but a helper that often stalls
-    the training thread must count). The steps are the run's own, so a
-    comparison costs only the difference; a trial that has taken `hopeless` times as long as the
-    current mode's whole probe is cut short. With more than one other mode, successive
-    comparisons take them in turn. The tuner starts on one thread (with the helper if there is
+    A comparison runs `warmup` + `probe` steps in the current mode, then as many in each other
+    mode, and keeps the one with the lower typical step time, by at least `margin`: the mean
+    without the slowest step (one step that another process hit says little, but a helper that
+    often stalls the training thread must count). The steps are the run's own, so a comparison
+    costs only the difference; a trial that has taken `hopeless` times as long as the current
+    mode's whole probe is cut short. The tuner starts on one thread (with the helper if there is
     one), which is never far off: two threads can be 30 times slower on a busy machine, one at
     worst 1.5 times slower on an idle one. Comparisons come every `interval_s` seconds of steps,
     twice as far apart each time the mode stays (up to `max_interval_s`), and at once when the
@@ -190,7 +189,6 @@ class ThreadTuner:
         self._helper: Callable[[bool], object] | None = None
         self._restore: Callable[[], object] | None = None
         self._applied: Mode | None = None  # the mode BLAS and the helper are in now
-        self._turn = 0  # which other mode the next comparison tries
         self.decisions: list[Decision] = []
         self._plan: deque[tuple[Mode, bool]] = deque()  # the comparison's steps: (mode, measured)
         self._slot: tuple[Mode, bool] | None = None
@@ -229,7 +227,7 @@ class ThreadTuner:
         self._helper = control
         helped = Mode(self.counts[0], helper=True)
         self.modes = [helped, *(Mode(c) for c in self.counts)]
-        self.mode, self._applied, self._turn = helped, None, 0
+        self.mode, self._applied = helped, None
         self._compare_next()
 
     def step_started(self, step: int) -> None:
@@ -253,7 +251,7 @@ class ThreadTuner:
             self._measured.setdefault(mode, []).append(seconds)
         current_probe = sum(self._measured.get(self.mode, [0.0]))
         if mode != self.mode and sum(self._spent[mode]) > self.hopeless * current_probe:
-            self._plan.clear()  # it cannot win: no need to finish
+            self._plan = deque(entry for entry in self._plan if entry[0] != mode)  # it cannot win
         if not self._plan:
             self._decide(step)
 
@@ -262,12 +260,9 @@ class ThreadTuner:
     def _compare_next(self) -> None:
         self._plan.clear()
         self._spent, self._measured = {}, {}
-        others = [m for m in self.modes if m != self.mode]
-        if not others:
+        if len(self.modes) < 2:
             return
-        other = others[self._turn % len(others)]
-        self._turn += 1
-        for mode in (self.mode, other):
+        for mode in (self.mode, *(m for m in self.modes if m != self.mode)):
             self._plan.extend([(mode, False)] * self.warmup + [(mode, True)] * self.probe)
 
     def _due(self) -> bool:
