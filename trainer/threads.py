@@ -7,7 +7,9 @@ each matrix product waits for whichever thread the scheduler left out, so a step
 times as long as on one thread (figures in bench/README.md). The load changes while a long run
 goes on (a `best` run started beside other work stayed on the one thread chosen at its start for
 1,291 s, against 509 s on a quiet machine), so `ThreadTuner` times real training steps on one and
-on two threads every so often and keeps the faster. `blas_threads` fixes a count instead.
+on two threads every so often and keeps the faster; it also decides whether augmented batches
+are made ahead by a helper thread. `blas_threads` is the older rule, one count fixed from a look
+at /proc/stat when training starts, kept for benchmarks that want exactly that.
 """
 
 from __future__ import annotations
