@@ -5,7 +5,8 @@
     .venv/bin/python bench/presets.py --preset best --epochs 2   # time a long preset's epochs only
 
 Each preset runs through `trainer.training.train`, the function the CLI and the service call,
-inside the same BLAS thread limit the CLI uses (`trainer.threads.blas_threads`, or `--threads`).
+with the BLAS thread policy the CLI uses (`trainer.threads.tuned_blas_threads`: re-decided as the
+run goes, or fixed by `--threads`).
 The wall time is the one `train` reports: the training loop including its per-epoch evaluations,
 excluding loading the data. With `--epochs N` the run is cut to N epochs (the learning-rate
 schedule follows the shorter run, so the accuracy is not the preset's): the per-epoch time times
@@ -25,7 +26,7 @@ import _train_common as common
 
 from trainer.config import PRESETS, TrainConfig
 from trainer.datasets import load_dataset
-from trainer.threads import blas_threads, busy_cores, preferred_threads
+from trainer.threads import busy_cores, tuned_blas_threads
 from trainer.training import Progress, train
 
 # What each preset promises (test accuracy, seconds of training); presets not listed have no target.
@@ -42,7 +43,6 @@ def run_preset(name: str, dataset: Any, threads: int | None, epochs: int | None)
             raise SystemExit(f"preset {name!r} counts iterations, not epochs: --epochs does not apply")
         config = config.replace(epochs=epochs)
     busy = busy_cores()
-    used_threads = threads or preferred_threads(config.sizes, busy)  # what blas_threads picks
 
     def report(p: Progress) -> None:
         if p.evaluated:
@@ -55,13 +55,23 @@ def run_preset(name: str, dataset: Any, threads: int | None, epochs: int | None)
 
     print(
         f"{name}: sizes {'-'.join(map(str, config.sizes))}, {config.optimizer}, "
-        f"{used_threads} BLAS thread(s) (other processes busy on {busy:.2f} cores)"
+        f"BLAS threads {threads or 'tuned'} (other processes busy on {busy:.2f} cores at the start)"
     )
     cpu_started = time.process_time()
-    with blas_threads(config.sizes, used_threads):
+    with tuned_blas_threads(config.sizes, threads) as tuner:
         result = train(
-            config, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, progress=report
+            config,
+            dataset.x_train,
+            dataset.y_train,
+            dataset.x_test,
+            dataset.y_test,
+            progress=report,
+            threads=tuner,
         )
+    decisions = [
+        {"step": d.step, "mode": str(d.mode), "seconds_per_step": d.seconds_per_step} for d in tuner.decisions
+    ]
+    used_threads = tuner.threads  # the count the run ended on
     cpu_seconds = time.process_time() - cpu_started  # includes the final test evaluation
     seconds = result.curves.seconds
     per_eval = [b - a for a, b in zip([0.0, *seconds[:-1]], seconds, strict=True)]
@@ -70,6 +80,7 @@ def run_preset(name: str, dataset: Any, threads: int | None, epochs: int | None)
         "sizes": list(config.sizes),
         "config": PRESETS[name].as_dict(),
         "threads": used_threads,
+        "thread_decisions": decisions,
         "busy_cores_at_start": busy,
         "epochs_run": config.epochs,
         "iters": config.iters,

@@ -55,6 +55,30 @@ class TrainRequest(BaseModel):
     augment_shift: int | None = Field(
         None, ge=0, le=4, description="Random shifts of up to this many pixels."
     )
+    augment_rotate: float | None = Field(
+        None, ge=0, le=45, description="Random rotations of up to +-this, degrees."
+    )
+    augment_scale: float | None = Field(
+        None, ge=0, le=0.5, description="Ink box scaled by a random factor in 1-this..1+this."
+    )
+    augment_shear: float | None = Field(
+        None, ge=0, le=45, description="Random slant of up to +-this, degrees."
+    )
+    augment_elastic: float | None = Field(
+        None, ge=0, le=60, description="Elastic distortion strength alpha, pixels (Simard et al.: 34)."
+    )
+    augment_elastic_sigma: float | None = Field(
+        None, ge=1, le=10, description="Smoothness of the elastic distortion, pixels (default 4)."
+    )
+    augment_stroke: float | None = Field(
+        None, ge=0, le=2, description="Thicker or thinner strokes: up to this many dilations, or 1 erosion."
+    )
+    augment_contrast: float | None = Field(
+        None, ge=0, le=2, description="Faint or saturated ink: gamma in exp(-c..c), gain in 1..exp(c)."
+    )
+    augment_lowres: float | None = Field(
+        None, ge=0, le=1, description="Share of the images rendered as blown-up low-resolution scans."
+    )
     noise: float | None = Field(
         None, ge=0, le=100, description="Percent of pixels replaced by noise in training."
     )

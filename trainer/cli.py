@@ -28,6 +28,16 @@ from trainer.config import (
 )
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
+AUGMENT_FIELDS = (
+    "augment_rotate",
+    "augment_scale",
+    "augment_shear",
+    "augment_elastic",
+    "augment_elastic_sigma",
+    "augment_stroke",
+    "augment_contrast",
+    "augment_lowres",
+)
 SUBCOMMANDS = ("train", "evaluate", "robustness", "noise", "list", "promote", "rollback", "download")
 MODELS_DIR_ENV = "MNIST_MODELS_DIR"
 
@@ -142,8 +152,56 @@ def add_hyperparameters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", choices=SCHEDULES)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--dropout", type=float)
-    parser.add_argument("--augment-shift", type=int, help="random shifts of up to N pixels")
     parser.add_argument("--noise", type=float, help="percent of pixels replaced by noise while training")
+    aug = parser.add_argument_group(
+        "augmentation",
+        "random changes to each training batch, drawn anew every epoch (trainer/augment.py); 0 is off. "
+        "They imitate what real handwriting keeps after the service normalises an upload to MNIST's "
+        "geometry (ink box 20 px, centre of mass centred, darkest ink 255).",
+    )
+    aug.add_argument("--augment-shift", type=int, metavar="PX", help="random whole-pixel shifts of up to PX")
+    aug.add_argument(
+        "--rotate", dest="augment_rotate", type=float, metavar="DEG", help="rotations of up to +-DEG"
+    )
+    aug.add_argument(
+        "--scale", dest="augment_scale", type=float, metavar="S", help="ink box scaled by 1-S..1+S (e.g. 0.1)"
+    )
+    aug.add_argument("--shear", dest="augment_shear", type=float, metavar="DEG", help="slant of up to +-DEG")
+    aug.add_argument(
+        "--elastic",
+        dest="augment_elastic",
+        type=float,
+        metavar="ALPHA",
+        help="elastic distortion of strength ALPHA pixels (Simard et al. 2003 used 34)",
+    )
+    aug.add_argument(
+        "--elastic-sigma",
+        dest="augment_elastic_sigma",
+        type=float,
+        metavar="PX",
+        help="smoothness of the elastic distortion (default 4)",
+    )
+    aug.add_argument(
+        "--stroke",
+        dest="augment_stroke",
+        type=float,
+        metavar="STEPS",
+        help="thicker or thinner strokes: up to STEPS 3x3 dilations, or one erosion, blended (e.g. 1)",
+    )
+    aug.add_argument(
+        "--contrast",
+        dest="augment_contrast",
+        type=float,
+        metavar="C",
+        help="faint or saturated ink: levels to a power in exp(-C..C), times a gain in 1..exp(C)",
+    )
+    aug.add_argument(
+        "--lowres",
+        dest="augment_lowres",
+        type=float,
+        metavar="SHARE",
+        help="SHARE of the images (0..1) as blown-up low-resolution scans (a 5-14 px digit)",
+    )
     parser.add_argument("--val-size", type=int, help="training images held out for validation")
     parser.add_argument("--seed", type=int, help="makes a run bit-reproducible (default 0)")
 
@@ -163,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(p)
     p.add_argument("--promote", action="store_true", help="make the new version current")
     p.add_argument("--min-accuracy", type=float, help="with --promote: only if test accuracy >= this (0..1)")
-    p.add_argument("--threads", type=positive_int, help="BLAS threads (default: the faster for the size)")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        help="BLAS threads, fixed (default: 1 or 2, re-decided as the run goes by timing its steps)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_robustness_sample(p)
 
@@ -262,6 +324,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             "batch_size",
             "dropout",
             "augment_shift",
+            *AUGMENT_FIELDS,
             "noise",
             "val_size",
             "seed",

@@ -20,6 +20,7 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.datasets import Dataset, DatasetError, download, load_dataset
 from trainer.evaluation import DIGIT_SCORE_KEY, NOISE_LEVELS, digit_score_calibration, evaluate, noise_curve
 from trainer.publish import publish_result
+from trainer.threads import StepTimer, tuned_blas_threads
 from trainer.training import Progress, TrainResult, train
 
 
@@ -43,8 +44,8 @@ def seed_form(args: argparse.Namespace, config: TrainConfig) -> int:
 
 def train_command(args: argparse.Namespace, config: TrainConfig) -> int:
     dataset = _dataset(args)
-    with _blas_threads(args.threads, config):
-        result = _train(config, dataset, show=not args.quiet)
+    with _blas_threads(args.threads, config) as threads:
+        result = _train(config, dataset, show=not args.quiet, threads=threads)
     published = _publish(args, result, dataset, promote=args.promote, min_accuracy=args.min_accuracy)
     print(
         f"{_registry(args, dataset.name).model} {published.version}: test accuracy "
@@ -266,7 +267,9 @@ def _registry(args: argparse.Namespace, dataset_name: str) -> Registry:
     return Registry(args.models_dir, args.model or dataset_name)
 
 
-def _train(config: TrainConfig, dataset: Dataset, show: bool) -> TrainResult:
+def _train(
+    config: TrainConfig, dataset: Dataset, show: bool, threads: StepTimer | None = None
+) -> TrainResult:
     bar = tqdm(total=1, unit="batch", disable=None if show else True, dynamic_ncols=True, file=sys.stderr)
 
     def report(p: Progress) -> None:
@@ -283,7 +286,13 @@ def _train(config: TrainConfig, dataset: Dataset, show: bool) -> TrainResult:
 
     try:
         return train(
-            config, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test, progress=report
+            config,
+            dataset.x_train,
+            dataset.y_train,
+            dataset.x_test,
+            dataset.y_test,
+            progress=report,
+            threads=threads,
         )
     except (FloatingPointError, ConfigError) as exc:
         raise UserFacingError(str(exc)) from exc
@@ -310,6 +319,5 @@ def _publish(args: argparse.Namespace, result: TrainResult, dataset: Dataset, **
 
 
 def _blas_threads(threads: int | None, config: TrainConfig) -> AbstractContextManager:
-    from trainer.threads import blas_threads
-
-    return blas_threads(config.sizes, threads)
+    """`--threads N` fixed, else re-decided as the run goes (yields the `StepTimer` or None)."""
+    return tuned_blas_threads(config.sizes, threads)

@@ -42,6 +42,15 @@ class TrainConfig:
     init: str | float = "he"
     dropout: float = 0.0
     augment_shift: int = 0  # random shifts of up to this many pixels during training
+    # The augmentations of trainer/augment.py (AugmentSpec says what each means); 0 is off.
+    augment_rotate: float = 0.0  # degrees, +-
+    augment_scale: float = 0.0  # ink box scale 1 +- this
+    augment_shear: float = 0.0  # slant, degrees, +-
+    augment_elastic: float = 0.0  # elastic distortion strength alpha, pixels
+    augment_elastic_sigma: float = 4.0  # smoothness of the elastic field, pixels
+    augment_stroke: float = 0.0  # stroke width change, +- this many 3x3 dilations/erosions
+    augment_contrast: float = 0.0  # ink gamma and gain, log scale
+    augment_lowres: float = 0.0  # share of images made low-resolution
     noise: float = 0.0  # percent of pixels replaced by uniform noise during training
     val_size: int = 5000
     eval_every: int = 0  # seed form: evaluate every N iterations (0: 20 points over the run)
@@ -71,6 +80,17 @@ class TrainConfig:
             (1 <= self.batch_size <= 8192, f"batch size must be in 1..8192, got {self.batch_size}"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
             (0 <= self.augment_shift <= 6, f"augment shift must be 0..6 pixels, got {self.augment_shift}"),
+            (0 <= self.augment_rotate <= 180, f"rotation must be 0..180 degrees, got {self.augment_rotate}"),
+            (0 <= self.augment_scale < 1, f"scale must be in [0, 1), got {self.augment_scale}"),
+            (0 <= self.augment_shear <= 60, f"shear must be 0..60 degrees, got {self.augment_shear}"),
+            (0 <= self.augment_elastic <= 100, f"elastic must be 0..100 pixels, got {self.augment_elastic}"),
+            (
+                0.5 <= self.augment_elastic_sigma <= 10,
+                f"elastic sigma must be 0.5..10 pixels, got {self.augment_elastic_sigma}",
+            ),
+            (0 <= self.augment_stroke <= 2, f"stroke must be 0..2 (3x3 steps), got {self.augment_stroke}"),
+            (0 <= self.augment_contrast <= 2, f"contrast must be 0..2, got {self.augment_contrast}"),
+            (0 <= self.augment_lowres <= 1, f"lowres must be a share 0..1, got {self.augment_lowres}"),
             (0 <= self.noise <= 100, f"noise must be a percentage 0..100, got {self.noise}"),
             (0 <= self.val_size <= 30000, f"validation size must be 0..30000, got {self.val_size}"),
             (self.warmup_steps >= 0, f"warm-up steps must be >= 0, got {self.warmup_steps}"),

@@ -1,7 +1,8 @@
-"""Input noise and cheap augmentation, applied on the fly to one batch at a time.
+"""Input noise, applied on the fly to one batch at a time (training) or to a test set (evaluation).
 
 The research script saved 25 static noisy copies of MNIST (11 GB of float64). Drawing the noise
-per batch costs microseconds and no disk, and a seeded generator keeps runs reproducible.
+per batch costs microseconds and no disk, and a seeded generator keeps runs reproducible. The
+other training-time changes to the images live in `trainer.augment`.
 """
 
 from __future__ import annotations
@@ -33,20 +34,3 @@ def add_noise(images: np.ndarray, percent: float, rng: np.random.Generator) -> n
     where = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < pixels else np.argsort(keys, axis=1)
     out[np.arange(n)[:, None], where] = rng.random((n, k), dtype=np.float32)
     return out
-
-
-def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
-    """Shift each 28x28 image by up to `max_shift` pixels in x and y, filling with zeros.
-
-    Works on (batch, 784) of any dtype and returns the same shape and dtype.
-    """
-    if max_shift <= 0:
-        return images
-    n, side = len(images), 28
-    padded = np.zeros((n, side + 2 * max_shift, side + 2 * max_shift), dtype=images.dtype)
-    padded[:, max_shift:-max_shift, max_shift:-max_shift] = images.reshape(n, side, side)
-    dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, n))
-    rows = dy[:, None] + np.arange(side)  # (batch, 28)
-    cols = dx[:, None] + np.arange(side)
-    shifted = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    return shifted.reshape(n, side * side)

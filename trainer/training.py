@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlp import INPUT_SCALE, MLP
+from mlp import MLP
+from trainer.augment import AugmentSpec
+from trainer.batches import AheadBatches, BatchPlan, make_batches
 from trainer.config import ConfigError, TrainConfig
 from trainer.evaluation import Evaluation, evaluate
-from trainer.noise import add_noise, random_shift
 from trainer.optim import Schedule, make_optimizer
+from trainer.threads import StepTimer
 
 
 class TrainingCancelled(Exception):
@@ -91,8 +93,16 @@ def train(
     y_test: np.ndarray,
     progress: ProgressCallback | None = None,
     should_stop: Callable[[], bool] | None = None,
+    threads: StepTimer | None = None,
+    prefetch: bool = True,
 ) -> TrainResult:
-    """Train a fresh network as `config` says on uint8 images (n, 784) and integer labels."""
+    """Train a fresh network as `config` says on uint8 images (n, 784) and integer labels.
+
+    `threads` (e.g. `trainer.threads.ThreadTuner`) is told when each training step starts and
+    ends and may change the BLAS thread count, and pause or start the helper thread, in between;
+    `prefetch` gives augmented runs a helper thread that makes batches ahead with spare CPU time
+    (the result is the same either way).
+    """
     config.validate()
     if config.val_size >= len(x_train):  # else an empty training set reads as "diverged"
         raise ConfigError(
@@ -112,7 +122,8 @@ def train(
         momentum=config.momentum,
     )
 
-    batches_per_epoch = max(1, len(x_fit) // config.batch_size)
+    plan = BatchPlan(len(x_fit), config.batch_size, epochs=config.iters is None)
+    batches_per_epoch = plan.per_epoch
     if config.iters is not None:  # seed form: evaluate `eval_points` times over the run
         total_steps = config.iters
         eval_every = config.eval_every or max(1, total_steps // 20)
@@ -129,78 +140,77 @@ def train(
     evaluations = -(-total_steps // eval_every)
     curves = Curves(x_label="iteration" if config.iters is not None else "epoch")
     train_subset = rng.choice(len(x_fit), size=min(len(x_fit), 10_000), replace=False)
-    scale = np.float32(INPUT_SCALE)
-
-    started = time.perf_counter()
-    order = np.empty(0, dtype=np.int64)
-    loss_sum, loss_count, accuracy = 0.0, 0, None
-    for step in range(total_steps):
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled(f"cancelled at step {step} of {total_steps}")
-        if config.iters is not None:
-            batch = rng.integers(0, len(x_fit), size=config.batch_size)  # with replacement
-        else:
-            position = step % batches_per_epoch
-            if position == 0:
-                order = rng.permutation(len(x_fit))
-            batch = order[position * config.batch_size : (position + 1) * config.batch_size]
-        pixels = random_shift(x_fit[batch], config.augment_shift, rng)  # (batch, 784) uint8
-        xb = pixels.astype(np.float32)
-        xb *= scale
-        if config.noise:
-            xb = add_noise(xb, config.noise, rng)
-        loss_sum += net.loss_and_grads(xb, y_fit[batch])
-        loss_count += 1
-        lr = schedule(step)
-        optimizer.step(net.flat_params, net.flat_grads, lr)
-        if not np.isfinite(loss_sum):
-            raise FloatingPointError(
-                f"training diverged at step {step} (loss is not finite); lower the learning rate"
-            )
-
-        done = step + 1
-        evaluated = done % eval_every == 0 or done == total_steps
-        elapsed = time.perf_counter() - started
-        if evaluated:
-            train_eval = evaluate(net, x_fit[train_subset], y_fit[train_subset])
-            test_eval = evaluate(net, x_test, y_test)
-            val_eval = evaluate(net, x_val, y_val) if len(x_val) else test_eval
-            accuracy = val_eval.accuracy
-            curves.x.append(done if config.iters is not None else done / batches_per_epoch)
-            curves.train_loss.append(loss_sum / loss_count)
-            curves.train_accuracy.append(train_eval.accuracy)
-            curves.val_loss.append(val_eval.loss)
-            curves.val_accuracy.append(val_eval.accuracy)
-            curves.test_loss.append(test_eval.loss)
-            curves.test_accuracy.append(test_eval.accuracy)
-            curves.lr.append(lr)
-            curves.seconds.append(time.perf_counter() - started)
-        if progress is not None and (evaluated or done % 20 == 0):
-            progress(
-                Progress(
-                    step=done,
-                    total_steps=total_steps,
-                    epoch=len(curves.x),
-                    epochs=evaluations,
-                    elapsed_s=elapsed,
-                    eta_s=elapsed / done * (total_steps - done),
-                    loss=loss_sum / loss_count,
-                    accuracy=accuracy,
-                    evaluated=evaluated,
+    batches = make_batches(
+        x_fit, y_fit, plan, AugmentSpec.from_config(config), config.noise, config.seed, total_steps, rng,
+        ahead=prefetch,
+    )  # fmt: skip
+    if threads is not None and isinstance(batches, AheadBatches):
+        threads.helper_control(batches.set_helper)
+    try:
+        started = time.perf_counter()
+        loss_sum, loss_count, accuracy = 0.0, 0, None
+        for step in range(total_steps):
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled(f"cancelled at step {step} of {total_steps}")
+            if threads is not None:
+                threads.step_started(step)
+            xb, yb = next(batches)  # (batch, 784) float32 in [0, 1], labels
+            loss_sum += net.loss_and_grads(xb, yb)
+            loss_count += 1
+            lr = schedule(step)
+            optimizer.step(net.flat_params, net.flat_grads, lr)
+            if threads is not None:
+                threads.step_finished(step)
+            if not np.isfinite(loss_sum):
+                raise FloatingPointError(
+                    f"training diverged at step {step} (loss is not finite); lower the learning rate"
                 )
-            )
-        if evaluated:
-            loss_sum, loss_count = 0.0, 0
 
-    wall = time.perf_counter() - started
-    return TrainResult(
-        net=net,
-        config=config,
-        curves=curves,
-        test=evaluate(net, x_test, y_test),
-        wall_time_s=wall,
-        samples_per_s=total_steps * config.batch_size / wall,
-    )
+            done = step + 1
+            evaluated = done % eval_every == 0 or done == total_steps
+            elapsed = time.perf_counter() - started
+            if evaluated:
+                train_eval = evaluate(net, x_fit[train_subset], y_fit[train_subset])
+                test_eval = evaluate(net, x_test, y_test)
+                val_eval = evaluate(net, x_val, y_val) if len(x_val) else test_eval
+                accuracy = val_eval.accuracy
+                curves.x.append(done if config.iters is not None else done / batches_per_epoch)
+                curves.train_loss.append(loss_sum / loss_count)
+                curves.train_accuracy.append(train_eval.accuracy)
+                curves.val_loss.append(val_eval.loss)
+                curves.val_accuracy.append(val_eval.accuracy)
+                curves.test_loss.append(test_eval.loss)
+                curves.test_accuracy.append(test_eval.accuracy)
+                curves.lr.append(lr)
+                curves.seconds.append(time.perf_counter() - started)
+            if progress is not None and (evaluated or done % 20 == 0):
+                progress(
+                    Progress(
+                        step=done,
+                        total_steps=total_steps,
+                        epoch=len(curves.x),
+                        epochs=evaluations,
+                        elapsed_s=elapsed,
+                        eta_s=elapsed / done * (total_steps - done),
+                        loss=loss_sum / loss_count,
+                        accuracy=accuracy,
+                        evaluated=evaluated,
+                    )
+                )
+            if evaluated:
+                loss_sum, loss_count = 0.0, 0
+
+        wall = time.perf_counter() - started
+        return TrainResult(
+            net=net,
+            config=config,
+            curves=curves,
+            test=evaluate(net, x_test, y_test),
+            wall_time_s=wall,
+            samples_per_s=total_steps * config.batch_size / wall,
+        )
+    finally:
+        batches.close()
 
 
 def _weight_slices(net: MLP) -> list[slice]:

@@ -35,7 +35,7 @@ from trainer.config import ConfigError
 from trainer.datasets import DatasetError, load_dataset
 from trainer.publish import publish_result
 from trainer.robustness import load_others
-from trainer.threads import blas_threads
+from trainer.threads import tuned_blas_threads
 from trainer.training import Progress, TrainingCancelled, train
 
 log = logging.getLogger("service.jobs.child")
@@ -183,7 +183,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
             progress=False,
         )
         claim = JobClaim(store, spec.job_id, spec.parent_pid, lambda: stop.reason)
-        with blas_threads(config.sizes):
+        with tuned_blas_threads(config.sizes) as threads:
             result = train(
                 config,
                 dataset.x_train,
@@ -192,6 +192,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
                 dataset.y_test,
                 progress=ProgressWriter(store, spec.job_id),
                 should_stop=stop,
+                threads=threads,
             )
             others = None
             if spec.robustness_sample and dataset.name == "mnist":

@@ -135,6 +135,11 @@ def test_mutating_endpoints_need_the_token(client: TestClient) -> None:
         {"momentum": 1.0},
         {"seed": -1},
         {"min_accuracy": 1.5},
+        {"augment_rotate": 46},
+        {"augment_scale": -0.1},
+        {"augment_elastic_sigma": 0.5},
+        {"augment_lowres": 1.01},
+        {"augment_stroke": "thick"},
     ],
 )
 def test_bad_parameters_are_a_422_and_queue_nothing(client: TestClient, body: dict[str, Any]) -> None:
@@ -226,6 +231,19 @@ def test_a_job_measures_a_robustness_sample_when_the_service_asks(
     assert section["limit"] == 3 and all(v["n"] == 3 for v in section["variants"])
     assert section["separation"]["others"] == 3
     assert manifest["plots"][-1] == "robustness"
+
+
+def test_a_job_trains_with_augmentation_and_records_it(client: TestClient, tmp_path: Path) -> None:
+    augmentation = {
+        "augment_rotate": 10.0, "augment_elastic": 20.0, "augment_stroke": 0.5, "augment_lowres": 0.3,
+    }  # fmt: skip
+    job = submit(client, {**QUICK, **augmentation})
+    assert job["params"] == {"preset": "fast", **QUICK, **augmentation, "promote": False}
+    job = wait_for(client, job["id"], ended)
+    assert job["state"] == "succeeded", job
+    params = Registry(tmp_path / "models", "mnist").manifest(job["version"])["hyperparameters"]
+    assert {key: params[key] for key in augmentation} == augmentation
+    assert params["augment_scale"] == 0.0  # what was not asked for is recorded as off
 
 
 def test_a_running_job_can_be_cancelled_and_publishes_nothing(client: TestClient, tmp_path: Path) -> None:

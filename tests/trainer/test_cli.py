@@ -182,6 +182,20 @@ def test_train_publishes_and_promotes(local_mnist, models, fast_plots, capsys):
     assert (models / "mnist" / "v0001" / "w1.png").is_file()
 
 
+def test_train_takes_the_augmentation_options_and_records_them(local_mnist, models, fast_plots, capsys):
+    options = ["--rotate", "12", "--scale", "0.1", "--shear", "8", "--elastic", "25", "--elastic-sigma", "5",
+               "--stroke", "0.5", "--contrast", "0.4", "--lowres", "0.2", "--augment-shift", "1"]  # fmt: skip
+    assert main(train_args(local_mnist, models, *options, "--threads", "1")) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    params = Registry(models).manifest("v0001")["hyperparameters"]
+    recorded = {key: params[key] for key in params if key.startswith("augment_")}
+    assert recorded == {
+        "augment_shift": 1, "augment_rotate": 12.0, "augment_scale": 0.1, "augment_shear": 8.0,
+        "augment_elastic": 25.0, "augment_elastic_sigma": 5.0, "augment_stroke": 0.5,
+        "augment_contrast": 0.4, "augment_lowres": 0.2,
+    }  # fmt: skip
+
+
 def test_train_without_promote_leaves_a_candidate_and_a_gate_can_refuse(
     local_mnist, models, fast_plots, capsys
 ):
@@ -270,6 +284,10 @@ def test_registry_commands_report_unknown_versions_in_one_line(local_mnist, mode
         (["--epochs", "2", "--iters", "5"], "not allowed with argument"),
         (["--dropout", "1"], "dropout must be in [0, 1), got 1.0"),
         (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice: 'rmsprop'"),
+        (["--rotate", "200"], "rotation must be 0..180 degrees, got 200.0"),
+        (["--lowres", "2"], "lowres must be a share 0..1, got 2.0"),
+        (["--stroke", "x"], "argument --stroke: invalid float value: 'x'"),
+        (["--elastic-sigma", "0"], "elastic sigma must be 0.5..10 pixels, got 0.0"),
     ],
 )
 def test_invalid_train_values_exit_2_with_a_message(clean_env, models, capsys, args, message):

@@ -97,6 +97,51 @@ def test_same_seed_gives_bit_identical_params_and_another_seed_does_not(data):
     assert not np.array_equal(a, c)
 
 
+AUGMENTED = SMALL.replace(
+    epochs=3, augment_rotate=15, augment_scale=0.1, augment_shear=10, augment_elastic=20,
+    augment_stroke=0.5, augment_contrast=0.3, augment_lowres=0.2, augment_shift=1,
+)  # fmt: skip
+
+
+def test_training_with_every_augmentation_still_learns(data):
+    result = train(AUGMENTED, *data)
+    assert result.test.accuracy > 0.9
+    assert result.curves.train_loss[-1] < result.curves.train_loss[0]
+
+
+def test_augmented_runs_are_the_same_with_batches_made_ahead_or_inline(data):
+    config = AUGMENTED.replace(epochs=1, dropout=0.2, noise=5)
+    ahead = train(config, *data, prefetch=True).net.flat_params
+    inline = train(config, *data, prefetch=False).net.flat_params
+    other_seed = train(config.replace(seed=1), *data).net.flat_params
+    assert np.array_equal(ahead, inline)
+    assert not np.array_equal(ahead, other_seed)
+
+
+def test_the_step_timer_hears_every_step_in_order(data):
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, int]] = []
+            self.helper = None
+
+        def helper_control(self, control) -> None:
+            self.helper = control
+
+        def step_started(self, step: int) -> None:
+            self.calls.append(("started", step))
+
+        def step_finished(self, step: int) -> None:
+            self.calls.append(("finished", step))
+
+    recorder = Recorder()
+    train(SMALL.replace(epochs=1), *data, threads=recorder)
+    steps = 1800 // 64
+    assert recorder.calls == [(event, s) for s in range(steps) for event in ("started", "finished")]
+    assert recorder.helper is None  # no augmentation, no helper thread
+    train(AUGMENTED.replace(epochs=1), *data, threads=recorder)
+    assert recorder.helper is not None
+
+
 def test_seed_form_draws_iterations_and_records_curves_per_iteration(data):
     config = TrainConfig(
         hidden=(16,), optimizer="sgd", lr=0.1, schedule="constant", epochs=None, iters=50,

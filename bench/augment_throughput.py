@@ -1,0 +1,184 @@
+"""What augmentation costs: per batch, and per epoch of a real training run.
+
+    .venv/bin/python bench/augment_throughput.py                  # both parts, ~2 min
+    .venv/bin/python bench/augment_throughput.py --part batch     # ms per batch of each option
+    .venv/bin/python bench/augment_throughput.py --part epoch --repeats 5 --threads 1
+
+`batch`: the CPU time the calling thread spends in `Augmenter` per batch of 128 MNIST digits, each
+option alone and all together (thread time: the figure least disturbed by other load), one BLAS
+thread.
+
+`epoch`: one epoch of the `baseline` preset through `trainer.training.train` (its per-epoch
+evaluations included), without augmentation beyond the preset's own shifts and with the
+augmentation given by `--augment` (default: the proposal in bench/README.md), the latter with the
+batches made ahead by a background thread (the default) and made inline. The runs are
+interleaved, in an order that rotates every repeat, so other load on the machine hits them alike;
+the thread policy is the CLI's (`trainer.threads.tuned_blas_threads`: BLAS threads, and whether
+the helper thread makes batches ahead, re-decided as the run goes) unless `--threads N` fixes the
+BLAS threads. Reported: median wall seconds per epoch, CPU seconds of the
+process, and the slowdown against the run without augmentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import _train_common as common
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from trainer.augment import Augmenter, AugmentSpec
+from trainer.config import PRESETS, TrainConfig
+from trainer.datasets import load_dataset
+from trainer.threads import tuned_blas_threads
+from trainer.training import train
+
+# The augmentation proposed for the presets (bench/README.md, "Augmentation").
+PROPOSAL = {
+    "augment_rotate": 15.0,
+    "augment_scale": 0.1,
+    "augment_shear": 10.0,
+    "augment_elastic": 20.0,
+    "augment_stroke": 1.0,
+    "augment_contrast": 0.3,
+    "augment_lowres": 0.2,
+}
+BATCH = 128
+
+
+def parse_augment(text: str) -> dict[str, float]:
+    """`rotate=12,elastic=20` -> {"augment_rotate": 12.0, "augment_elastic": 20.0}."""
+    out = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        out[f"augment_{key.strip()}"] = float(value)
+    return out
+
+
+def batch_costs(x: np.ndarray, augment: dict[str, float], repeats: int) -> list[dict[str, Any]]:
+    """Thread CPU ms per batch of 128 for each option alone, then all of them."""
+    everything = AugmentSpec.from_config(TrainConfig(**augment))
+    cases = {"none": AugmentSpec(), "shift 1 (the old path)": AugmentSpec(shift=1)}
+    for key, value in augment.items():
+        name = key.removeprefix("augment_")
+        if name != "elastic_sigma":
+            cases[f"{name} {value:g}"] = AugmentSpec(**{name: value})
+    cases["all of them, shift 1"] = AugmentSpec(**{**vars(everything), "shift": 1})
+    rng = np.random.default_rng(0)
+    rows = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for name, spec in cases.items():
+            augmenter = Augmenter(spec)
+            augmenter(x[:BATCH], rng)  # work arrays made
+            times = []
+            for i in range(repeats):
+                batch = x[(i * BATCH) % (len(x) - BATCH) :][:BATCH]
+                started = time.thread_time()
+                augmenter(batch, rng)
+                times.append(time.thread_time() - started)
+            rows.append({"case": name, "ms_per_batch": statistics.median(times) * 1e3})
+            print(f"  {name:<28} {rows[-1]['ms_per_batch']:7.3f} ms per batch of {BATCH}", file=sys.stderr)
+    return rows
+
+
+def epoch_times(
+    dataset: Any, augment: dict[str, float], repeats: int, threads: int | None, epochs: int
+) -> list[dict[str, Any]]:
+    """Median seconds per epoch of baseline, without and with augmentation, interleaved."""
+    base = PRESETS["baseline"].replace(epochs=epochs)
+    variants = {
+        "baseline (shifts only)": (base, True),
+        "augmented, made ahead": (base.replace(**augment), True),
+        "augmented, made inline": (base.replace(**augment), False),
+    }
+    walls: dict[str, list[float]] = {name: [] for name in variants}
+    cpus: dict[str, list[float]] = {name: [] for name in variants}
+    choices: dict[str, list[Any]] = {name: [] for name in variants}
+    names = list(variants)
+    for repeat in range(repeats):
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            config, prefetch = variants[name]
+            cpu = time.process_time()
+            with tuned_blas_threads(config.sizes, threads) as tuner:
+                result = train(
+                    config, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test,
+                    threads=tuner, prefetch=prefetch,
+                )  # fmt: skip
+            cpus[name].append((time.process_time() - cpu) / epochs)
+            walls[name].append(result.wall_time_s / epochs)
+            kept = [str(d.mode) for d in tuner.decisions]
+            choices[name].append(kept)
+            print(
+                f"  {name:<24} {walls[name][-1]:6.2f} s/epoch, {cpus[name][-1]:6.2f} s CPU, threads "
+                f"{kept}, test accuracy {result.test.accuracy:.4f}",
+                file=sys.stderr,
+            )
+    plain = statistics.median(walls[names[0]])
+    return [
+        {
+            "variant": name,
+            "seconds_per_epoch": statistics.median(walls[name]),
+            "all_seconds_per_epoch": walls[name],
+            "cpu_seconds_per_epoch": statistics.median(cpus[name]),
+            "slowdown": statistics.median(walls[name]) / plain - 1,
+            "threads_kept": choices[name],
+        }
+        for name in names
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("batch", "epoch", "both"), default="both")
+    parser.add_argument(
+        "--augment",
+        type=parse_augment,
+        default=PROPOSAL,
+        help="e.g. rotate=12,elastic=20,lowres=0.2 (default: the proposal)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="epochs of each variant (default 3)")
+    parser.add_argument("--epochs", type=int, default=1, help="epochs per run (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="fix the BLAS threads (default: tuned)")
+    parser.add_argument("--data-dir", type=Path, default=common.default_data_dir())
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    dataset = load_dataset("mnist", data_dir=args.data_dir, cache_dir=common.ROOT / "data")
+    payload: dict[str, Any] = {
+        "benchmark": "augment_throughput",
+        "machine": common.machine(),
+        "augment": args.augment,
+        "load_average_before": common.load_average(),
+    }
+    if args.part in ("batch", "both"):
+        print("per batch (thread CPU time):", file=sys.stderr)
+        payload["batch"] = batch_costs(dataset.x_train, args.augment, repeats=200)
+    if args.part in ("epoch", "both"):
+        print("per epoch of baseline:", file=sys.stderr)
+        payload["epoch"] = epoch_times(dataset, args.augment, args.repeats, args.threads, args.epochs)
+    payload["load_average_after"] = common.load_average()
+
+    if "batch" in payload:
+        print(f"\n{'augmentation':<30} {'ms per batch of 128':>20}")
+        for row in payload["batch"]:
+            print(f"{row['case']:<30} {row['ms_per_batch']:>20.3f}")
+    if "epoch" in payload:
+        print(f"\n{'baseline, one epoch':<26} {'s/epoch':>8} {'CPU s':>7} {'slowdown':>9}  modes kept")
+        for row in payload["epoch"]:
+            print(
+                f"{row['variant']:<26} {row['seconds_per_epoch']:>8.2f} {row['cpu_seconds_per_epoch']:>7.2f} "
+                f"{100 * row['slowdown']:>8.1f}%  {row['threads_kept']}"
+            )
+    print(f"load average before {payload['load_average_before']}, after {payload['load_average_after']}")
+    print(f"wrote {common.write_json('augment_throughput', payload, args.json)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
