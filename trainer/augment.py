@@ -48,6 +48,9 @@ LOWRES_CHUNK = 32
 # A bilinearly enlarged low-resolution digit's ink box, in coarse pixels, beyond the span of its
 # inked coarse pixels: 2 x 0.8 (where the tent weight is 0.2) - 1.
 BILINEAR_SPREAD = 0.6
+# Thinned strokes are re-inked by at most 1 / MIN_RETAINED; an image whose stroke cores fall
+# below this share of their ink in the erosion is not thinned at all.
+MIN_RETAINED = 0.25
 _EDGE_CENTRES = np.arange(SIDE) + 0.5  # pixel centres in edge coordinates (pixel i covers [i, i + 1))
 _X, _Y = (a.astype(np.float32).ravel() for a in np.meshgrid(np.arange(SIDE), np.arange(SIDE)))
 
@@ -462,8 +465,14 @@ def _stroke_width(x: np.ndarray, amount: np.ndarray, work: _Work) -> None:
             total += np.multiply(level, weight, out=scratch)
     if retained is not None:  # re-ink the thinned strokes: their cores back to full strength
         thin = np.minimum(amount, 0)[:, None] * -1  # |a| for thinned images, 0 for the others
-        total /= (1 - thin + thin * np.minimum(retained, 1)[:, None]).astype(np.float32)
+        level = (1 - thin + thin * np.minimum(retained, 1)[:, None]).astype(np.float32)
+        total /= np.maximum(level, MIN_RETAINED)
         np.minimum(total, 1, out=total)
+        # A digit of hair-thin strokes that the erosion all but wiped out stays as it was: a blank
+        # picture labelled with a digit would teach the network nothing true.
+        gone = (amount < 0) & (retained < MIN_RETAINED)
+        if gone.any():
+            total[gone] = x[gone]
     np.copyto(x, total)
 
 

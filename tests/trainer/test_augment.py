@@ -407,3 +407,14 @@ def test_random_shift_of_zero_returns_the_input_unchanged():
     out = random_shift(images, 0, np.random.default_rng(0))
     np.testing.assert_array_equal(out, before)
     np.testing.assert_array_equal(images, before)
+
+
+def test_thinning_never_makes_a_hair_thin_digit_blank_or_not_finite():
+    from trainer.augment import stroke_width
+
+    hair = np.zeros((3, 784), np.float32)
+    hair[:, 14 * 28 + 4 : 14 * 28 + 24] = 1.0  # a one-pixel line: one erosion wipes it out
+    hair[1] *= 0.3  # faint
+    out = stroke_width(hair, np.array([-1.0, -1.0, -0.5], np.float32))
+    assert np.isfinite(out).all()
+    assert (out.sum(axis=1) > 0).all()  # still a digit, not a blank picture
