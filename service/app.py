@@ -18,10 +18,12 @@ from threadpoolctl import threadpool_limits
 
 from registry import Registry
 from service.auth import load_or_create_token
+from service.batcher import PredictBatcher
 from service.errors import install_error_handlers
 from service.jobs.runner import ProcessJobRunner
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
+from service.offload import WorkPool
 from service.routers import health, models, predict, train, ui, v2, weights
 from service.settings import Settings
 from service.state import AppState
@@ -49,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            state.pool.close()
             if state.jobs is not None:
                 await asyncio.to_thread(state.jobs.stop)
 
@@ -59,10 +62,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = metrics
-    app.state.predict_batcher = predict.PredictBatcher(metrics)
+    app.state.predict_batcher = PredictBatcher(metrics)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.router.routes.append(predict.lean_route())  # first, so it answers /predict
     # Most frequent first: a request is matched against the routes in order, and FastAPI prepares an
     # included router's routes when a request first reaches them (the first /readyz after start-up
     # took ~25 ms more with four routers before it, ~10 ms now).
@@ -80,7 +82,14 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
         settings.state_dir, settings.token.get_secret_value() if settings.token else None
     )
     registry = Registry(settings.models_dir, settings.model_name)
-    state = AppState(settings=settings, registry=registry, models=None, metrics=metrics, token=token)  # type: ignore[arg-type]
+    state = AppState(
+        settings=settings,
+        registry=registry,
+        models=None,  # type: ignore[arg-type]
+        metrics=metrics,
+        token=token,
+        pool=WorkPool(settings.decode_threads),
+    )
 
     def on_reload(version: str, model: LoadedModel | None, error: Exception | None) -> None:
         metrics.model_loads.labels("success" if error is None else "failure").inc()

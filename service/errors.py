@@ -12,6 +12,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import images
@@ -20,6 +21,13 @@ from service.jobs.errors import JobFinished, JobNotFound, JobPublishing, QueueFu
 from trainer.config import ConfigError
 
 log = logging.getLogger("service")
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response."""
+
+    error: str = Field(description="Short machine-readable code, e.g. queue_full.")
+    detail: str = Field(description="What was wrong, for a person.")
 
 
 class ServiceError(Exception):
@@ -73,6 +81,7 @@ class NotReady(ServiceError):
 # with a `retry_after_s` attribute is answered with that Retry-After header.
 DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
     (images.ImageTooLarge, 413, "image_too_large"),
+    (images.TooManyPixels, 413, "too_many_pixels"),
     (images.UnsupportedImageType, 415, "unsupported_image_type"),
     (images.NoDigitFound, 422, "no_digit_found"),
     (images.BadImageDimensions, 422, "bad_image_dimensions"),

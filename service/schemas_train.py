@@ -103,10 +103,3 @@ class JobOut(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobOut] = Field(description="Newest first.")
-
-
-class ErrorOut(BaseModel):
-    """The body of every error response."""
-
-    error: str = Field(description="Short machine-readable code, e.g. queue_full.")
-    detail: Any = Field(description="What was wrong, for a person.")

@@ -36,6 +36,19 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         16_000_000, ge=784, description="Decompression-bomb guard (width x height)."
     )
+    max_request_pixels: int = Field(
+        32_000_000,
+        ge=784,
+        description="Decoded pixels one /predict request may ask for, summed over its images, read from "
+        "their headers before any is decoded (413 above): bounds the work one request can cause.",
+    )
+    decode_threads: int = Field(
+        2,
+        ge=1,
+        le=32,
+        description="Threads per worker process that decode large uploads and parse large V2 bodies, "
+        "so the event loop keeps answering meanwhile (small uploads are decoded at once, on the loop).",
+    )
     reload_interval_s: float = Field(
         1.0, gt=0, le=60, description="How often the `current` pointer is checked."
     )

@@ -11,6 +11,7 @@ from registry import Registry
 from service.errors import NotReady
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
+from service.offload import WorkPool
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ class AppState:
     models: ModelStore
     metrics: Metrics
     token: str
+    pool: WorkPool
     jobs: JobRunner | None = None
     warmed_up: bool = False
     shutting_down: bool = False

@@ -13,10 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Response
 
 from service.auth import TokenRequired
-from service.errors import NotReady
+from service.errors import ErrorOut, NotReady
 from service.jobs.params import build_config
 from service.jobs.runner import JobRunner
-from service.schemas_train import ErrorOut, JobList, JobOut, TrainRequest
+from service.schemas_train import JobList, JobOut, TrainRequest
 from service.state import AppState, State
 
 router = APIRouter(tags=["training"])
