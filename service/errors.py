@@ -77,6 +77,15 @@ class NotReady(ServiceError):
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
 
 
+class Busy(ServiceError):
+    """Too much in flight right now (request bodies held, say); a retry soon may succeed."""
+
+    status, code = 503, "busy"
+
+    def __init__(self, detail: str, retry_after_s: int = 1):
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
 # Errors raised by the image, registry, trainer and job packages, by type: (status, code). An error
 # with a `retry_after_s` attribute is answered with that Retry-After header.
 DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [

@@ -36,6 +36,18 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         16_000_000, ge=784, description="Decompression-bomb guard (width x height)."
     )
+    max_inflight_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Request bodies one worker process holds in memory at once; a body that would take it "
+        "past this is refused with 503 and Retry-After (from its Content-Length, before it is read).",
+    )
+    max_v2_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest V2 inference body (413 above): enough for 1024 UINT8 digits as JSON; its "
+        "parse holds the GIL, ~25 ms per MB.",
+    )
     max_request_pixels: int = Field(
         32_000_000,
         ge=784,
@@ -70,3 +82,8 @@ class Settings(BaseSettings):
         description="One network pass for the /predict calls that arrive in the same event-loop turn "
         "(under load only; a lone request never waits).",
     )
+
+    @property
+    def max_predict_body_bytes(self) -> int:
+        """The largest /predict body: eight images of the largest size (more files must be smaller)."""
+        return self.max_upload_bytes * min(self.max_files, 8)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from registry import Registry
+from service.body import BodyBudget
 from service.errors import NotReady
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
@@ -26,6 +27,7 @@ class AppState:
     metrics: Metrics
     token: str
     pool: WorkPool
+    bodies: BodyBudget
     jobs: JobRunner | None = None
     warmed_up: bool = False
     shutting_down: bool = False

@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from images import ImageError, Limits, PixelBudget, declared_size, digitize
-from service.body import read_body, split_multipart_files
+from service.body import BodyBudget, read_body, split_multipart_files
 from service.errors import BadRequest, UnsupportedMediaType
 from service.offload import WorkPool
 from service.settings import Settings
@@ -28,18 +28,29 @@ IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp"
 # when a header does not say): a 256x256 upload takes ~5 ms to digitize, a 28x28 one ~0.1 ms.
 OFFLOAD_PIXELS = 256 * 256
 
-Upload = tuple[str | None, bytes]
+Upload = tuple[str | None, bytes | bytearray | memoryview]
 
 
-async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
-    """The images of the request as (filename, bytes), after the size and count checks."""
+async def read_uploads(request: Request, settings: Settings, bodies: BodyBudget) -> tuple[list[Upload], int]:
+    """The images of the request as (filename, bytes), after the size and count checks, and the
+    number of body bytes held against `bodies` for them: the caller releases those when done."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data" and not content_type.startswith("image/"):
         raise UnsupportedMediaType(
             "send multipart/form-data with a 'file' field, or a raw body of type "
             f"{', '.join(IMAGE_TYPES[:5])}; got {content_type or 'no content type'}"
         )
-    body = await read_body(request, settings.max_upload_bytes * min(settings.max_files, 8))
+    body = await read_body(request, settings.max_predict_body_bytes, bodies)
+    try:
+        return await split_uploads(request, content_type, body, settings), len(body)
+    except BaseException:
+        bodies.release(len(body))
+        raise
+
+
+async def split_uploads(
+    request: Request, content_type: str, body: bytes | bytearray, settings: Settings
+) -> list[Upload]:
     if content_type.startswith("image/"):
         return [(None, body)]
     files = split_multipart_files(request.headers["content-type"], body, settings.max_files)
@@ -47,7 +58,7 @@ async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
         return files
     try:
         form = await MultiPartParser(
-            request.headers, single_chunk(body), max_files=settings.max_files, max_fields=16
+            request.headers, single_chunk(bytes(body)), max_files=settings.max_files, max_fields=16
         ).parse()
     except MultiPartException as exc:
         raise BadRequest(f"malformed multipart body: {exc.message}") from None

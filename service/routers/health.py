@@ -39,6 +39,7 @@ async def readyz(state: State) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics (text format)", response_class=Response)
 async def metrics(state: State) -> Response:
+    state.metrics.body_bytes_in_flight.set(state.bodies.held)
     if state.jobs is not None:
         counts = state.jobs.counts()
         for job_state in ("queued", "running", "succeeded", "failed", "cancelled"):

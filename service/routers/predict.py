@@ -22,12 +22,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.routing import request_response
 
 from service.errors import ErrorOut
 from service.metrics import Metrics
 from service.model_store import LoadedModel
 from service.state import AppState
-from service.uploads import IMAGE_TYPES, digitize_uploads, read_uploads
+from service.uploads import IMAGE_TYPES, Upload, digitize_uploads, read_uploads
 
 
 class Prediction(BaseModel):
@@ -84,10 +85,15 @@ class PredictRoute(APIRoute):
     """Calls the endpoint with `(request, query)`, the query validated by `PredictQuery` itself.
 
     FastAPI's own handler would solve the declared parameters through its dependency machinery
-    (two exit stacks, telemetry hooks), which costs more than a whole prediction of a 28x28 digit.
-    Overriding `get_route_handler` is FastAPI's documented way to customise a route; matching,
-    the docs, the app-wide error handlers and the route's name in the scope (metrics) are unchanged.
+    and wrap every request in two exit stacks (for dependencies with `yield`; this route has none),
+    which together cost about a fifth of a whole no-op request (measured in-process). The endpoint
+    is therefore served through Starlette's plain `request_response`; matching, the docs, the
+    app-wide error handlers and the route's name in the scope (metrics) are FastAPI's as usual.
     """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        self.app = request_response(self.get_route_handler())
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint = self.endpoint
@@ -131,8 +137,11 @@ async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> 
     # called without FastAPI's dependency machinery (see PredictRoute).
     state: AppState = request.app.state.services
     model = state.model_for(query.version)
-    uploads = await read_uploads(request, state.settings)
-    digits = await digitize_uploads(uploads, state.settings, state.pool)
+    uploads, held = await read_uploads(request, state.settings, state.bodies)
+    try:
+        digits = await digitize_uploads(uploads, state.settings, state.pool)
+    finally:
+        state.bodies.release(held)
     if state.settings.predict_batching:
         probabilities = await request.app.state.predict_batcher.predict_proba(model, digits)
     else:
@@ -144,7 +153,7 @@ async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> 
 def answer(
     state: AppState,
     model: LoadedModel,
-    uploads: list[tuple[str | None, bytes]],
+    uploads: list[Upload],
     digits: np.ndarray,
     probabilities: np.ndarray,
     debug: bool,
