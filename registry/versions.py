@@ -60,7 +60,7 @@ def normalize_version(version: str | int) -> str:
     """`3`, `"3"`, `"0003"` and `"v0003"` all name `"v0003"`."""
     match = VERSION_PATTERN.match(str(version).strip())
     if not match or int(match.group(1)) == 0:
-        raise VersionNotFound(f"{version!r} is not a version name; versions look like v0001")
+        raise VersionNotFound(f"{str(version)[:20]!r} is not a version name; versions look like v0001")
     return f"v{int(match.group(1)):04d}"
 
 
@@ -104,7 +104,7 @@ class Registry:
 
     def plot_path(self, version: str, name: str) -> Path:
         if not PLOT_NAME_PATTERN.match(name):
-            raise VersionNotFound(f"no plot named {name!r}")
+            raise VersionNotFound(f"no plot named {name[:40]!r}")
         return self.folder / normalize_version(version) / f"{name}.png"
 
     def manifest(self, version: str) -> dict[str, Any]:

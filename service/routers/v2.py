@@ -39,6 +39,66 @@ OUTPUTS = [
 ]
 DTYPES = {"FP32": np.float32, "UINT8": np.uint8}
 
+# The body of an inference request, as the protocol defines it (and as `parse_inputs` checks it).
+# The route reads the body itself (capped, parsed on the pool when large), so the schema is declared
+# here for the docs and for schema-driven clients rather than through a parameter FastAPI would parse.
+NUMBERS = {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "array"}]}}
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "title": "InferRequest",
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string", "maxLength": 256},
+                        "parameters": {"type": "object"},
+                        "inputs": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 1,
+                            "items": {
+                                "type": "object",
+                                "required": ["name", "datatype", "shape", "data"],
+                                "properties": {
+                                    "name": {"type": "string", "maxLength": 64},
+                                    "datatype": {"type": "string", "enum": list(DTYPES)},
+                                    "shape": {
+                                        "type": "array",
+                                        "items": {"type": "integer", "minimum": 1},
+                                        "minItems": 2,
+                                        "maxItems": 3,
+                                        "description": "[N, 784] for FP32, [N, 28, 28] for UINT8; "
+                                        f"1 <= N <= {MAX_BATCH}",
+                                    },
+                                    "data": {
+                                        **NUMBERS,
+                                        "description": "N x 784 numbers, flat or nested: pixels / 255 "
+                                        "for FP32, 0..255 for UINT8",
+                                    },
+                                    "parameters": {"type": "object"},
+                                },
+                            },
+                        },
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string", "enum": ["probabilities", "label"]}
+                                },
+                            },
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
 Name = Annotated[str, Path(max_length=64)]
 Version = Annotated[str, Path(max_length=16)]
 
@@ -131,13 +191,17 @@ async def version_ready(name: Name, version: Version, state: State) -> Any:
     return {"name": name, "version": model_version(state, name, version), "ready": True}
 
 
-@router.post("/models/{name}/infer", summary="Inference on the current version")
+@router.post("/models/{name}/infer", summary="Inference on the current version", openapi_extra=INFER_BODY)
 @guarded
 async def infer(name: Name, request: Request, state: State) -> Any:
     return await run_inference(state, request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference on a given version")
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference on a given version",
+    openapi_extra=INFER_BODY,
+)
 @guarded
 async def infer_version(name: Name, version: Version, request: Request, state: State) -> Any:
     return await run_inference(state, request, name, version)
@@ -178,12 +242,20 @@ async def run_inference(state: AppState, request: Request, name: str, version: s
     return response
 
 
+def short(value: object, limit: int = 40) -> str:
+    """`repr(value)`, cut to `limit` characters: an error never echoes much of what it was sent."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def parse_request(raw: bytes | bytearray) -> tuple[dict[str, Any], np.ndarray, set[str]]:
     """The body, its input tensor (checked, scaled) and the outputs it asks for."""
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise V2Error(400, "the body is nested too deeply to be a V2 request") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise V2Error(400, f"the body is not valid JSON: {exc}") from exc
+        raise V2Error(400, f"the body is not valid JSON: {str(exc)[:200]}") from None
     pixels = parse_inputs(body)
     return body, pixels, requested_outputs(body)
 
@@ -197,7 +269,9 @@ def requested_outputs(body: dict[str, Any]) -> set[str]:
         raise V2Error(400, "'outputs' must be a list of objects, each with a 'name'")
     wanted = {o["name"] for o in requested} or {"probabilities", "label"}
     if unknown := wanted - {"probabilities", "label"}:
-        raise V2Error(400, f"unknown outputs {sorted(unknown)}; this model has 'probabilities' and 'label'")
+        raise V2Error(
+            400, f"unknown outputs {short(sorted(unknown))}; this model has 'probabilities' and 'label'"
+        )
     return wanted
 
 
@@ -209,27 +283,32 @@ def parse_inputs(body: Any) -> np.ndarray:
     if not isinstance(tensor, dict):
         raise V2Error(400, "an input tensor must be an object with name, shape, datatype and data")
     datatype, shape, data = tensor.get("datatype"), tensor.get("shape"), tensor.get("data")
-    if datatype not in DTYPES:
+    if not isinstance(datatype, str) or datatype not in DTYPES:
         raise V2Error(
-            400, f"datatype must be FP32 ([N,784], 0..1) or UINT8 ([N,28,28], 0..255), got {datatype!r}"
+            400, f"datatype must be FP32 ([N,784], 0..1) or UINT8 ([N,28,28], 0..255), got {short(datatype)}"
         )
     expected_tail = [784] if datatype == "FP32" else [28, 28]
     if (
         not isinstance(shape, list)
         or len(shape) != len(expected_tail) + 1
+        or not all(type(d) is int for d in shape)  # JSON true and 784.0 are not dimensions
         or shape[1:] != expected_tail
-        or not isinstance(shape[0], int)
         or not 1 <= shape[0] <= MAX_BATCH
     ):
         raise V2Error(
             400,
             f"{datatype} input must have shape [N, {', '.join(map(str, expected_tail))}] "
-            f"with 1 <= N <= {MAX_BATCH}, got {shape!r}",
+            f"with 1 <= N <= {MAX_BATCH}, got {short(shape)}",
         )
     try:
-        array = np.asarray(data, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise V2Error(400, f"'data' must be numbers: {exc}") from exc
+        # NumPy infers the type: numbers give int64 or float64; booleans, strings, integers past 64
+        # bits (10**400), objects and mixtures give another kind, refused below.
+        array = np.asarray(data)
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        raise V2Error(400, "'data' must be a flat (or nested) list of numbers") from None
+    if array.dtype.kind not in "iuf":
+        raise V2Error(400, "'data' must be a flat (or nested) list of numbers")
+    array = array.astype(np.float64, copy=False)
     if array.size != math.prod(shape):
         raise V2Error(400, f"'data' holds {array.size} values, shape {shape} needs {math.prod(shape)}")
     if not np.isfinite(array).all():
