@@ -20,6 +20,7 @@ from registry import Registry
 from service.auth import load_or_create_token
 from service.batcher import PredictBatcher
 from service.body import BodyBudget
+from service.drain import CutAtDrainLimit
 from service.errors import install_error_handlers
 from service.jobs.runner import ProcessJobRunner
 from service.metrics import Metrics
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.predict_batcher = PredictBatcher(metrics)
     install_error_handlers(app)
+    app.add_middleware(CutAtDrainLimit)  # inside the metrics: a cut request counts as the 503 it gets
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # /predict's route goes straight into the app's routes, not through `include_router`, whose
     # per-request route context costs the hot path ~30 us (measured in-process: ~15 % of a request).
