@@ -12,7 +12,7 @@ import logging
 
 import pytest
 from fastapi.testclient import TestClient
-from faultkit import MakeClient, publish
+from faultkit import MakeClient, digit_png, publish
 
 from registry import Registry
 
@@ -153,3 +153,35 @@ def test_the_v2_infer_body_is_declared_so_schema_driven_clients_reach_it(client:
         tensor = schema["properties"]["inputs"]["items"]
         assert set(tensor["required"]) == {"name", "datatype", "shape", "data"}
         assert tensor["properties"]["datatype"]["enum"] == ["FP32", "UINT8"]
+
+
+# -- item 11: /predict?version= -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["x" * 60_000, "v0001; DROP TABLE", "../v0001", "%00", "v-1", "v00001x", " v0001", "v" + "1" * 40],
+)
+def test_predict_refuses_a_version_that_is_not_a_version_name_and_echoes_at_most_a_prefix(
+    client: TestClient, version: str
+) -> None:
+    response = client.post(
+        "/predict", params={"version": version}, content=digit_png(), headers={"Content-Type": "image/png"}
+    )
+    assert response.status_code == 422, response.text[:300]
+    assert response.json()["error"] == "validation_error"
+    assert len(response.content) < 400, len(response.content)
+    assert version[:40] not in response.text or len(version) <= 8
+
+
+@pytest.mark.parametrize(
+    ("version", "status"),
+    [("v0001", 200), ("1", 200), ("0001", 200), ("current", 200), ("v0002", 404), ("v999999", 404)],
+)
+def test_predict_accepts_every_form_of_a_version_name(client: TestClient, version: str, status: int) -> None:
+    response = client.post(
+        "/predict", params={"version": version}, content=digit_png(), headers={"Content-Type": "image/png"}
+    )
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert response.json()["version"] == "v0001"
