@@ -42,6 +42,8 @@ from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, R
 from registry.pointer import NO_POINTER, Pointer, parse_pointer
 
 VERSION_PATTERN = re.compile(r"^v?(\d{1,6})$")
+# What `resolve` accepts from a client: a version name (v0003, 0003, 3) or "current".
+VERSION_REF = r"^(current|v?\d{1,6})$"
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PLOT_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
 # What `publish` writes about the weights themselves; `annotate` may add anything but these.

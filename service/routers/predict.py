@@ -24,6 +24,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.routing import request_response
 
+from registry import VERSION_REF
 from service.errors import ErrorOut
 from service.metrics import Metrics
 from service.model_store import LoadedModel
@@ -50,7 +51,12 @@ class PredictQuery(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    version: str | None = Field(None, description="Version to ask, e.g. v0003; default current")
+    version: str | None = Field(
+        None,
+        max_length=16,
+        pattern=VERSION_REF,
+        description="Version to ask, e.g. v0003 (or 0003, 3, current); default current",
+    )
     debug: bool = Field(False, description="Also return the 28x28 input the network saw")
 
 
