@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
+from starlette.routing import Route
 from threadpoolctl import threadpool_limits
 
 from registry import Registry
@@ -26,6 +27,7 @@ from service.jobs.runner import ProcessJobRunner
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
 from service.offload import WorkPool
+from service.openapi import install_openapi
 from service.routers import health, models, predict, train, ui, v2, weights
 from service.settings import Settings
 from service.state import AppState
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.predict_batcher = PredictBatcher(metrics)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(CutAtDrainLimit)  # inside the metrics: a cut request counts as the 503 it gets
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     # /predict's route goes straight into the app's routes, not through `include_router`, whose
@@ -74,8 +77,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Most frequent first: a request is matched against the routes in order, and FastAPI prepares an
     # included router's routes when a request first reaches them (the first /readyz after start-up
     # took ~25 ms more with four routers before it, ~10 ms now).
-    for router in (health, models, weights, train, v2, ui):
-        app.include_router(router.router)
+    included = (health.router, models.router, weights.router, train.router, v2.router, ui.router)
+    for router in included:
+        app.include_router(router)
+    # (template, pattern, methods) of every route, for the Allow header of a 405 (service.errors).
+    app.state.route_methods = [
+        (route.path, route.path_regex, route.methods)
+        for route in [*app.router.routes, *(route for router in included for route in router.routes)]
+        if isinstance(route, Route) and route.methods
+    ]
     return app
 
 

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.routing import request_response
 
 from registry import VERSION_REF
-from service.errors import ErrorOut
+from service.errors import error_responses
 from service.metrics import Metrics
 from service.model_store import LoadedModel
 from service.state import AppState
@@ -130,13 +130,22 @@ def query_of(request: Request) -> PredictQuery:
     summary="Read the digit in one or several images",
     response_model=PredictResponse,
     openapi_extra=UPLOAD_BODY,
-    responses={
-        400: {"model": ErrorOut, "description": "Unreadable image or malformed upload"},
-        413: {"model": ErrorOut, "description": "Body or image too large, or too many pixels in all"},
-        415: {"model": ErrorOut, "description": "Not an image type this service reads"},
-        422: {"model": ErrorOut, "description": "No digit found (blank image), absurd dimensions, bad query"},
-        503: {"model": ErrorOut, "description": "No model loaded yet, or too busy (see Retry-After)"},
-    },
+    responses=error_responses(
+        400,
+        404,
+        409,
+        413,
+        415,
+        422,
+        503,
+        _400="Unreadable image or malformed upload.",
+        _404="No such version.",
+        _409="The version asked for is damaged on disk.",
+        _413="Body or image too large, or too many pixels in all the images.",
+        _415="Not an image type this service reads.",
+        _422="No digit found (blank image), absurd dimensions, or a bad query parameter.",
+        _503="No model loaded yet, or too many request bodies in flight (see Retry-After).",
+    ),
 )
 async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> Response:
     # The app state comes from the request, not through the `State` dependency: the endpoint is

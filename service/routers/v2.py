@@ -15,11 +15,12 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from mlp import as_input
 from registry import RegistryError
 from service.body import read_body
-from service.errors import ServiceError
+from service.errors import ServiceError, error_responses
 from service.state import AppState, State
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
@@ -39,10 +40,35 @@ OUTPUTS = [
 ]
 DTYPES = {"FP32": np.float32, "UINT8": np.uint8}
 
+
 # The body of an inference request, as the protocol defines it (and as `parse_inputs` checks it).
 # The route reads the body itself (capped, parsed on the pool when large), so the schema is declared
 # here for the docs and for schema-driven clients rather than through a parameter FastAPI would parse.
-NUMBERS = {"type": "array", "items": {"anyOf": [{"type": "number"}, {"type": "array"}]}}
+def tensor_schema(datatype: str, tail: list[int], value: dict[str, Any], meaning: str) -> dict[str, Any]:
+    """One input tensor of `datatype`: shape [N, *tail], N x 784 values (flat or nested) like `value`."""
+    return {
+        "type": "object",
+        "required": ["name", "datatype", "shape", "data"],
+        "properties": {
+            "name": {"type": "string", "maxLength": 64},
+            "datatype": {"const": datatype},
+            "shape": {
+                "type": "array",
+                "prefixItems": [{"type": "integer", "minimum": 1, "maximum": MAX_BATCH}]
+                + [{"const": n} for n in tail],
+                "minItems": 1 + len(tail),
+                "maxItems": 1 + len(tail),
+            },
+            "data": {
+                "type": "array",
+                "items": {"anyOf": [value, {"type": "array"}]},
+                "description": f"N x 784 {meaning}, flat or nested as the shape",
+            },
+            "parameters": {"type": "object"},
+        },
+    }
+
+
 INFER_BODY = {
     "requestBody": {
         "required": True,
@@ -60,26 +86,20 @@ INFER_BODY = {
                             "minItems": 1,
                             "maxItems": 1,
                             "items": {
-                                "type": "object",
-                                "required": ["name", "datatype", "shape", "data"],
-                                "properties": {
-                                    "name": {"type": "string", "maxLength": 64},
-                                    "datatype": {"type": "string", "enum": list(DTYPES)},
-                                    "shape": {
-                                        "type": "array",
-                                        "items": {"type": "integer", "minimum": 1},
-                                        "minItems": 2,
-                                        "maxItems": 3,
-                                        "description": "[N, 784] for FP32, [N, 28, 28] for UINT8; "
-                                        f"1 <= N <= {MAX_BATCH}",
-                                    },
-                                    "data": {
-                                        **NUMBERS,
-                                        "description": "N x 784 numbers, flat or nested: pixels / 255 "
-                                        "for FP32, 0..255 for UINT8",
-                                    },
-                                    "parameters": {"type": "object"},
-                                },
+                                "oneOf": [
+                                    tensor_schema(
+                                        "FP32",
+                                        [784],
+                                        {"type": "number", "minimum": 0, "maximum": 1},
+                                        "pixels / 255",
+                                    ),
+                                    tensor_schema(
+                                        "UINT8",
+                                        [28, 28],
+                                        {"type": "integer", "minimum": 0, "maximum": 255},
+                                        "pixels 0..255, white ink on black",
+                                    ),
+                                ]
                             },
                         },
                         "outputs": {
@@ -99,8 +119,33 @@ INFER_BODY = {
     }
 }
 
-Name = Annotated[str, Path(max_length=64)]
-Version = Annotated[str, Path(max_length=16)]
+# Any name or version is looked up (an unknown one, of whatever length, is the protocol's 404), so no
+# request to these routes is refused by FastAPI's own validation with a body of the other shape.
+Name = Annotated[str, Path(description="The model's name: mnist.")]
+Version = Annotated[str, Path(description="A version name: v0003, 0003 or 3.")]
+
+
+class V2ErrorOut(BaseModel):
+    """The protocol's error body."""
+
+    error: str = Field(description="What was wrong.")
+
+
+MODEL_ERRORS = error_responses(
+    404, 503, model=V2ErrorOut, _404="No such model or version.", _503="No version loaded yet."
+)
+VERSION_ERRORS = error_responses(404, model=V2ErrorOut, _404="No such model or version (or it is damaged).")
+INFER_ERRORS = error_responses(
+    400,
+    404,
+    413,
+    503,
+    model=V2ErrorOut,
+    _400="Not a valid inference request (the message says what).",
+    _404="No such model or version (or it is damaged).",
+    _413="The body is over MNIST_MAX_V2_BODY_BYTES.",
+    _503="No version loaded yet, or too many request bodies in flight (see Retry-After).",
+)
 
 
 class V2Error(Exception):
@@ -115,7 +160,7 @@ def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -
 
 def model_version(state: AppState, name: str, version: str | None) -> str:
     if name != state.registry.model:
-        raise V2Error(404, f"unknown model {name!r}; this server serves {state.registry.model!r}")
+        raise V2Error(404, f"unknown model {short(name)}; this server serves {state.registry.model!r}")
     if version is None and state.models.current is None:
         raise V2Error(503, "no model version is loaded yet")
     try:
@@ -149,7 +194,11 @@ async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Server is ready")
+@router.get(
+    "/health/ready",
+    summary="Server is ready",
+    responses={503: {"description": 'Not ready: `{"ready": false}`.'}},
+)
 async def ready(state: State) -> JSONResponse:
     return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 503)
 
@@ -166,32 +215,39 @@ def metadata(state: AppState, name: str, version: str | None) -> dict[str, Any]:
     }
 
 
-@router.get("/models/{name}", summary="Model metadata")
+@router.get("/models/{name}", summary="Model metadata", responses=MODEL_ERRORS)
 @guarded
 async def model_metadata(name: Name, state: State) -> Any:
     return metadata(state, name, None)
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+@router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=VERSION_ERRORS)
 @guarded
 async def version_metadata(name: Name, version: Version, state: State) -> Any:
     return metadata(state, name, version)
 
 
-@router.get("/models/{name}/ready", summary="Model is ready")
+@router.get("/models/{name}/ready", summary="Model is ready", responses=MODEL_ERRORS)
 @guarded
 async def model_ready(name: Name, state: State) -> Any:
     model_version(state, name, None)
     return {"name": name, "ready": state.ready}
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="Model version is ready")
+@router.get(
+    "/models/{name}/versions/{version}/ready", summary="Model version is ready", responses=VERSION_ERRORS
+)
 @guarded
 async def version_ready(name: Name, version: Version, state: State) -> Any:
     return {"name": name, "version": model_version(state, name, version), "ready": True}
 
 
-@router.post("/models/{name}/infer", summary="Inference on the current version", openapi_extra=INFER_BODY)
+@router.post(
+    "/models/{name}/infer",
+    summary="Inference on the current version",
+    openapi_extra=INFER_BODY,
+    responses=INFER_ERRORS,
+)
 @guarded
 async def infer(name: Name, request: Request, state: State) -> Any:
     return await run_inference(state, request, name, None)
@@ -201,6 +257,7 @@ async def infer(name: Name, request: Request, state: State) -> Any:
     "/models/{name}/versions/{version}/infer",
     summary="Inference on a given version",
     openapi_extra=INFER_BODY,
+    responses=INFER_ERRORS,
 )
 @guarded
 async def infer_version(name: Name, version: Version, request: Request, state: State) -> Any:
@@ -288,10 +345,12 @@ def parse_inputs(body: Any) -> np.ndarray:
             400, f"datatype must be FP32 ([N,784], 0..1) or UINT8 ([N,28,28], 0..255), got {short(datatype)}"
         )
     expected_tail = [784] if datatype == "FP32" else [28, 28]
+    if isinstance(shape, list):  # 784.0 is an integer (as JSON Schema says); true is not
+        shape = [int(d) if type(d) is float and d.is_integer() else d for d in shape]
     if (
         not isinstance(shape, list)
         or len(shape) != len(expected_tail) + 1
-        or not all(type(d) is int for d in shape)  # JSON true and 784.0 are not dimensions
+        or not all(type(d) is int for d in shape)
         or shape[1:] != expected_tail
         or not 1 <= shape[0] <= MAX_BATCH
     ):
