@@ -27,36 +27,30 @@ class CutAtDrainLimit:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+        # No wrapper around `send` (this runs on every request): whether the response had started
+        # is learnt by trying to start the 503, which the server refuses if it had.
         started = time.monotonic()
-        response_started = False
-
-        async def tracked_send(message: dict) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
         try:
-            await self.app(scope, receive, tracked_send)
+            await self.app(scope, receive, send)
         except asyncio.CancelledError:
-            services = getattr(scope["app"].state, "services", None)
+            services = getattr(scope["app"].state, "services", None) if scope["type"] == "http" else None
             if services is None or not services.shutting_down:
                 raise
+            response = error_response(
+                503,
+                "shutting_down",
+                "the service stopped before this request finished; retry it",
+                {"Retry-After": "1", "Connection": "close"},
+            )
+            try:
+                await response(scope, receive, send)
+                answered = " (answered 503)"
+            except Exception:  # the response had started: the connection is closed as it is
+                answered = " (its response had started)"
             log.warning(
                 "request cut at the drain limit: %s %s, %.1f s after it started%s",
                 scope["method"],
                 scope["path"],
                 time.monotonic() - started,
-                "" if response_started else " (answered 503)",
+                answered,
             )
-            if not response_started:
-                response = error_response(
-                    503,
-                    "shutting_down",
-                    "the service stopped before this request finished; retry it",
-                    {"Retry-After": "1", "Connection": "close"},
-                )
-                await response(scope, receive, send)

@@ -79,23 +79,31 @@ async def single_chunk(body: bytes) -> AsyncIterator[bytes]:
 async def digitize_uploads(uploads: list[Upload], settings: Settings, pool: WorkPool) -> np.ndarray:
     """(n, 28, 28) uint8 digits of the uploads; large work on `pool`, small work at once."""
     limits = Limits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
-    declared = PixelBudget(settings.max_request_pixels)  # from the headers, before decoding anything
-    unknown = False
-    for i, (filename, data) in enumerate(uploads):
+    declared, unknown = 0, False  # pixels the headers declare, before anything is decoded
+    for _, data in uploads:
         size = declared_size(data)
         if size is None:
             unknown = True  # not an image, or a header this does not read: decoding will say
-            continue
-        if size[0] * size[1] > limits.max_pixels:
-            continue  # a bomb: decoding refuses it from its header (422), before the budget matters
-        try:
-            declared.charge(*size)
-        except ImageError as exc:
-            raise name_the_image(exc, i, filename, len(uploads)) from None
-    budget = PixelBudget(settings.max_request_pixels)  # charged again by decoding, from real headers
-    if unknown or declared.total - declared.left > OFFLOAD_PIXELS:
+        elif size[0] * size[1] <= limits.max_pixels:  # a bomb is refused by decoding, from its header
+            declared += size[0] * size[1]
+    if declared > settings.max_request_pixels:
+        refuse_over_budget(uploads, limits, settings.max_request_pixels)
+    budget = PixelBudget(settings.max_request_pixels)  # charged by decoding, from the real headers
+    if unknown or declared > OFFLOAD_PIXELS:
         return await pool.run(digitize_all, uploads, limits, budget)
     return digitize_all(uploads, limits, budget)
+
+
+def refuse_over_budget(uploads: list[Upload], limits: Limits, pixels: int) -> None:
+    """Raise the TooManyPixels that charging the declared sizes in turn meets, naming the image."""
+    budget = PixelBudget(pixels)
+    for i, (filename, data) in enumerate(uploads):
+        size = declared_size(data)
+        if size is not None and size[0] * size[1] <= limits.max_pixels:
+            try:
+                budget.charge(*size)
+            except ImageError as exc:
+                raise name_the_image(exc, i, filename, len(uploads)) from None
 
 
 def digitize_all(uploads: list[Upload], limits: Limits, budget: PixelBudget) -> np.ndarray:
