@@ -36,8 +36,10 @@ def test_schemathesis_finds_no_5xx_and_no_schema_mismatch(
     service = services(MNIST_JOB_QUEUE_SIZE="0")
     assert service.client is not None
     report = tmp_path / "schemathesis"
+    st = Path(sys.executable).with_name("st")
+    assert st.exists(), f"no {st}: install requirements-dev.txt (make setup), which pins schemathesis"
     command = [
-        str(Path(sys.executable).with_name("st")),
+        str(st),
         "--config-file",
         str(HERE / "schemathesis.toml"),
         "run",
