@@ -160,6 +160,7 @@ class Server:
     workers: int = 1
     log_path: Path | None = None
     process: subprocess.Popen | None = None
+    cwd: Path = ROOT  # the checkout whose code runs (`python -m` imports from the working directory)
 
     @property
     def url(self) -> str:
@@ -170,7 +171,7 @@ class Server:
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             taskset(self.cpus) + self.command,
-            cwd=ROOT,
+            cwd=self.cwd,
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -233,8 +234,9 @@ def service_server(
     cpus: str | None = None,
     extra_env: dict[str, str] | None = None,
     python: str = PYTHON,
+    checkout: Path = ROOT,
 ) -> Server:
-    """`python -m service` serving `models_dir`, access log off (log level warning), token known."""
+    """`python -m service` of `checkout` serving `models_dir`, access log off (log level warning)."""
     port = free_port()
     env = {
         "MNIST_MODELS_DIR": str(models_dir),
@@ -245,7 +247,7 @@ def service_server(
         "MNIST_TOKEN": TOKEN,
         **(extra_env or {}),
     }
-    return Server(name, [python, "-m", "service"], port, env=env, cpus=cpus, workers=workers)
+    return Server(name, [python, "-m", "service"], port, env=env, cpus=cpus, workers=workers, cwd=checkout)
 
 
 def noop_server(name: str, *, workers: int = 1, cpus: str | None = None, python: str = PYTHON) -> Server:

@@ -3,6 +3,7 @@
     .venv/bin/python bench/serve_load.py --models-dir /tmp/bench-models
     .venv/bin/python bench/serve_load.py --workers 1 --concurrency 1,8,64 --rounds 5 --duration 5
     .venv/bin/python bench/serve_load.py --variant nobatch=MNIST_PREDICT_BATCHING=false   # another config
+    .venv/bin/python bench/serve_load.py --workers 1 --checkout main=../main              # another commit
 
 Servers: the service (`python -m service`, access log off) and `bench/noop_app.py` (FastAPI
 `UploadFile`, fixed JSON answer), both under uvicorn with uvloop and httptools, for each worker
@@ -52,6 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=ENV=VALUE[,ENV=VALUE]",
         help="also measure the service with these extra environment variables (repeatable)",
     )
+    parser.add_argument(
+        "--checkout",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also measure the service of another checkout (a git worktree of another commit), same settings",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the 1-worker runs with taskset")
     parser.add_argument(
         "--out", type=Path, help="JSON output (default: bench/results/serve_load-<time>.json)"
@@ -71,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = [int(w) for w in args.workers.split(",")]
     levels = [int(c) for c in args.concurrency.split(",")]
     variants = [("predict", {})] + [parse_variant(v) for v in args.variant]
+    checkouts = [(name, Path(path).resolve()) for name, _, path in (c.partition("=") for c in args.checkout)]
 
     images, _ = common.load_mnist_test()
     png = common.encode_png(images[args.image])
@@ -90,6 +99,17 @@ def main(argv: list[str] | None = None) -> int:
                     workers=w,
                     cpus=cpus,
                     extra_env=env,
+                )
+            )
+        for name, path in checkouts:
+            servers.append(
+                common.service_server(
+                    f"{name}-{w}w",
+                    args.models_dir,
+                    scratch / f"state-{name}-{w}w",
+                    workers=w,
+                    cpus=cpus,
+                    checkout=path,
                 )
             )
     before = common.machine()
@@ -139,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for w in wrk.values():
                 w.close()
-    summary = summarise(runs, workers, levels, [name for name, _ in variants])
+    names = [name for name, _ in variants] + [name for name, _ in checkouts]
+    summary = summarise(runs, workers, levels, names)
     after = common.load_average()
     payload = {
         "benchmark": "serve_load",

@@ -11,6 +11,7 @@ mapping to HTTP:
 exception                 code                       status
 ========================  =========================  ======
 ImageTooLarge             ``image_too_large``        413
+TooManyPixels             ``too_many_pixels``        413
 UnsupportedImageType      ``unsupported_image_type`` 415
 UnreadableImage           ``unreadable_image``       400
 BadImageDimensions        ``bad_image_dimensions``   422
@@ -28,9 +29,11 @@ from images.errors import (
     ImageError,
     ImageTooLarge,
     NoDigitFound,
+    TooManyPixels,
     UnreadableImage,
     UnsupportedImageType,
 )
+from images.header import PixelBudget, declared_size
 from images.normalize import digitize_array, is_mnist_digit
 
 __all__ = [
@@ -40,23 +43,29 @@ __all__ = [
     "ImageTooLarge",
     "Limits",
     "NoDigitFound",
+    "PixelBudget",
+    "TooManyPixels",
     "UnreadableImage",
     "UnsupportedImageType",
+    "declared_size",
     "decode",
     "digitize",
     "digitize_array",
 ]
 
 
-def digitize(data: bytes, limits: Limits = Limits()) -> np.ndarray:
+def digitize(
+    data: bytes | bytearray | memoryview, limits: Limits = Limits(), budget: PixelBudget | None = None
+) -> np.ndarray:
     """Bytes of an image file -> (28, 28) uint8, white ink on black, MNIST-normalised.
 
     Raises :class:`ImageTooLarge` (413), :class:`UnsupportedImageType` (415),
     :class:`UnreadableImage` (400), :class:`BadImageDimensions` (422; this includes a
     decompression bomb, refused from the header without allocating it) or :class:`NoDigitFound`
-    (422). Nothing else, whatever the bytes.
+    (422), or :class:`TooManyPixels` (413) when its pixels are more than `budget` has left.
+    Nothing else, whatever the bytes.
     """
-    pixels = decode(data, limits)
+    pixels = decode(data, limits, budget)
     if is_mnist_digit(pixels):  # an MNIST digit comes back unchanged: skip the work
         return pixels.copy()
     return digitize_array(pixels)

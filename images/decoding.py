@@ -35,6 +35,7 @@ from images.errors import (
     UnreadableImage,
     UnsupportedImageType,
 )
+from images.header import PixelBudget, webp_canvas
 
 
 @dataclass(frozen=True)
@@ -137,30 +138,12 @@ def _check_dimensions(width: int, height: int, limits: Limits) -> None:
         )
 
 
-def _webp_canvas(head: bytes) -> tuple[int, int] | None:
-    """The canvas size a WebP header claims (RIFF....WEBP + the first chunk), else None."""
-    if head[:4] != b"RIFF" or head[8:12] != b"WEBP" or len(head) < 30:
-        return None
-    chunk = head[12:16]
-    if chunk == b"VP8X":  # extended: 24-bit sizes minus one
-        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
-    if chunk == b"VP8L" and head[20] == 0x2F:  # lossless: 14-bit sizes minus one
-        bits = int.from_bytes(head[21:25], "little")
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":  # lossy: 14-bit sizes
-        return (
-            int.from_bytes(head[26:28], "little") & 0x3FFF,
-            int.from_bytes(head[28:30], "little") & 0x3FFF,
-        )
-    return None
-
-
-def _open(data: bytes, limits: Limits) -> Image.Image:
-    """Identify the file and check its header; no pixel is decoded here."""
+def _open(data: bytes, limits: Limits, budget: PixelBudget | None) -> Image.Image:
+    """Identify the file, check its header and charge its pixels to `budget`; no pixel is decoded here."""
     # Pillow's WebP reader creates libwebp's decoder, which allocates the whole canvas, while
     # opening; so a WebP's claimed size is checked here first (the other readers allocate nothing
     # before load()).
-    if canvas := _webp_canvas(data[:30]):
+    if canvas := webp_canvas(data[:30]):
         _check_dimensions(*canvas, limits)
     try:
         im = Image.open(io.BytesIO(data), formats=_OPEN_FORMATS)
@@ -177,6 +160,8 @@ def _open(data: bytes, limits: Limits) -> Image.Image:
         raise UnsupportedImageType(f"{im.format} images are not accepted")
     # Our own bomb guard, from the header, whatever Image.MAX_IMAGE_PIXELS has been set to.
     _check_dimensions(*im.size, limits)
+    if budget is not None:
+        budget.charge(*im.size)
     return im
 
 
@@ -218,7 +203,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PLAIN_PNG_MODES = {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}
 
 
-def _open_plain_png(data: bytes, limits: Limits) -> Image.Image | None:
+def _open_plain_png(data: bytes, limits: Limits, budget: PixelBudget | None) -> Image.Image | None:
     """A plain PNG decoded into a fresh image, exactly as Pillow would; None for any other file.
 
     Plain: 8-bit gray, RGB, gray+alpha or RGBA, not interlaced, only IHDR, IDAT... and IEND (so
@@ -265,6 +250,8 @@ def _open_plain_png(data: bytes, limits: Limits) -> Image.Image | None:
         else:
             return None
         pos = stop
+    if budget is not None:
+        budget.charge(width, height)  # refunded below if the general path is to decode it after all
     try:
         im = Image.new(mode, (width, height), None)  # zeroed, as ImageFile.load_prepare makes it
         decoder = Image._getdecoder(mode, "zip", mode)
@@ -274,18 +261,24 @@ def _open_plain_png(data: bytes, limits: Limits) -> Image.Image | None:
         finally:
             decoder.cleanup()
     except Exception:  # out of memory, say: the general path has the words for it
-        return None
+        status, error = 0, -1
     if status >= 0 or error < 0:  # wants more data (truncated) or failed: let Pillow say so
+        if budget is not None:
+            budget.refund(width, height)
         return None
     return im
 
 
-def decode(data: bytes, limits: Limits = Limits()) -> np.ndarray:
+def decode(
+    data: bytes | bytearray | memoryview, limits: Limits = Limits(), budget: PixelBudget | None = None
+) -> np.ndarray:
     """Bytes of an image file -> (H, W) uint8 gray, upright, alpha composited onto white.
 
     Animated GIF/WebP/PNG give their first frame; photos larger than ``2 * WORK_SIDE`` are
-    box-reduced. Raises :class:`ImageTooLarge`, :class:`UnsupportedImageType`,
-    :class:`UnreadableImage` or :class:`BadImageDimensions`; nothing else, whatever the bytes.
+    box-reduced. The image's pixels are charged to `budget` (if given) from its header, before any
+    is decoded. Raises :class:`ImageTooLarge`, :class:`UnsupportedImageType`,
+    :class:`UnreadableImage`, :class:`BadImageDimensions` or :class:`TooManyPixels`; nothing else,
+    whatever the bytes.
 
     Note: Pillow's global ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (its default), or
     a truncated file decodes with a grey fill instead of being refused.
@@ -297,11 +290,11 @@ def decode(data: bytes, limits: Limits = Limits()) -> np.ndarray:
     if not data:
         raise UnreadableImage("empty body")
     data = bytes(data)
-    im = _open_plain_png(data, limits)
+    im = _open_plain_png(data, limits, budget)
     if im is not None and im.mode == "L" and max(im.size) <= 2 * WORK_SIDE:
         # Upright 8-bit gray without alpha, small enough not to be reduced: the pixels as they are.
         return np.asarray(im)
-    return _decode_pixels(im if im is not None else _open(data, limits))
+    return _decode_pixels(im if im is not None else _open(data, limits, budget))
 
 
 def _decode_pixels(im: Image.Image) -> np.ndarray:

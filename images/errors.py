@@ -20,6 +20,12 @@ class ImageTooLarge(ImageError):
     code = "image_too_large"
 
 
+class TooManyPixels(ImageError):
+    """The images of one request would decode to more pixels than its budget (413)."""
+
+    code = "too_many_pixels"
+
+
 class UnsupportedImageType(ImageError):
     """Not one of ``ALLOWED_FORMATS`` (TIFF, HEIC, PDF, text, ...) (415)."""
 

@@ -7,9 +7,10 @@ nothing of training or HTTP. See :mod:`registry.versions` for the layout on disk
 from registry.catalog import Catalog, VersionInfo
 from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
 from registry.pointer import Pointer
-from registry.versions import PlotWriter, Registry, normalize_version, sha256_of, utc_now
+from registry.versions import VERSION_REF, PlotWriter, Registry, normalize_version, sha256_of, utc_now
 
 __all__ = [
+    "VERSION_REF",
     "Catalog",
     "CorruptPointer",
     "CorruptVersion",

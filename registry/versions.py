@@ -42,6 +42,8 @@ from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, R
 from registry.pointer import NO_POINTER, Pointer, parse_pointer
 
 VERSION_PATTERN = re.compile(r"^v?(\d{1,6})$")
+# What `resolve` accepts from a client: a version name (v0003, 0003, 3) or "current".
+VERSION_REF = r"^(current|v?\d{1,6})$"
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PLOT_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
 # What `publish` writes about the weights themselves; `annotate` may add anything but these.
@@ -60,7 +62,7 @@ def normalize_version(version: str | int) -> str:
     """`3`, `"3"`, `"0003"` and `"v0003"` all name `"v0003"`."""
     match = VERSION_PATTERN.match(str(version).strip())
     if not match or int(match.group(1)) == 0:
-        raise VersionNotFound(f"{version!r} is not a version name; versions look like v0001")
+        raise VersionNotFound(f"{str(version)[:20]!r} is not a version name; versions look like v0001")
     return f"v{int(match.group(1)):04d}"
 
 
@@ -104,7 +106,7 @@ class Registry:
 
     def plot_path(self, version: str, name: str) -> Path:
         if not PLOT_NAME_PATTERN.match(name):
-            raise VersionNotFound(f"no plot named {name!r}")
+            raise VersionNotFound(f"no plot named {name[:40]!r}")
         return self.folder / normalize_version(version) / f"{name}.png"
 
     def manifest(self, version: str) -> dict[str, Any]:

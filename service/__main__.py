@@ -12,12 +12,15 @@ import os
 import shutil
 import signal
 import sys
+from typing import Any
 
 # Importing FastAPI, NumPy and the routes allocates hundreds of thousands of objects, and the cyclic
 # collector would walk them again and again on the way: ~0.1 s of a ~1 s start here. It is paused
 # until the app's lifespan has started (service.app.end_start_up_collection_pause); the heavy
 # imports are therefore inside main(), after this line.
 gc.disable()
+
+APP = "service.app:create_app"
 
 
 def main() -> None:
@@ -40,17 +43,24 @@ def main() -> None:
     # kills the process (exit status -15 / 143) although it stopped cleanly. End with status 0
     # instead, as uvicorn already does for Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        "service.app:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.shutdown_drain_s) or None,
-        proxy_headers=True,
-        ws="none",  # no websocket endpoints: do not import a websocket library at start-up
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": int(settings.shutdown_drain_s) or None,
+        "proxy_headers": True,
+        "ws": "none",  # no websocket endpoints: do not import a websocket library at start-up
+    }
+    if settings.workers == 1:
+        uvicorn.run(APP, **options)
+        return
+    # Several workers: uvicorn's supervisor, but one that stops accepting the moment SIGTERM comes.
+    from service.supervisor import DrainingMultiprocess
+
+    config = uvicorn.Config(APP, **options)
+    DrainingMultiprocess(config, sockets=[config.bind_socket()]).run()
 
 
 if __name__ == "__main__":

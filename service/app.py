@@ -14,14 +14,20 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI
+from starlette.routing import Route
 from threadpoolctl import threadpool_limits
 
 from registry import Registry
 from service.auth import load_or_create_token
+from service.batcher import PredictBatcher
+from service.body import BodyBudget
+from service.drain import answer_cut_request
 from service.errors import install_error_handlers
 from service.jobs.runner import ProcessJobRunner
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
+from service.offload import WorkPool
+from service.openapi import install_openapi
 from service.routers import health, models, predict, train, ui, v2, weights
 from service.settings import Settings
 from service.state import AppState
@@ -49,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            state.pool.close()
             if state.jobs is not None:
                 await asyncio.to_thread(state.jobs.stop)
 
@@ -59,15 +66,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.metrics = metrics
-    app.state.predict_batcher = predict.PredictBatcher(metrics)
+    app.state.predict_batcher = PredictBatcher(metrics)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.router.routes.append(predict.lean_route())  # first, so it answers /predict
+    # /predict's route goes straight into the app's routes, not through `include_router`, whose
+    # per-request route context costs the hot path ~30 us (measured in-process: ~15 % of a request).
+    app.router.routes.extend(predict.router.routes)
     # Most frequent first: a request is matched against the routes in order, and FastAPI prepares an
     # included router's routes when a request first reaches them (the first /readyz after start-up
     # took ~25 ms more with four routers before it, ~10 ms now).
-    for router in (predict, health, models, weights, train, v2, ui):
-        app.include_router(router.router)
+    included = (health.router, models.router, weights.router, train.router, v2.router, ui.router)
+    for router in included:
+        app.include_router(router)
+    # (template, pattern, methods) of every route, for the Allow header of a 405 (service.errors).
+    app.state.route_methods = [
+        (route.path, route.path_regex, route.methods)
+        for route in [*app.router.routes, *(route for router in included for route in router.routes)]
+        if isinstance(route, Route) and route.methods
+    ]
     return app
 
 
@@ -80,7 +97,15 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
         settings.state_dir, settings.token.get_secret_value() if settings.token else None
     )
     registry = Registry(settings.models_dir, settings.model_name)
-    state = AppState(settings=settings, registry=registry, models=None, metrics=metrics, token=token)  # type: ignore[arg-type]
+    state = AppState(
+        settings=settings,
+        registry=registry,
+        models=None,  # type: ignore[arg-type]
+        metrics=metrics,
+        token=token,
+        pool=WorkPool(settings.decode_threads),
+        bodies=BodyBudget(settings.max_inflight_body_bytes),
+    )
 
     def on_reload(version: str, model: LoadedModel | None, error: Exception | None) -> None:
         metrics.model_loads.labels("success" if error is None else "failure").inc()
@@ -171,7 +196,8 @@ def mark_not_ready_on_sigterm(state: AppState) -> Any:
 
 
 class MetricsMiddleware:
-    """Counts and times every HTTP request by route template (not raw path: bounded label values).
+    """Counts and times every HTTP request by route template (not raw path: bounded label values),
+    and hands a request cancelled at the shutdown drain limit to `service.drain`.
 
     The label children are looked up once per (route, method, status) and kept: prometheus_client's
     `labels()` validates and locks on every call, which costs more than the counting itself.
@@ -189,7 +215,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status = 500
+        status = 0  # until the response starts; counted as 500 if it never does
 
         async def send_with_status(message: dict) -> None:
             nonlocal status
@@ -199,10 +225,15 @@ class MetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_with_status)
+        except asyncio.CancelledError:
+            # Cut at the shutdown drain limit: answered 503 and logged in one line (service.drain).
+            # Handled here rather than by a middleware of its own: no extra layer on every request.
+            if not await answer_cut_request(scope, receive, send_with_status, started, status != 0):
+                raise
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            key = (template, scope["method"], status)
+            key = (template, scope["method"], status or 500)
             children = self._children.get(key)
             if children is None:
                 children = self._label(key)

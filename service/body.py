@@ -1,11 +1,15 @@
-"""Reading a request body with a size cap, and splitting a well-formed multipart body without copies.
+"""Reading a request body within its caps, and splitting a well-formed multipart body without copies.
 
-`read_body` refuses an oversized upload before it is parsed. `split_multipart_files` is the fast
-path of `/predict`: for the multipart bodies that clients actually send (every part a file in a
-field named `file`, no preamble, no transport padding) it finds the parts with `bytes.find` instead
-of python-multipart's callbacks and Starlette's spooled temporary files, and gives the same
-filenames and bytes. Anything it is not sure about (including every malformed body) it declines by
-returning None, and the caller runs Starlette's parser, which then answers or refuses as before.
+`read_body` reads the ASGI messages as they arrive and refuses the body the moment it is known to
+pass its cap (413: from its Content-Length before anything is read, or as the chunks come in), and
+holds its bytes against the worker's `BodyBudget` (503 with Retry-After when the bodies in flight
+would pass that), so memory for bodies is bounded whatever the clients send.
+`split_multipart_files` is the fast path of `/predict`: for the multipart bodies that clients
+actually send (every part a file in a field named `file`, no preamble, no transport padding) it finds
+the parts with `bytes.find` instead of python-multipart's callbacks and Starlette's spooled temporary
+files, and gives the same filenames and bytes (views into the body, not copies). Anything it is not
+sure about (including every malformed body) it declines by returning None, and the caller runs
+Starlette's parser, which then answers or refuses as before.
 """
 
 from __future__ import annotations
@@ -17,42 +21,92 @@ from python_multipart.multipart import TOKEN_CHARS, parse_options_header
 from starlette.formparsers import _user_safe_decode
 from starlette.requests import ClientDisconnect
 
-from service.errors import BadRequest, PayloadTooLarge
+from service.errors import BadRequest, Busy, PayloadTooLarge
 
 # python-multipart's limits per part: beyond them it refuses the body, so the fast path declines.
 MAX_PART_HEADERS = 8
 MAX_HEADER_LINE = 4096
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing (413) as soon as it is known to exceed `limit` bytes."""
+class BodyBudget:
+    """Bytes of request bodies one worker process holds at once: beyond `limit`, 503 + Retry-After.
+
+    A body is held from the moment it is announced (its Content-Length) or as it arrives (chunked),
+    until the request that read it releases it. Used from the event loop's thread only.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+
+    def reserve(self, size: int) -> None:
+        if self.held + size > self.limit:
+            raise Busy(
+                f"too many request bodies in flight ({self.held} of {self.limit} bytes held); "
+                "retry in a moment"
+            )
+        self.held += size
+
+    def release(self, size: int) -> None:
+        self.held -= size
+
+
+async def read_body(request: Request, limit: int, budget: BodyBudget) -> bytes | bytearray:
+    """The whole body, held against `budget`; the caller releases `len(body)` when done with it.
+
+    413 as soon as the body is known to exceed `limit` bytes, 503 when `budget` has no room for it,
+    400 when there is none.
+    """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    expected = int(declared) if declared is not None and declared.isdigit() else 0
+    if expected > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; at most {limit} are accepted")
-    # The ASGI messages are read as `request.stream()` reads them, without its async generator.
-    chunks, size = [], 0
-    receive = request.receive
-    while True:
+    budget.reserve(expected)
+    reserved = expected
+    try:
+        # The ASGI messages are read as `request.stream()` reads them, without its async generator.
+        receive = request.receive
         message = await receive()
-        if message["type"] == "http.request":
-            chunk = message.get("body", b"")
-            if chunk:
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"the body is over {limit} bytes")
-                chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        elif message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-    if not size:
-        raise BadRequest("the request has no body; send an image")
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body: bytes | bytearray = message.get("body", b"")  # all in one message: a small upload
+        else:  # in pieces: into one buffer, as large as announced (or growing: chunked)
+            body = bytearray(expected)
+            size = 0
+            while True:
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnect()
+                chunk = message.get("body", b"")
+                if chunk:
+                    end = size + len(chunk)
+                    if end > limit:
+                        raise PayloadTooLarge(f"the body is over {limit} bytes")
+                    if end > reserved:
+                        budget.reserve(end - reserved)
+                        reserved = end
+                    body[size:end] = chunk
+                    size = end
+                if not message.get("more_body", False):
+                    break
+                message = await receive()
+            del body[size:]  # fewer bytes than announced: the server would have cut the connection
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is over {limit} bytes")
+        if not body:
+            raise BadRequest("the request has no body; send an image")
+        if len(body) > reserved:
+            budget.reserve(len(body) - reserved)
+        elif len(body) < reserved:
+            budget.release(reserved - len(body))
+        reserved = len(body)
+    except BaseException:
+        budget.release(reserved)
+        raise
+    return body
 
 
 def split_multipart_files(
-    content_type: str, body: bytes, max_files: int
-) -> list[tuple[str | None, bytes]] | None:
+    content_type: str, body: bytes | bytearray, max_files: int
+) -> list[tuple[str | None, bytes | memoryview]] | None:
     """(filename, bytes) of each part of a plain `multipart/form-data` body whose parts are all files
     named `file`; None when the body is anything else, for the full parser to deal with."""
     boundary = _plain_boundary(content_type)
@@ -62,13 +116,14 @@ def split_multipart_files(
     delimiter = b"\r\n--" + boundary
     if not body.startswith(opening + b"\r\n"):  # preamble, padding, an empty form: full parser
         return None
-    files: list[tuple[str | None, bytes]] = []
+    files: list[tuple[str | None, bytes | memoryview]] = []
+    view = memoryview(body) if isinstance(body, bytearray) else None  # parts of a big body: no copies
     start = len(opening) + 2
     while True:
         end_of_headers = body.find(b"\r\n\r\n", start)
         if end_of_headers < 0:
             return None
-        block = body[start:end_of_headers]
+        block = bytes(body[start:end_of_headers])  # bytes of bytes is the same object: no copy
         filename = _cached_file_part_name(block) if len(block) <= 256 else _file_part_name(block)
         if filename is None:
             return None
@@ -76,7 +131,7 @@ def split_multipart_files(
         data_end = body.find(delimiter, data_start)
         if data_end < 0:
             return None
-        files.append((filename, body[data_start:data_end]))
+        files.append((filename, view[data_start:data_end] if view is not None else body[data_start:data_end]))
         if len(files) > max_files:
             return None  # the full parser says "Too many files"
         after = data_end + len(delimiter)

@@ -74,6 +74,13 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.body_bytes_in_flight = Gauge(
+            "mnist_body_bytes_in_flight",
+            "Bytes of request bodies held in memory (MNIST_MAX_INFLIGHT_BODY_BYTES caps them per process); "
+            "each process sets its own when it answers a scrape.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.model_info = Gauge(
             "mnist_model_info",
             "1 for the version this process serves.",

@@ -8,14 +8,27 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from service.jobs.record import JobState
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
 Optimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
 Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
-HiddenSize = Annotated[int, Field(ge=1, le=4096)]
+
+
+def _whole(value: Any) -> Any:
+    """A JSON number with no fraction (`371.0`) is an integer, as JSON Schema says; nothing else changes."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
+# The model is strict (a JSON `false` is not 0, "0.5" is not a number); its integers also take `3.0`,
+# which JSON Schema counts as an integer too. In `Annotated[int, Field(...), WHOLE]` the bounds come
+# before the validator: after it, pydantic would write them into the JSON schema as "ge"/"le".
+WHOLE = BeforeValidator(_whole)
+HiddenSize = Annotated[int, Field(ge=1, le=4096), WHOLE]
 
 
 class TrainRequest(BaseModel):
@@ -23,8 +36,14 @@ class TrainRequest(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",  # a misspelt field is a 422, not a silently ignored wish
+        strict=True,  # as the schema says: `false` is not 0, "0.5" is not a number
         allow_inf_nan=False,
         json_schema_extra={
+            # `epochs` and `iters` are alternatives: the schema says so too (both as integers: no).
+            "not": {
+                "required": ["epochs", "iters"],
+                "properties": {"epochs": {"type": "integer"}, "iters": {"type": "integer"}},
+            },
             "examples": [
                 {"preset": "fast", "epochs": 3, "hidden": [128], "lr": 0.001, "optimizer": "adam",
                  "batch_size": 128, "seed": 0, "promote": False},
@@ -38,22 +57,24 @@ class TrainRequest(BaseModel):
     hidden: list[HiddenSize] | None = Field(
         None, min_length=1, max_length=4, description="Hidden layer widths, 1 to 4 layers of 1..4096 units."
     )
-    epochs: int | None = Field(
-        None, ge=1, le=200, description="Passes over the training set (not with iters)."
+    epochs: Annotated[int, Field(ge=1, le=200), WHOLE] | None = Field(
+        None, description="Passes over the training set (not with iters)."
     )
-    iters: int | None = Field(
-        None, ge=1, le=1_000_000, description="Batches drawn with replacement, instead of epochs."
+    iters: Annotated[int, Field(ge=1, le=1_000_000), WHOLE] | None = Field(
+        None, description="Batches drawn with replacement, instead of epochs."
     )
     lr: float | None = Field(None, gt=0, le=1, description="Learning rate.")
     optimizer: Optimizer | None = Field(None, description="Optimiser.")
-    batch_size: int | None = Field(None, ge=1, le=4096, description="Images per step.")
+    batch_size: Annotated[int, Field(ge=1, le=4096), WHOLE] | None = Field(
+        None, description="Images per step."
+    )
     momentum: float | None = Field(
         None, ge=0, lt=1, description="Momentum (momentum and nesterov optimisers)."
     )
     weight_decay: float | None = Field(None, ge=0, lt=1, description="Weight decay on the weight matrices.")
     dropout: float | None = Field(None, ge=0, lt=1, description="Dropout rate on hidden activations.")
-    augment_shift: int | None = Field(
-        None, ge=0, le=4, description="Random shifts of up to this many pixels."
+    augment_shift: Annotated[int, Field(ge=0, le=4), WHOLE] | None = Field(
+        None, description="Random shifts of up to this many pixels."
     )
     augment_rotate: float | None = Field(
         None, ge=0, le=45, description="Random rotations of up to +-this, degrees."
@@ -82,8 +103,12 @@ class TrainRequest(BaseModel):
     noise: float | None = Field(
         None, ge=0, le=100, description="Percent of pixels replaced by noise in training."
     )
-    val_size: int | None = Field(None, ge=0, le=20000, description="Training images held out for validation.")
-    seed: int | None = Field(None, ge=0, le=2**31 - 1, description="Random seed: same seed, same run.")
+    val_size: Annotated[int, Field(ge=0, le=20000), WHOLE] | None = Field(
+        None, description="Training images held out for validation."
+    )
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1), WHOLE] | None = Field(
+        None, description="Random seed: same seed, same run."
+    )
     schedule: Schedule | None = Field(None, description="Learning-rate schedule.")
     promote: bool = Field(False, description="Make the new version current when it finishes.")
     min_accuracy: float | None = Field(
@@ -127,10 +152,3 @@ class JobOut(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[JobOut] = Field(description="Newest first.")
-
-
-class ErrorOut(BaseModel):
-    """The body of every error response."""
-
-    error: str = Field(description="Short machine-readable code, e.g. queue_full.")
-    detail: Any = Field(description="What was wrong, for a person.")

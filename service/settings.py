@@ -36,6 +36,31 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         16_000_000, ge=784, description="Decompression-bomb guard (width x height)."
     )
+    max_inflight_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Request bodies one worker process holds in memory at once; a body that would take it "
+        "past this is refused with 503 and Retry-After (from its Content-Length, before it is read).",
+    )
+    max_v2_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="Largest V2 inference body (413 above): enough for 1024 UINT8 digits as JSON; its "
+        "parse holds the GIL, ~25 ms per MB.",
+    )
+    max_request_pixels: int = Field(
+        32_000_000,
+        ge=784,
+        description="Decoded pixels one /predict request may ask for, summed over its images, read from "
+        "their headers before any is decoded (413 above): bounds the work one request can cause.",
+    )
+    decode_threads: int = Field(
+        2,
+        ge=1,
+        le=32,
+        description="Threads per worker process that decode large uploads and parse large V2 bodies, "
+        "so the event loop keeps answering meanwhile (small uploads are decoded at once, on the loop).",
+    )
     reload_interval_s: float = Field(
         1.0, gt=0, le=60, description="How often the `current` pointer is checked."
     )
@@ -57,3 +82,8 @@ class Settings(BaseSettings):
         description="One network pass for the /predict calls that arrive in the same event-loop turn "
         "(under load only; a lone request never waits).",
     )
+
+    @property
+    def max_predict_body_bytes(self) -> int:
+        """The largest /predict body: eight images of the largest size (more files must be smaller)."""
+        return self.max_upload_bytes * min(self.max_files, 8)

@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import Depends, Request
 
 from registry import Registry
+from service.body import BodyBudget
 from service.errors import NotReady
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
+from service.offload import WorkPool
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -24,6 +26,8 @@ class AppState:
     models: ModelStore
     metrics: Metrics
     token: str
+    pool: WorkPool
+    bodies: BodyBudget
     jobs: JobRunner | None = None
     warmed_up: bool = False
     shutting_down: bool = False

@@ -33,12 +33,19 @@ def free_port() -> int:
 
 
 def start_service(
-    folder: Path, models: Path, data: Path, token: str, workers: int = 1, robustness_sample: int = 0
+    folder: Path,
+    models: Path,
+    data: Path,
+    token: str,
+    workers: int = 1,
+    robustness_sample: int = 0,
+    env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, int, Path]:
     """`python -m service` on a free port of 127.0.0.1, its state, cache and log under `folder`.
 
     Training jobs skip the robustness suite unless `robustness_sample` asks for it (seconds a job).
-    Returns the process, its port and its log file; the caller waits for readiness and stops it.
+    `env` adds or overrides settings (`MNIST_*`). Returns the process, its port and its log file;
+    the caller waits for readiness and stops it.
     """
     port = free_port()
     env = {
@@ -55,6 +62,7 @@ def start_service(
         "MNIST_WORKERS": str(workers),
         "MNIST_ROBUSTNESS_SAMPLE": str(robustness_sample),
         "MNIST_LOG_LEVEL": "info",
+        **(env or {}),
     }
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     log = folder / "server.log"

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from service.state import State
 
 router = APIRouter(tags=["operations"])
+
+
+class Ready(BaseModel):
+    status: str = Field(description="`ready`.")
+    model: str
+    version: str = Field(description="The version served.")
+    detail: str | None = Field(
+        None, description="The served version's weight file is damaged or gone on disk (still serving)."
+    )
+
+
+class NotReadyOut(BaseModel):
+    status: str = Field(description="`not_ready`.")
+    error: str
+    detail: str = Field(description="Why: no model version loaded yet, or shutting down.")
 
 
 @router.get("/livez", summary="The process is up")
@@ -21,6 +37,8 @@ async def livez() -> dict[str, str]:
     description="Ready (200) names the version served. A `detail` beside it says the served version's "
     "weight file is damaged or gone on disk: the process keeps serving the weights it loaded, but a restart "
     "would not.",
+    response_model=Ready,
+    responses={503: {"model": NotReadyOut, "description": "Not ready (see Retry-After)."}},
 )
 async def readyz(state: State) -> JSONResponse:
     current = state.models.current
@@ -37,8 +55,14 @@ async def readyz(state: State) -> JSONResponse:
     )
 
 
-@router.get("/metrics", summary="Prometheus metrics (text format)", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (text format)",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(state: State) -> Response:
+    state.metrics.body_bytes_in_flight.set(state.bodies.held)
     if state.jobs is not None:
         counts = state.jobs.counts()
         for job_state in ("queued", "running", "succeeded", "failed", "cancelled"):

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Path
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
-from service.auth import TokenRequired
-from service.errors import NotFound
+from service.auth import TokenFirstRoute, TokenRequired
+from service.errors import NotFound, error_responses
 from service.state import AppState, State
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], route_class=TokenFirstRoute)
 
 VersionPath = Annotated[str, Path(description="v0003, 0003 or 3", max_length=16)]
 # A version's weights never change, nor do the plots drawn when it was published; these are drawn
@@ -76,7 +76,11 @@ async def list_versions(state: State) -> VersionList:
     return await asyncio.to_thread(summaries, state)
 
 
-@router.get("/{version}", summary="A version's manifest (sizes, hyperparameters, accuracy, curves, ...)")
+@router.get(
+    "/{version}",
+    summary="A version's manifest (sizes, hyperparameters, accuracy, curves, ...)",
+    responses=error_responses(404, 409, 422),
+)
 async def manifest(version: VersionPath, state: State) -> dict[str, Any]:
     return state.registry.manifest(state.registry.resolve(version))
 
@@ -85,7 +89,7 @@ async def manifest(version: VersionPath, state: State) -> dict[str, Any]:
     "/{version}/plots/{name}.png",
     summary="One of a version's plots: accuracy, loss, confusion, noise, w1, w2, robustness",
     response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}}},
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409, 422)},
 )
 async def plot(version: VersionPath, name: str, state: State) -> FileResponse:
     path = state.registry.plot_path(state.registry.resolve(version), name)
@@ -100,6 +104,7 @@ async def plot(version: VersionPath, name: str, state: State) -> FileResponse:
     summary="Make a version current",
     response_model=PointerMove,
     dependencies=[TokenRequired],
+    responses=error_responses(401, 403, 404, 409, 422),
 )
 async def promote(version: VersionPath, state: State) -> PointerMove:
     previous, current = await asyncio.to_thread(state.registry.promote, version)
@@ -112,6 +117,7 @@ async def promote(version: VersionPath, state: State) -> PointerMove:
     summary="Make the previously current version current again",
     response_model=PointerMove,
     dependencies=[TokenRequired],
+    responses=error_responses(401, 403, 409),
 )
 async def rollback(state: State) -> PointerMove:
     previous, current = await asyncio.to_thread(state.registry.rollback)

@@ -12,27 +12,21 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from service.auth import TokenRequired
-from service.errors import NotReady
+from service.auth import TokenFirstRoute, TokenRequired
+from service.errors import NotReady, error_responses
 from service.jobs.params import build_config
 from service.jobs.runner import JobRunner
-from service.schemas_train import ErrorOut, JobList, JobOut, TrainRequest
+from service.schemas_train import JobList, JobOut, TrainRequest
 from service.state import AppState, State
 
-router = APIRouter(tags=["training"])
+router = APIRouter(tags=["training"], route_class=TokenFirstRoute)
 
 JobIdPath = Annotated[str, Path(description="The id POST /train answered with.", max_length=64)]
 RETRY_AFTER_S = 5
 
 
-AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorOut, "description": "No bearer token."},
-    403: {"model": ErrorOut, "description": "Wrong token."},
-}
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No job with this id."}}
-NOT_READY: dict[int | str, dict[str, Any]] = {
-    503: {"model": ErrorOut, "description": "Shutting down (see Retry-After)."}
-}
+NO_JOB = "No job with this id."
+SHUTTING_DOWN = "Shutting down (see Retry-After)."
 
 
 def runner_of(state: AppState) -> JobRunner:
@@ -49,12 +43,27 @@ def runner_of(state: AppState) -> JobRunner:
     "is a candidate unless `promote` is true (and it passes `min_accuracy`). Follow it with GET /train/{id}.",
     response_model=JobOut,
     response_description="The job, queued.",
+    operation_id="submit_job",
     dependencies=[TokenRequired],
     responses={
-        **AUTH_ERRORS,
-        409: {"model": ErrorOut, "description": "Every running slot and queue place is taken."},
-        422: {"model": ErrorOut, "description": "A parameter is out of bounds, unknown, or they conflict."},
-        **NOT_READY,
+        202: {
+            "links": {
+                name: {"operationId": name, "parameters": {"job_id": "$response.body#/id"}}
+                for name in ("get_job", "cancel_job")
+            }
+        },
+        **error_responses(
+            400,
+            401,
+            403,
+            409,
+            422,
+            503,
+            _400="The body is not JSON.",
+            _409="Every running slot and queue place is taken.",
+            _422="A parameter is out of bounds, unknown, or they conflict.",
+            _503=SHUTTING_DOWN,
+        ),
     },
 )
 def submit(state: State, request: TrainRequest | None = None) -> dict[str, Any]:
@@ -67,7 +76,12 @@ def submit(state: State, request: TrainRequest | None = None) -> dict[str, Any]:
     return runner.submit(params).to_json()
 
 
-@router.get("/train", summary="Training jobs, newest first", response_model=JobList, responses=NOT_READY)
+@router.get(
+    "/train",
+    summary="Training jobs, newest first",
+    response_model=JobList,
+    responses=error_responses(422, 503, _503=SHUTTING_DOWN),
+)
 def list_jobs(
     state: State, limit: Annotated[int, Query(ge=1, le=1000, description="At most this many jobs.")] = 100
 ) -> dict[str, Any]:
@@ -79,7 +93,8 @@ def list_jobs(
     summary="A training job: state, progress, resulting version or error",
     response_model=JobOut,
     response_description="The job's record.",
-    responses={**NOT_FOUND, **NOT_READY},
+    operation_id="get_job",
+    responses=error_responses(404, 422, 503, _404=NO_JOB, _503=SHUTTING_DOWN),
 )
 def get_job(job_id: JobIdPath, state: State) -> dict[str, Any]:
     return runner_of(state).get(job_id).to_json()
@@ -95,16 +110,21 @@ def get_job(job_id: JobIdPath, state: State) -> dict[str, Any]:
     "`job_publishing`, and it ends `succeeded`. A job that already ended: 409 `job_finished`.",
     response_model=JobOut,
     response_description="The job's record: `cancelled`.",
+    operation_id="cancel_job",
     dependencies=[TokenRequired],
     responses={
         202: {"model": JobOut, "description": "Still stopping after the grace period: `running`."},
-        **AUTH_ERRORS,
-        **NOT_FOUND,
-        409: {
-            "model": ErrorOut,
-            "description": "Too late: the job is publishing its version, or already ended.",
-        },
-        **NOT_READY,
+        **error_responses(
+            401,
+            403,
+            404,
+            409,
+            422,
+            503,
+            _404=NO_JOB,
+            _409="Too late: the job is publishing its version, or already ended.",
+            _503=SHUTTING_DOWN,
+        ),
     },
 )
 def cancel_job(job_id: JobIdPath, state: State, response: Response) -> dict[str, Any]:

@@ -25,9 +25,14 @@ async def index() -> FileResponse:
     return FileResponse(STATIC / "index.html", media_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
+# The files shipped, by name: a request names one of these or nothing (the name never reaches the
+# file system, so a NUL byte, a 300-character name or `..` is a plain 404).
+STATIC_FILES = {path.name: path for path in STATIC.iterdir() if path.suffix in MEDIA_TYPES}
+
+
 @router.get("/static/{name}")
 async def static_file(name: str) -> FileResponse:
-    path = (STATIC / name).resolve()
-    if path.parent != STATIC or not path.is_file() or path.suffix not in MEDIA_TYPES:
-        raise NotFound(f"no static file {name!r}")
+    path = STATIC_FILES.get(name)
+    if path is None:
+        raise NotFound(f"no static file {name[:40]!r}")
     return FileResponse(path, media_type=MEDIA_TYPES[path.suffix], headers={"Cache-Control": "no-cache"})

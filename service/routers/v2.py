@@ -15,16 +15,21 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from mlp import as_input
 from registry import RegistryError
 from service.body import read_body
-from service.errors import ServiceError
+from service.errors import ServiceError, error_responses
 from service.state import AppState, State
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
 MAX_BATCH = 1024
+# Bodies larger than this are parsed on the app's pool of threads. json.loads holds the GIL while it
+# parses (~25 ms per MB here), so the body cap (MNIST_MAX_V2_BODY_BYTES) is what bounds that stall;
+# checking and converting the numbers (NumPy) runs beside the event loop.
+OFFLOAD_BYTES = 64 * 1024
 INPUTS = [
     {"name": "input", "datatype": "FP32", "shape": [-1, 784]},
     {"name": "input", "datatype": "UINT8", "shape": [-1, 28, 28]},
@@ -35,8 +40,112 @@ OUTPUTS = [
 ]
 DTYPES = {"FP32": np.float32, "UINT8": np.uint8}
 
-Name = Annotated[str, Path(max_length=64)]
-Version = Annotated[str, Path(max_length=16)]
+
+# The body of an inference request, as the protocol defines it (and as `parse_inputs` checks it).
+# The route reads the body itself (capped, parsed on the pool when large), so the schema is declared
+# here for the docs and for schema-driven clients rather than through a parameter FastAPI would parse.
+def tensor_schema(datatype: str, tail: list[int], value: dict[str, Any], meaning: str) -> dict[str, Any]:
+    """One input tensor of `datatype`: shape [N, *tail], N x 784 values (flat or nested) like `value`."""
+    return {
+        "type": "object",
+        "required": ["name", "datatype", "shape", "data"],
+        "properties": {
+            "name": {"type": "string", "maxLength": 64},
+            "datatype": {"const": datatype},
+            "shape": {
+                "type": "array",
+                "prefixItems": [{"type": "integer", "minimum": 1, "maximum": MAX_BATCH}]
+                + [{"const": n} for n in tail],
+                "minItems": 1 + len(tail),
+                "maxItems": 1 + len(tail),
+            },
+            "data": {
+                "type": "array",
+                "items": {"anyOf": [value, {"type": "array"}]},
+                "description": f"N x 784 {meaning}, flat or nested as the shape",
+            },
+            "parameters": {"type": "object"},
+        },
+    }
+
+
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "title": "InferRequest",
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string", "maxLength": 256},
+                        "parameters": {"type": "object"},
+                        "inputs": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 1,
+                            "items": {
+                                "oneOf": [
+                                    tensor_schema(
+                                        "FP32",
+                                        [784],
+                                        {"type": "number", "minimum": 0, "maximum": 1},
+                                        "pixels / 255",
+                                    ),
+                                    tensor_schema(
+                                        "UINT8",
+                                        [28, 28],
+                                        {"type": "integer", "minimum": 0, "maximum": 255},
+                                        "pixels 0..255, white ink on black",
+                                    ),
+                                ]
+                            },
+                        },
+                        "outputs": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string", "enum": ["probabilities", "label"]}
+                                },
+                            },
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+# Any name or version is looked up (an unknown one, of whatever length, is the protocol's 404), so no
+# request to these routes is refused by FastAPI's own validation with a body of the other shape.
+Name = Annotated[str, Path(description="The model's name: mnist.")]
+Version = Annotated[str, Path(description="A version name: v0003, 0003 or 3.")]
+
+
+class V2ErrorOut(BaseModel):
+    """The protocol's error body."""
+
+    error: str = Field(description="What was wrong.")
+
+
+MODEL_ERRORS = error_responses(
+    404, 503, model=V2ErrorOut, _404="No such model or version.", _503="No version loaded yet."
+)
+VERSION_ERRORS = error_responses(404, model=V2ErrorOut, _404="No such model or version (or it is damaged).")
+INFER_ERRORS = error_responses(
+    400,
+    404,
+    413,
+    503,
+    model=V2ErrorOut,
+    _400="Not a valid inference request (the message says what).",
+    _404="No such model or version (or it is damaged).",
+    _413="The body is over MNIST_MAX_V2_BODY_BYTES.",
+    _503="No version loaded yet, or too many request bodies in flight (see Retry-After).",
+)
 
 
 class V2Error(Exception):
@@ -45,13 +154,13 @@ class V2Error(Exception):
         self.status = status
 
 
-def v2_error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def model_version(state: AppState, name: str, version: str | None) -> str:
     if name != state.registry.model:
-        raise V2Error(404, f"unknown model {name!r}; this server serves {state.registry.model!r}")
+        raise V2Error(404, f"unknown model {short(name)}; this server serves {state.registry.model!r}")
     if version is None and state.models.current is None:
         raise V2Error(503, "no model version is loaded yet")
     try:
@@ -70,7 +179,7 @@ def guarded(handler: Any) -> Any:
         except V2Error as exc:
             return v2_error(exc.status, str(exc))
         except ServiceError as exc:
-            return v2_error(exc.status, exc.detail)
+            return v2_error(exc.status, exc.detail, exc.headers)
 
     return run
 
@@ -85,7 +194,11 @@ async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Server is ready")
+@router.get(
+    "/health/ready",
+    summary="Server is ready",
+    responses={503: {"description": 'Not ready: `{"ready": false}`.'}},
+)
 async def ready(state: State) -> JSONResponse:
     return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 503)
 
@@ -102,38 +215,50 @@ def metadata(state: AppState, name: str, version: str | None) -> dict[str, Any]:
     }
 
 
-@router.get("/models/{name}", summary="Model metadata")
+@router.get("/models/{name}", summary="Model metadata", responses=MODEL_ERRORS)
 @guarded
 async def model_metadata(name: Name, state: State) -> Any:
     return metadata(state, name, None)
 
 
-@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+@router.get("/models/{name}/versions/{version}", summary="Model version metadata", responses=VERSION_ERRORS)
 @guarded
 async def version_metadata(name: Name, version: Version, state: State) -> Any:
     return metadata(state, name, version)
 
 
-@router.get("/models/{name}/ready", summary="Model is ready")
+@router.get("/models/{name}/ready", summary="Model is ready", responses=MODEL_ERRORS)
 @guarded
 async def model_ready(name: Name, state: State) -> Any:
     model_version(state, name, None)
     return {"name": name, "ready": state.ready}
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="Model version is ready")
+@router.get(
+    "/models/{name}/versions/{version}/ready", summary="Model version is ready", responses=VERSION_ERRORS
+)
 @guarded
 async def version_ready(name: Name, version: Version, state: State) -> Any:
     return {"name": name, "version": model_version(state, name, version), "ready": True}
 
 
-@router.post("/models/{name}/infer", summary="Inference on the current version")
+@router.post(
+    "/models/{name}/infer",
+    summary="Inference on the current version",
+    openapi_extra=INFER_BODY,
+    responses=INFER_ERRORS,
+)
 @guarded
 async def infer(name: Name, request: Request, state: State) -> Any:
     return await run_inference(state, request, name, None)
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference on a given version")
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference on a given version",
+    openapi_extra=INFER_BODY,
+    responses=INFER_ERRORS,
+)
 @guarded
 async def infer_version(name: Name, version: Version, request: Request, state: State) -> Any:
     return await run_inference(state, request, name, version)
@@ -142,13 +267,14 @@ async def infer_version(name: Name, version: Version, request: Request, state: S
 async def run_inference(state: AppState, request: Request, name: str, version: str | None) -> dict[str, Any]:
     served = model_version(state, name, version)
     model = state.models.get(served)
-    limit = MAX_BATCH * 784 * 24  # generous for JSON-encoded floats
+    raw = await read_body(request, state.settings.max_v2_body_bytes, state.bodies)
     try:
-        body = json.loads(await read_body(request, limit))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise V2Error(400, f"the body is not valid JSON: {exc}") from exc
-    pixels = parse_inputs(body)
-    wanted = requested_outputs(body)
+        if len(raw) > OFFLOAD_BYTES:
+            body, pixels, wanted = await state.pool.run(parse_request, raw)
+        else:
+            body, pixels, wanted = parse_request(raw)
+    finally:
+        state.bodies.release(len(raw))
     probabilities = model.predict_proba(pixels)
     labels = probabilities.argmax(axis=1)
     for label in labels:
@@ -173,6 +299,24 @@ async def run_inference(state: AppState, request: Request, name: str, version: s
     return response
 
 
+def short(value: object, limit: int = 40) -> str:
+    """`repr(value)`, cut to `limit` characters: an error never echoes much of what it was sent."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def parse_request(raw: bytes | bytearray) -> tuple[dict[str, Any], np.ndarray, set[str]]:
+    """The body, its input tensor (checked, scaled) and the outputs it asks for."""
+    try:
+        body = json.loads(raw)
+    except RecursionError:
+        raise V2Error(400, "the body is nested too deeply to be a V2 request") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise V2Error(400, f"the body is not valid JSON: {str(exc)[:200]}") from None
+    pixels = parse_inputs(body)
+    return body, pixels, requested_outputs(body)
+
+
 def requested_outputs(body: dict[str, Any]) -> set[str]:
     """The output names the request asks for (all of them when it names none)."""
     requested = body.get("outputs") or []
@@ -182,7 +326,9 @@ def requested_outputs(body: dict[str, Any]) -> set[str]:
         raise V2Error(400, "'outputs' must be a list of objects, each with a 'name'")
     wanted = {o["name"] for o in requested} or {"probabilities", "label"}
     if unknown := wanted - {"probabilities", "label"}:
-        raise V2Error(400, f"unknown outputs {sorted(unknown)}; this model has 'probabilities' and 'label'")
+        raise V2Error(
+            400, f"unknown outputs {short(sorted(unknown))}; this model has 'probabilities' and 'label'"
+        )
     return wanted
 
 
@@ -194,27 +340,34 @@ def parse_inputs(body: Any) -> np.ndarray:
     if not isinstance(tensor, dict):
         raise V2Error(400, "an input tensor must be an object with name, shape, datatype and data")
     datatype, shape, data = tensor.get("datatype"), tensor.get("shape"), tensor.get("data")
-    if datatype not in DTYPES:
+    if not isinstance(datatype, str) or datatype not in DTYPES:
         raise V2Error(
-            400, f"datatype must be FP32 ([N,784], 0..1) or UINT8 ([N,28,28], 0..255), got {datatype!r}"
+            400, f"datatype must be FP32 ([N,784], 0..1) or UINT8 ([N,28,28], 0..255), got {short(datatype)}"
         )
     expected_tail = [784] if datatype == "FP32" else [28, 28]
+    if isinstance(shape, list):  # 784.0 is an integer (as JSON Schema says); true is not
+        shape = [int(d) if type(d) is float and d.is_integer() else d for d in shape]
     if (
         not isinstance(shape, list)
         or len(shape) != len(expected_tail) + 1
+        or not all(type(d) is int for d in shape)
         or shape[1:] != expected_tail
-        or not isinstance(shape[0], int)
         or not 1 <= shape[0] <= MAX_BATCH
     ):
         raise V2Error(
             400,
             f"{datatype} input must have shape [N, {', '.join(map(str, expected_tail))}] "
-            f"with 1 <= N <= {MAX_BATCH}, got {shape!r}",
+            f"with 1 <= N <= {MAX_BATCH}, got {short(shape)}",
         )
     try:
-        array = np.asarray(data, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise V2Error(400, f"'data' must be numbers: {exc}") from exc
+        # NumPy infers the type: numbers give int64 or float64; booleans, strings, integers past 64
+        # bits (10**400), objects and mixtures give another kind, refused below.
+        array = np.asarray(data)
+    except (TypeError, ValueError, OverflowError, RecursionError):
+        raise V2Error(400, "'data' must be a flat (or nested) list of numbers") from None
+    if array.dtype.kind not in "iuf":
+        raise V2Error(400, "'data' must be a flat (or nested) list of numbers")
+    array = array.astype(np.float64, copy=False)
     if array.size != math.prod(shape):
         raise V2Error(400, f"'data' holds {array.size} values, shape {shape} needs {math.prod(shape)}")
     if not np.isfinite(array).all():

@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 
+from service.errors import error_responses
 from service.model_store import LoadedModel
 from service.state import AppState, State
 
@@ -51,7 +52,11 @@ async def picture(state: AppState, request: Request, name: str, version: str | N
 
 
 VersionQuery = Annotated[str | None, Query(description="Version, e.g. v0003; default current", max_length=16)]
-PNG = {200: {"content": {"image/png": {}}}, 304: {"description": "Not modified (ETag matched)"}}
+PNG = {
+    200: {"content": {"image/png": {}}},
+    304: {"description": "Not modified (ETag matched)"},
+    **error_responses(404, 409, 422, 503, _503="No model loaded yet (see Retry-After)."),
+}
 
 
 @router.get(

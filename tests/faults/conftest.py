@@ -51,12 +51,12 @@ def make_client(tmp_path: Path, tiny_mnist: Path) -> MakeClient:
 
 
 @pytest.fixture
-def services(tmp_path: Path, tiny_mnist: Path) -> Iterator[Callable[[], Service]]:
+def services(tmp_path: Path, tiny_mnist: Path) -> Iterator[Callable[..., Service]]:
     """A factory of real services on this test's folders; all of them are stopped at the end."""
     started: list[Service] = []
 
-    def make() -> Service:
-        service = Service(tmp_path, tmp_path / "models", tiny_mnist)
+    def make(**env: str) -> Service:
+        service = Service(tmp_path, tmp_path / "models", tiny_mnist, env)
         started.append(service)
         return service.start()
 

@@ -134,14 +134,16 @@ def assert_the_record_tells_the_truth(registry: Registry, job: dict[str, Any], c
 class Service:
     """`python -m service` as deployed (real uvicorn, real child processes), to kill and restart."""
 
-    def __init__(self, folder: Path, models: Path, data: Path):
-        self.folder, self.models, self.data = folder, models, data
+    def __init__(self, folder: Path, models: Path, data: Path, env: dict[str, str] | None = None):
+        self.folder, self.models, self.data, self.env = folder, models, data, env
         self.process: subprocess.Popen | None = None
         self.client: httpx.Client | None = None
+        self.port = 0
         self.log: Path = folder / "server.log"
 
     def start(self) -> Service:
-        self.process, port, log = start_service(self.folder, self.models, self.data, TOKEN)
+        self.process, port, log = start_service(self.folder, self.models, self.data, TOKEN, env=self.env)
+        self.port = port
         runs = sorted(self.folder.glob("server-*.log"))
         self.log = log.rename(self.folder / f"server-{len(runs)}.log")  # the file stays open: keep both runs
         self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10.0)

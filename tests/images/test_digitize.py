@@ -19,6 +19,8 @@ from images import (
     ImageTooLarge,
     Limits,
     NoDigitFound,
+    PixelBudget,
+    TooManyPixels,
     UnreadableImage,
     UnsupportedImageType,
     digitize,
@@ -289,7 +291,7 @@ def test_plain_png_shortcut_decodes_exactly_like_pillow(monkeypatch, mode):
             fast.append(digitize(data))
         except ImageError as e:
             fast.append(type(e))
-    monkeypatch.setattr(module, "_open_plain_png", lambda data, limits: None)
+    monkeypatch.setattr(module, "_open_plain_png", lambda data, limits, budget: None)
     for data, got in zip(candidates, fast, strict=True):
         try:
             want = digitize(data)
@@ -509,3 +511,31 @@ def test_tiny_and_off_centre_ink_is_scaled_up_and_kept_whole():
     lopsided[80:90, 14:90] = 255
     out = digitize_array(lopsided)
     assert long_side(out) == 20
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP"])
+def test_decoding_charges_each_image_to_the_request_budget_before_decoding(fmt: str) -> None:
+    """Both PNG paths and the general one charge the header's pixels, and refuse past the budget."""
+    data = encode(seven().resize((100, 60)), fmt)
+    budget = PixelBudget(15_000)
+    digitize(data, budget=budget)
+    assert budget.left == 15_000 - 6_000
+    digitize(data, budget=budget)
+    with pytest.raises(TooManyPixels, match="15000"):
+        digitize(data, budget=budget)
+    assert budget.left == 3_000  # a refused image takes nothing
+
+
+def test_a_damaged_plain_png_is_charged_once() -> None:
+    """The plain-PNG shortcut hands a file it cannot decode to the general path: charged once."""
+    data = bytearray(encode(seven().resize((100, 60)), "PNG"))
+    idat = data.index(b"IDAT")
+    data[idat + 8 : idat + 12] = b"\x00\x00\x00\x00"  # damaged zlib stream, CRC fixed below
+    length = int.from_bytes(data[idat - 4 : idat], "big")
+    data[idat + 4 + length : idat + 8 + length] = zlib.crc32(bytes(data[idat : idat + 4 + length])).to_bytes(
+        4, "big"
+    )
+    budget = PixelBudget(10_000)
+    with pytest.raises(UnreadableImage):
+        digitize(bytes(data), budget=budget)
+    assert budget.left == 10_000 - 6_000

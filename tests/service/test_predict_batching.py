@@ -11,9 +11,9 @@ from conftest import DigitImage, MakeClient, Publish
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlp import MLP
+from service.batcher import PredictBatcher
 from service.metrics import Metrics
 from service.model_store import LoadedModel
-from service.routers.predict import PredictBatcher
 
 
 class CountingNet:
