@@ -161,8 +161,8 @@ def end_start_up_collection_pause() -> None:
 
 def warm_up(model: LoadedModel) -> None:
     """One prediction before the model serves, so the first real request pays no first-call costs."""
-    probabilities = model.predict_proba(np.zeros((1, 784), dtype=np.uint8))
-    if not np.isfinite(probabilities).all():
+    answers = model.answer(np.zeros((1, 784), dtype=np.uint8))
+    if not np.isfinite(answers.probabilities).all():
         raise ValueError(f"{model.version}: warm-up prediction is not finite")
 
 

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 
 from service.metrics import Metrics
-from service.model_store import LoadedModel
+from service.model_store import Answers, LoadedModel
 
 
 class PredictBatcher:
@@ -27,16 +27,16 @@ class PredictBatcher:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self._queue: list[tuple[LoadedModel, np.ndarray, asyncio.Future[np.ndarray]]] = []
+        self._queue: list[tuple[LoadedModel, np.ndarray, asyncio.Future[Answers]]] = []
         self._turn_taken = False
 
-    async def predict_proba(self, model: LoadedModel, digits: np.ndarray) -> np.ndarray:
+    async def answer(self, model: LoadedModel, digits: np.ndarray) -> Answers:
         loop = asyncio.get_running_loop()
         if not self._turn_taken:
             self._turn_taken = True
             loop.call_soon(self._next_turn)
-            return model.predict_proba(digits)
-        future: asyncio.Future[np.ndarray] = loop.create_future()
+            return model.answer(digits)
+        future: asyncio.Future[Answers] = loop.create_future()
         if not self._queue:
             loop.call_soon(self.flush)
         self._queue.append((model, digits, future))
@@ -48,13 +48,13 @@ class PredictBatcher:
     def flush(self) -> None:
         queue, self._queue = self._queue, []
         self.metrics.predict_batches.observe(len(queue))
-        by_model: dict[int, list[tuple[LoadedModel, np.ndarray, asyncio.Future[np.ndarray]]]] = {}
+        by_model: dict[int, list[tuple[LoadedModel, np.ndarray, asyncio.Future[Answers]]]] = {}
         for item in queue:
             by_model.setdefault(id(item[0]), []).append(item)
         for items in by_model.values():
             try:
                 rows = items[0][1] if len(items) == 1 else np.concatenate([digits for _, digits, _ in items])
-                probabilities = items[0][0].predict_proba(rows)
+                answers = items[0][0].answer(rows)
             except Exception as exc:  # handed to every caller, whose error handling takes over
                 for _, _, future in items:
                     if not future.done():
@@ -63,5 +63,5 @@ class PredictBatcher:
             start = 0
             for _, digits, future in items:
                 if not future.done():  # a caller that went away
-                    future.set_result(probabilities[start : start + len(digits)])
+                    future.set_result(answers.rows(start, start + len(digits)))
                 start += len(digits)

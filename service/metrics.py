@@ -26,6 +26,7 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+DIGIT_SCORE_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 TRAINING_BUCKETS = (1, 5, 10, 30, 60, 120, 300, 600, 1200, 3600)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -65,6 +66,13 @@ class Metrics:
             "mnist_prediction_confidence",
             "Probability of the predicted digit.",
             buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.digit_score = Histogram(
+            "mnist_prediction_digit_score",
+            "How digit-like each image looked (the digit score of /predict): a share of low scores "
+            "means traffic the model was not trained for.",
+            buckets=DIGIT_SCORE_BUCKETS,
             registry=r,
         )
         self.predict_batches = Histogram(

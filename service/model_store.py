@@ -13,6 +13,7 @@ the listener) while the weights in memory keep serving: they were validated when
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mlp import MLP
+from mlp import MLP, energy, softmax
 from registry import Registry, RegistryError, VersionNotFound, sha256_of
 
 log = logging.getLogger("service.models")
@@ -31,6 +32,18 @@ log = logging.getLogger("service.models")
 ReloadListener = Callable[[str, "LoadedModel | None", Exception | None], None]
 FileListener = Callable[[str, "str | None"], None]  # (version, problem or None once it is fine again)
 FileStamp = tuple[int, int, int]  # inode, mtime in ns, size
+
+
+@dataclass(frozen=True)
+class Answers:
+    """What the network says of n digits: their probabilities and how digit-like each looked."""
+
+    probabilities: np.ndarray  # (n, 10) float32
+    digit_scores: np.ndarray | None  # (n,) in 0..1; None for a version published without calibration
+
+    def rows(self, start: int, stop: int) -> Answers:
+        scores = None if self.digit_scores is None else self.digit_scores[start:stop]
+        return Answers(self.probabilities[start:stop], scores)
 
 
 @dataclass(frozen=True)
@@ -42,6 +55,32 @@ class LoadedModel:
     def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities (n, 10) for uint8 digits (n, 28, 28) or (n, 784)."""
         return self.net.predict_proba(pixels)
+
+    def answer(self, pixels: np.ndarray) -> Answers:
+        """Probabilities and digit scores for uint8 digits (n, 28, 28) or (n, 784), in one pass.
+
+        The digit score is the share of real held-out digits whose energy (log-sum-exp of the
+        logits, :func:`mlp.energy`) is lower than this input's: 0.5 for a typical digit, near 0
+        for what the network was never shown (clothes, scribbles). The version's manifest carries
+        the energy's percentiles on its test set (trainer.evaluation.digit_score_calibration).
+        """
+        logits = self.net.infer(pixels)
+        scores = None
+        if self.energy_quantiles is not None:
+            quantiles = self.energy_quantiles
+            scores = np.interp(energy(logits), quantiles, np.linspace(0, 1, len(quantiles)))
+        return Answers(softmax(logits, out=logits), scores)
+
+    @functools.cached_property
+    def energy_quantiles(self) -> np.ndarray | None:
+        quantiles = (self.manifest.get("digit_score") or {}).get("energy_quantiles")
+        if not isinstance(quantiles, list) or len(quantiles) < 2:
+            return None
+        try:
+            values = np.asarray(quantiles, dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+        return values if np.isfinite(values).all() and (np.diff(values) >= 0).all() else None
 
 
 class ModelStore:

@@ -27,7 +27,7 @@ from starlette.routing import request_response
 from registry import VERSION_REF
 from service.errors import error_responses
 from service.metrics import Metrics
-from service.model_store import LoadedModel
+from service.model_store import Answers, LoadedModel
 from service.state import AppState
 from service.uploads import IMAGE_TYPES, Upload, digitize_uploads, read_uploads
 
@@ -37,6 +37,11 @@ class Prediction(BaseModel):
     digit: int = Field(description="The most likely digit.")
     confidence: float = Field(description="Its probability.")
     probabilities: list[float] = Field(description="Probability of each digit 0..9.")
+    digit_score: float | None = Field(
+        description="How much the image looked like a handwritten digit to this model: the share of real "
+        "held-out digits it finds less digit-like (0..1; 0.5 is a typical digit, below about 0.01 it is "
+        "probably not a digit at all). Null for a version published without the calibration."
+    )
     input: list[list[int]] | None = Field(None, description="With debug=1: the 28x28 the network saw.")
 
 
@@ -158,10 +163,10 @@ async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> 
     finally:
         state.bodies.release(held)
     if state.settings.predict_batching:
-        probabilities = await request.app.state.predict_batcher.predict_proba(model, digits)
+        answers = await request.app.state.predict_batcher.answer(model, digits)
     else:
-        probabilities = model.predict_proba(digits)
-    content = answer(state, model, uploads, digits, probabilities, query.debug)
+        answers = model.answer(digits)
+    content = answer(state, model, uploads, digits, answers, query.debug)
     return Response(json_bytes(content), media_type="application/json")
 
 
@@ -170,11 +175,13 @@ def answer(
     model: LoadedModel,
     uploads: list[Upload],
     digits: np.ndarray,
-    probabilities: np.ndarray,
+    answers: Answers,
     debug: bool,
 ) -> dict:
+    probabilities = answers.probabilities
     best = probabilities.argmax(axis=1).tolist()
     rounded = probabilities.round(6)
+    scores = None if answers.digit_scores is None else answers.digit_scores.round(4).tolist()
     metrics = state.metrics
     predictions = []
     for i, (filename, _) in enumerate(uploads):
@@ -187,7 +194,10 @@ def answer(
             "digit": digit,
             "confidence": round(confidence, 6),
             "probabilities": rounded[i].tolist(),
+            "digit_score": None if scores is None else scores[i],
         }
+        if scores is not None:
+            metrics.digit_score.observe(scores[i])
         if debug:
             item["input"] = digits[i].tolist()
         predictions.append(item)

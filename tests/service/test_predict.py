@@ -19,7 +19,9 @@ import numpy as np
 import pytest
 from conftest import DigitImage, MakeClient, Publish, digit_pixels, encode, variant
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageDraw
+
+from images import digitize_array
 
 
 def predict_file(client: TestClient, data: bytes, name: str = "digit.png", mime: str = "image/png", **params):
@@ -429,3 +431,28 @@ def test_the_predict_route_is_documented_and_refuses_other_methods(api: TestClie
     response = api.get("/predict")
     assert_error(response, 405)
     assert response.headers["allow"] == "POST"
+
+
+def test_each_answer_says_how_digit_like_the_image_looked(
+    make_client: MakeClient, registry: Any, trained_net: Any, digit_image: DigitImage
+) -> None:
+    from trainer.evaluation import digit_score_calibration
+
+    uploads = np.stack([digitize_array(np.asarray(digit_pixels(k))) for k in range(10)]).reshape(10, 784)
+    calibration = digit_score_calibration(trained_net, np.repeat(uploads, 5, axis=0))
+    calibrated = registry.publish(trained_net, {"test_accuracy": 0.9, "digit_score": calibration})
+    plain = registry.publish(trained_net, {"test_accuracy": 0.9})  # published before the score existed
+    registry.promote(calibrated)
+    scribble = Image.new("L", (280, 280), 255)
+    ImageDraw.Draw(scribble).rectangle((30, 40, 250, 240), outline=0, width=40)  # a thick square frame
+    with make_client() as client:
+        digit, frame = (
+            client.post("/predict", files={"file": ("f.png", data, "image/png")}).json()["predictions"][0]
+            for data in (digit_image(7), encode(scribble))
+        )
+        assert 0.1 <= digit["digit_score"] <= 1  # what it was calibrated on scores like it
+        assert 0 <= frame["digit_score"] < digit["digit_score"]
+        old = client.post(f"/predict?version={plain}", files={"file": ("f.png", digit_image(7), "image/png")})
+        assert old.json()["predictions"][0]["digit_score"] is None
+        scores = client.get("/metrics").text
+    assert "mnist_prediction_digit_score_count 2.0" in scores

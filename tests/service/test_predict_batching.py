@@ -24,11 +24,11 @@ class CountingNet:
         self.passes: list[int] = []
         self.fail = fail
 
-    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+    def infer(self, pixels: np.ndarray) -> np.ndarray:
         self.passes.append(len(pixels))
         if self.fail:
             raise FloatingPointError("the network failed")
-        return self.net.predict_proba(pixels)
+        return self.net.infer(pixels)
 
 
 def model(seed: int, version: str = "v0001", fail: bool = False) -> LoadedModel:
@@ -55,14 +55,14 @@ def test_a_lone_call_in_each_turn_runs_at_once_and_alone() -> None:
     async def one_per_turn() -> list[np.ndarray]:
         answers = []
         for i in range(3):
-            answers.append(await batcher.predict_proba(m, digits(1 + i, i)))
+            answers.append(await batcher.answer(m, digits(1 + i, i)))
             await asyncio.sleep(0)  # the next request arrives in a later turn
         return answers
 
     answers = asyncio.run(one_per_turn())
     assert m.net.passes == [1, 2, 3]
     for i, got in enumerate(answers):
-        np.testing.assert_array_equal(got, m.net.net.predict_proba(digits(1 + i, i)))
+        np.testing.assert_array_equal(got.probabilities, m.net.net.predict_proba(digits(1 + i, i)))
     assert batched_requests(metrics.exposition().decode()) == [0]
 
 
@@ -72,13 +72,15 @@ def test_calls_of_one_turn_after_the_first_share_one_pass() -> None:
     sizes = [1, 2, 1, 3, 1]
 
     async def together() -> list[np.ndarray]:
-        return await asyncio.gather(*(batcher.predict_proba(m, digits(n, i)) for i, n in enumerate(sizes)))
+        return await asyncio.gather(*(batcher.answer(m, digits(n, i)) for i, n in enumerate(sizes)))
 
     answers = asyncio.run(together())
     assert m.net.passes == [1, 7]  # the first alone, the other four in one pass
     for i, (n, got) in enumerate(zip(sizes, answers, strict=True)):
-        assert got.shape == (n, 10)
-        np.testing.assert_allclose(got, m.net.net.predict_proba(digits(n, i)), rtol=1e-5, atol=1e-7)
+        assert got.probabilities.shape == (n, 10)
+        np.testing.assert_allclose(
+            got.probabilities, m.net.net.predict_proba(digits(n, i)), rtol=1e-5, atol=1e-7
+        )
     assert batched_requests(metrics.exposition().decode()) == [1]
 
 
@@ -88,11 +90,13 @@ def test_each_version_in_a_batch_gets_its_own_pass() -> None:
 
     async def mixed() -> list[np.ndarray]:
         calls = [(a, 1), (b, 2), (a, 3), (b, 4)]
-        return await asyncio.gather(*(batcher.predict_proba(m, digits(n, n)) for m, n in calls))
+        return await asyncio.gather(*(batcher.answer(m, digits(n, n)) for m, n in calls))
 
     answers = asyncio.run(mixed())
     assert a.net.passes == [1, 3] and b.net.passes == [6]
-    np.testing.assert_allclose(answers[1], b.net.net.predict_proba(digits(2, 2)), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        answers[1].probabilities, b.net.net.predict_proba(digits(2, 2)), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_a_failing_pass_fails_every_request_that_shared_it() -> None:
@@ -100,7 +104,7 @@ def test_a_failing_pass_fails_every_request_that_shared_it() -> None:
     broken = model(4, fail=True)
 
     async def together() -> list[object]:
-        calls = (batcher.predict_proba(broken, digits(1, i)) for i in range(4))
+        calls = (batcher.answer(broken, digits(1, i)) for i in range(4))
         return await asyncio.gather(*calls, return_exceptions=True)
 
     outcomes = asyncio.run(together())
