@@ -103,6 +103,9 @@ class TrainRequest(BaseModel):
     noise: float | None = Field(
         None, ge=0, le=100, description="Percent of pixels replaced by noise in training."
     )
+    ema: float | None = Field(
+        None, ge=0, lt=1, description="Publish a moving average of the weights with this decay, e.g. 0.999."
+    )
     val_size: Annotated[int, Field(ge=0, le=20000), WHOLE] | None = Field(
         None, description="Training images held out for validation."
     )

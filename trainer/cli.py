@@ -153,6 +153,12 @@ def add_hyperparameters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--dropout", type=float)
     parser.add_argument("--noise", type=float, help="percent of pixels replaced by noise while training")
+    parser.add_argument(
+        "--ema",
+        type=float,
+        metavar="DECAY",
+        help="evaluate and publish a moving average of the weights with this decay, e.g. 0.999 (0: off)",
+    )
     aug = parser.add_argument_group(
         "augmentation",
         "random changes to each training batch, drawn anew every epoch (trainer/augment.py); 0 is off. "
@@ -326,6 +332,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             "augment_shift",
             *AUGMENT_FIELDS,
             "noise",
+            "ema",
             "val_size",
             "seed",
         )

@@ -52,6 +52,7 @@ class TrainConfig:
     augment_contrast: float = 0.0  # ink gamma and gain, log scale
     augment_lowres: float = 0.0  # share of images made low-resolution
     noise: float = 0.0  # percent of pixels replaced by uniform noise during training
+    ema: float = 0.0  # keep an exponential moving average of the weights with this decay (0: off)
     val_size: int = 5000
     eval_every: int = 0  # seed form: evaluate every N iterations (0: 20 points over the run)
     seed: int = 0
@@ -92,6 +93,7 @@ class TrainConfig:
             (0 <= self.augment_contrast <= 2, f"contrast must be 0..2, got {self.augment_contrast}"),
             (0 <= self.augment_lowres <= 1, f"lowres must be a share 0..1, got {self.augment_lowres}"),
             (0 <= self.noise <= 100, f"noise must be a percentage 0..100, got {self.noise}"),
+            (0 <= self.ema < 1, f"ema must be a decay in [0, 1), e.g. 0.999, got {self.ema}"),
             (0 <= self.val_size <= 30000, f"validation size must be 0..30000, got {self.val_size}"),
             (self.warmup_steps >= 0, f"warm-up steps must be >= 0, got {self.warmup_steps}"),
             (self.eval_every >= 0, f"eval-every must be >= 0, got {self.eval_every}"),

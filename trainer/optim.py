@@ -14,7 +14,8 @@ one of whole-vector passes.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -174,3 +175,38 @@ class Schedule:
         progress = min(1.0, (step - self.warmup_steps) / span)
         floor = self.base_lr * self.final_fraction
         return floor + (self.base_lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class WeightAverage:
+    """An exponential moving average of the weights (Polyak averaging), kept beside training.
+
+    The average of the last few thousand steps' weights generalises better than the last step's
+    alone, which carries the noise of its last batches. It is updated every `every` steps with the
+    decay raised to that power (a quarter of the memory traffic), and warmed up: the effective decay
+    is (1 + t) / (10 + t) until that exceeds `decay`, so early weights, far from the end, fade fast.
+    """
+
+    def __init__(self, params: np.ndarray, decay: float, every: int = 4):
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must be in (0, 1), got {decay}")
+        self.decay, self.every = decay, every
+        self.average = params.copy()
+
+    def update(self, step: int, params: np.ndarray) -> None:
+        """After the optimiser's step `step` (0-based): fold the new weights in, every `every` steps."""
+        if (step + 1) % self.every:
+            return
+        done = step + 1
+        keep = min(self.decay, (1 + done) / (10 + done)) ** self.every
+        self.average *= keep
+        self.average += (1 - keep) * params
+
+    @contextmanager
+    def swapped_into(self, params: np.ndarray) -> Iterator[None]:
+        """The average in `params` for the duration (to evaluate it), the training weights after."""
+        kept = params.copy()
+        params[...] = self.average
+        try:
+            yield
+        finally:
+            params[...] = kept

@@ -7,6 +7,7 @@ between batches; nothing is written anywhere by this module, so stopping leaves 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ from trainer.augment import AugmentSpec
 from trainer.batches import AheadBatches, BatchPlan, make_batches
 from trainer.config import ConfigError, TrainConfig
 from trainer.evaluation import Evaluation, evaluate
-from trainer.optim import Schedule, make_optimizer
+from trainer.optim import Schedule, WeightAverage, make_optimizer
 from trainer.threads import StepTimer
+
+CURVE_POINTS = 40  # evaluations in a run over epochs, at most (one per epoch up to 40 epochs)
 
 
 class TrainingCancelled(Exception):
@@ -129,7 +132,10 @@ def train(
         eval_every = config.eval_every or max(1, total_steps // 20)
     else:
         total_steps = config.epochs * batches_per_epoch
-        eval_every = batches_per_epoch
+        # A long run is evaluated every few epochs: a curve needs no more points, and each
+        # evaluation costs about a tenth of an epoch.
+        eval_every = batches_per_epoch * max(1, -(-config.epochs // CURVE_POINTS))
+    average = WeightAverage(net.flat_params, config.ema) if config.ema else None
     schedule = Schedule(
         config.schedule,
         config.lr,
@@ -159,6 +165,8 @@ def train(
             loss_count += 1
             lr = schedule(step)
             optimizer.step(net.flat_params, net.flat_grads, lr)
+            if average is not None:
+                average.update(step, net.flat_params)
             if threads is not None:
                 threads.step_finished(step)
             if not np.isfinite(loss_sum):
@@ -170,9 +178,10 @@ def train(
             evaluated = done % eval_every == 0 or done == total_steps
             elapsed = time.perf_counter() - started
             if evaluated:
-                train_eval = evaluate(net, x_fit[train_subset], y_fit[train_subset])
-                test_eval = evaluate(net, x_test, y_test)
-                val_eval = evaluate(net, x_val, y_val) if len(x_val) else test_eval
+                with average.swapped_into(net.flat_params) if average else contextlib.nullcontext():
+                    train_eval = evaluate(net, x_fit[train_subset], y_fit[train_subset])
+                    test_eval = evaluate(net, x_test, y_test)
+                    val_eval = evaluate(net, x_val, y_val) if len(x_val) else test_eval
                 accuracy = val_eval.accuracy
                 curves.x.append(done if config.iters is not None else done / batches_per_epoch)
                 curves.train_loss.append(loss_sum / loss_count)
@@ -188,8 +197,8 @@ def train(
                     Progress(
                         step=done,
                         total_steps=total_steps,
-                        epoch=len(curves.x),
-                        epochs=evaluations,
+                        epoch=len(curves.x) if config.iters is not None else done // batches_per_epoch,
+                        epochs=evaluations if config.iters is not None else config.epochs,
                         elapsed_s=elapsed,
                         eta_s=elapsed / done * (total_steps - done),
                         loss=loss_sum / loss_count,
@@ -201,6 +210,8 @@ def train(
                 loss_sum, loss_count = 0.0, 0
 
         wall = time.perf_counter() - started
+        if average is not None:  # the published network is the average
+            net.flat_params[...] = average.average
         return TrainResult(
             net=net,
             config=config,

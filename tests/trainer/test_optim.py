@@ -150,3 +150,30 @@ def test_linear_warmup_then_the_schedule():
 def test_unknown_schedule_is_refused():
     with pytest.raises(ValueError, match="unknown schedule 'linear'"):
         Schedule("linear", 0.1, 10)
+
+
+def test_the_weight_average_follows_the_weights_and_swaps_in_and_out():
+    from trainer.optim import WeightAverage
+
+    params = np.zeros(3, np.float32)
+    average = WeightAverage(params, decay=0.9, every=2)
+    for step in range(400):
+        params[...] = 1.0 if step < 200 else 3.0  # the weights move, then settle
+        average.update(step, params)
+    assert average.average == pytest.approx(np.full(3, 3.0), abs=1e-3)  # it caught up
+    params[...] = 5.0
+    with average.swapped_into(params):
+        assert params == pytest.approx(average.average)
+    assert (params == 5.0).all()  # the training weights are back
+
+
+def test_training_with_a_weight_average_publishes_the_average(digits):
+    from trainer.config import TrainConfig
+    from trainer.training import train
+
+    x, y = digits(600, seed=0)
+    config = TrainConfig(hidden=(16,), epochs=40, val_size=100, ema=0.99, seed=1)
+    result = train(config, x, y, x[:200], y[:200], prefetch=False)
+    plain = train(config.replace(ema=0.0), x, y, x[:200], y[:200], prefetch=False)
+    assert not np.array_equal(result.net.flat_params, plain.net.flat_params)  # the average, not the last step
+    assert result.test.accuracy > 0.9 and plain.test.accuracy > 0.9  # and it reads the digits

@@ -196,3 +196,13 @@ def test_split_validation_is_seeded_and_disjoint():
     np.testing.assert_array_equal(split_validation(x, y, 10, seed=3)[3], y_val)
     assert not np.array_equal(split_validation(x, y, 10, seed=4)[3], y_val)
     assert len(split_validation(x, y, 0, seed=3)[2]) == 0
+
+
+def test_a_long_run_is_evaluated_every_few_epochs_and_progress_counts_real_epochs(digits):
+    x, y = digits(300, seed=2)
+    seen = []
+    config = TrainConfig(hidden=(8,), epochs=45, batch_size=100, val_size=0, seed=0)
+    result = train(config, x, y, x[:50], y[:50], progress=seen.append, prefetch=False)
+    assert result.curves.x == [float(e) for e in range(2, 45, 2)] + [45.0]  # every 2 epochs, and the end
+    assert [p.epoch for p in seen if p.evaluated][:3] == [2, 4, 6]
+    assert seen[-1].epoch == seen[-1].epochs == 45
