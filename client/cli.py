@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from client import commands
 from client.api import Api
 from client.config import DEFAULT_URL, STATE_DIR_ENV, TOKEN_ENV, URL_ENV, find_token, server_url
-from client.errors import INTERRUPTED, ClientError
+from client.errors import BROKEN_PIPE, INTERRUPTED, ClientError
 from client.train_options import add_train_options
 
 DESCRIPTION = f"""\
@@ -113,3 +114,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "mnist") -> int:
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`mnist jobs | head -1`): not an error worth a traceback. Python would
+        # complain again when it flushes stdout at exit, so stdout is pointed at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE

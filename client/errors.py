@@ -1,7 +1,8 @@
 """What can go wrong, each with the exit code a script can test and a one-line message.
 
 0 ok, 1 the server said no (a 4xx or 5xx answer), 2 bad usage (argparse's own code too),
-3 the server cannot be reached, 4 a followed job ended failed or cancelled. 130 after Ctrl-C.
+3 the server cannot be reached, 4 a followed job ended failed or cancelled. As for any command,
+130 after Ctrl-C and 141 when the reader of the output went away (`mnist jobs | head -1`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import re
 
 import httpx
 
-OK, REFUSED, USAGE, UNREACHABLE, JOB_FAILED, INTERRUPTED = 0, 1, 2, 3, 4, 130
+OK, REFUSED, USAGE, UNREACHABLE, JOB_FAILED = 0, 1, 2, 3, 4
+INTERRUPTED, BROKEN_PIPE = 130, 141  # 128 + SIGINT, 128 + SIGPIPE: what a shell reports
 
 
 def one_line(text: object, limit: int = 400) -> str:
