@@ -41,12 +41,17 @@ echo "starting the service on $MNIST_URL"
 MNIST_HOST=127.0.0.1 MNIST_PORT=$port MNIST_STATE_DIR="$state" "$PY" -m service >"$state/service.log" 2>&1 &
 pid=$!
 deadline=$((SECONDS + READY_S))
-until "$PY" -m client ready --wait 1 >/dev/null 2>&1; do
-  if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
-    echo "the service did not become ready (waited up to $READY_S s); the end of its log:" >&2
-    tail -n 15 "$state/service.log" >&2
-    exit 1
+until "$PY" -m client ready --wait 1 --timeout 1 >/dev/null 2>&1; do
+  if ! kill -0 "$pid" 2>/dev/null; then
+    pid=
+    echo "the service stopped before it was ready; the end of its log:" >&2
+  elif [ "$SECONDS" -ge "$deadline" ]; then
+    echo "the service did not become ready within $READY_S s; the end of its log:" >&2
+  else
+    continue
   fi
+  tail -n 15 "$state/service.log" >&2
+  exit 1
 done
 "$PY" -m client ready
 "$PY" -m client predict examples/*.png examples/*.jpg

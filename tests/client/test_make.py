@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -74,11 +75,25 @@ def test_make_demo_reads_the_examples_and_stops_the_service(tmp_path: Path) -> N
     assert_stopped(port, tmp_path)
 
 
-def test_make_demo_fails_when_the_service_never_gets_ready(tmp_path: Path) -> None:
+def test_make_demo_fails_when_the_service_cannot_start(tmp_path: Path) -> None:
+    copy_baseline(tmp_path / "models")
+    with socket.socket() as taken:  # someone else listens on the demo's port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_demo(demo_env(tmp_path, tmp_path / "models", DEMO_PORT=str(port)))
+    assert done.returncode != 0
+    assert "the service stopped before it was ready; the end of its log:" in done.stderr
+    assert "address already in use" in done.stderr  # the log's last lines say why
+    assert "stopped the service" not in done.stdout
+    assert_stopped(port, tmp_path)
+
+
+def test_make_demo_gives_up_on_a_service_that_never_gets_ready(tmp_path: Path) -> None:
     port = free_port()
-    env = demo_env(tmp_path, tmp_path / "empty-registry", DEMO_PORT=str(port), DEMO_READY_S="2")
+    env = demo_env(tmp_path, tmp_path / "empty-registry", DEMO_PORT=str(port), DEMO_READY_S="1")
     done = run_demo(env)
     assert done.returncode != 0
-    assert "the service did not become ready (waited up to 2 s)" in done.stderr
-    assert "no current version" in done.stderr  # the end of the service's log says why
+    assert "the service did not become ready within 1 s; the end of its log:" in done.stderr
+    assert "stopped the service" in done.stdout
     assert_stopped(port, tmp_path)
