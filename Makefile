@@ -12,7 +12,11 @@ ROBUSTNESS_FONTS := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-klee font
   fonts-rufscript fonts-humor-sans fonts-kristi fonts-tomsontalks fonts-yusei-magic \
   fonts-kaushanscript fonts-dancingscript
 
-.PHONY: setup browser robustness-fonts run test lint baseline robustness bench docker-smoke clean
+.PHONY: help setup browser robustness-fonts run demo test lint baseline robustness bench docker-smoke clean
+.DEFAULT_GOAL := help
+
+help:  ## list the targets (this text)
+	@awk -F ':.*## ' '/^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +37,9 @@ robustness-fonts:  ## Debian's handwriting fonts for the robustness suite's `fon
 run: setup  ## serve the shipped baseline model on http://127.0.0.1:8000
 	$(PY) -m service
 
+demo: setup  ## start the service, read the example digits (examples/) with the client, stop it
+	PY=$(PY) bash examples/demo.sh
+
 test: setup browser  ## lint, then the whole test suite (unit, HTTP, end-to-end, browser)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -51,5 +58,5 @@ bench: setup  ## the benchmarks (see bench/README.md)
 docker-smoke:  ## build the image, docker compose up, predict, train, promote, down
 	bash tests/docker/smoke.sh
 
-clean:
+clean:  ## remove .venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,132 @@
+"""The server's answers as text for a person: aligned tables and short lines (`--json` bypasses this)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()) -> str:
+    """Columns padded to their widest cell; the columns numbered in `right` are right-aligned."""
+    cells = [[str(c) for c in header], *[["-" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = []
+    for row in cells:
+        padded = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def percent(value: float | None, places: int = 2) -> str | None:
+    return None if value is None else f"{100 * value:.{places}f} %"
+
+
+def duration(seconds: float | None) -> str | None:
+    """12 s, 3:05, 1:02:03."""
+    if seconds is None:
+        return None
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def as_json(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+def predictions(items: Sequence[dict[str, Any]]) -> str:
+    """One row per file: the digit, its probability, the digit score, the version that answered."""
+    rows = [
+        (item["path"], item["digit"], percent(item["confidence"]), item.get("digit_score"), item["version"])
+        for item in items
+    ]
+    return table(("FILE", "DIGIT", "CONFIDENCE", "DIGIT SCORE", "VERSION"), rows, right=(1, 2, 3))
+
+
+def progress_summary(progress: dict[str, Any], running: bool) -> str:
+    """`epoch 2/5, 40 %, accuracy 97.10 %, ETA 12 s` from a job's progress (the parts it has)."""
+    parts = []
+    if progress.get("phase"):
+        parts.append(str(progress["phase"]))
+    if progress.get("epochs"):
+        parts.append(f"epoch {progress.get('epoch', 0)}/{progress['epochs']}")
+    if progress.get("percent") is not None:
+        parts.append(f"{progress['percent']:.0f} %")
+    if progress.get("accuracy") is not None:
+        parts.append(f"accuracy {percent(progress['accuracy'])}")
+    if running and progress.get("eta_seconds") is not None:
+        parts.append(f"ETA {duration(progress['eta_seconds'])}")
+    return ", ".join(parts)
+
+
+def jobs(records: Sequence[dict[str, Any]]) -> str:
+    if not records:
+        return "no training jobs yet"
+    rows = [
+        (
+            job["id"],
+            job["state"],
+            job["params"].get("preset"),
+            job["version"],
+            progress_summary(job["progress"], running=True)
+            if job["state"] == "running"
+            else job.get("error") or "",
+            job["created_at"],
+        )
+        for job in records
+    ]
+    return table(("ID", "STATE", "PRESET", "VERSION", "PROGRESS / ERROR", "CREATED"), rows)
+
+
+def job(record: dict[str, Any]) -> str:
+    """A job's record, one field a line."""
+    params = ", ".join(f"{k}={json.dumps(v)}" for k, v in record["params"].items())
+    fields = [
+        ("job", record["id"]),
+        ("state", record["state"]),
+        ("params", params),
+        ("progress", progress_summary(record["progress"], running=record["state"] == "running")),
+        (
+            "version",
+            record["version"] and f"{record['version']}{' (promoted)' if record['promoted'] else ''}",
+        ),
+        ("error", record["error"]),
+        ("created", record["created_at"]),
+        ("started", record["started_at"]),
+        ("finished", record["finished_at"]),
+    ]
+    return "\n".join(f"{name + ':':10}{value}" for name, value in fields if value)
+
+
+def models(listing: dict[str, Any]) -> str:
+    rows = [
+        (
+            ("* " if info["current"] else "  ") + info["version"],
+            percent(info["test_accuracy"]),
+            "-".join(str(n) for n in info["sizes"]) or None,
+            info["preset"],
+            info["parent"],
+            info["created_at"],
+        )
+        if not info.get("damaged")
+        else ("  " + info["version"], None, None, None, None, f"damaged: {info['damaged']}")
+        for info in listing["versions"]
+    ]
+    lines = [table(("  VERSION", "TEST ACC", "SIZES", "PRESET", "PARENT", "CREATED"), rows, right=(1,))]
+    if not rows:
+        lines = [f"model {listing['model']} has no versions yet"]
+    current = listing.get("current")
+    lines.append(f"current: {current}" if current else "current: none")
+    if listing.get("pointer_error"):
+        lines.append(f"pointer error: {listing['pointer_error']}")
+    return "\n".join(lines)
+
+
+def pointer_move(move: dict[str, Any]) -> str:
+    was = move.get("previous")
+    return f"{move['model']}: {move['current']} is current{f' (was {was})' if was else ''}"
