@@ -33,6 +33,7 @@ FIELDS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("dropout", float, "dropout rate on hidden activations"),
     ("schedule", str, "learning-rate schedule"),
     ("noise", float, "percent of pixels replaced by noise in training"),
+    ("ema", float, "publish a moving average of the weights with this decay, e.g. 0.999"),
     ("val_size", int, "training images held out for validation"),
     ("seed", int, "random seed: same seed, same run"),
     ("augment_shift", int, "random shifts of up to this many pixels"),

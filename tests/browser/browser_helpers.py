@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import subprocess
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parents[2]
+# The version the repository ships as current, and the number a newly trained version will get.
+SHIPPED = json.loads((ROOT / "models" / "mnist" / "current").read_text())["version"]
+NEW = f"v{max(int(p.stem[1:]) for p in (ROOT / 'models' / 'mnist').glob('v[0-9]*.npz')) + 1:04d}"
 MNIST_TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 MNIST_TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
 

@@ -1,8 +1,8 @@
 """Fixtures of the browser tests: a real `python -m service` under uvicorn, and Debian's Chromium.
 
 One server and one browser per module; every test gets a fresh context (so a fresh sessionStorage)
-and page. The server serves a temp copy of the repository's `models/` (the shipped v0001) and trains
-on a tiny synthetic, un-gzipped IDX dataset, so a training job needs no download.
+and page. The server serves a temp copy of the repository's `models/` (its current version is the
+shipped baseline) and trains on a tiny synthetic, un-gzipped IDX dataset, so a training job needs no download.
 
 Chromium is never downloaded (`playwright install` is not used): the tests drive /usr/bin/chromium
 and fail, not skip, when it is missing.

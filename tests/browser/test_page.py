@@ -2,7 +2,8 @@
 
 Drawing with the mouse (and with touch at phone size), uploading a picture, the blank-pad message,
 the look-inside panel, and a training job started, followed and promoted from the page. Every test
-saves a screenshot to test-artifacts/browser/. The training test runs last and puts v0001 back.
+saves a screenshot to test-artifacts/browser/. The training test runs last and makes the shipped
+version current again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from browser_helpers import TOKEN, Digit, Server, digit_picture, digits_to_draw, on_canvas
+from browser_helpers import NEW, SHIPPED, TOKEN, Digit, Server, digit_picture, digits_to_draw, on_canvas
 from playwright.sync_api import Page, Request, expect
 
 pytestmark = pytest.mark.browser
@@ -69,7 +70,7 @@ def predict(page: Page, click: Callable[[], None] | None = None) -> dict[str, An
 
 
 def assert_shows(
-    page: Page, answer: dict[str, Any], digit: int, what: str = "", version: str = "v0001"
+    page: Page, answer: dict[str, Any], digit: int, what: str = "", version: str = SHIPPED
 ) -> None:
     """The page shows `answer`, which reads `digit` (drawn or uploaded from `what`), from `version`."""
     [item] = answer["predictions"]
@@ -158,23 +159,23 @@ def test_clear_then_predict_asks_for_a_drawing(page: Page, artifacts: Path) -> N
 
 
 def test_look_inside(page: Page, artifacts: Path, server: Server) -> None:
-    manifest = json.loads((server.models_dir / "mnist" / "v0001.json").read_text())
+    manifest = json.loads((server.models_dir / "mnist" / f"{SHIPPED}.json").read_text())
     inside = page.locator("#inside")
     inside.scroll_into_view_if_needed()
     for image in ("#w1", "#w2"):
         expect(page.locator(image)).to_have_attribute(
-            "src", re.compile(r"/weights/w[12]\.png\?version=v0001")
+            "src", re.compile(rf"/weights/w[12]\.png\?version={SHIPPED}")
         )
         page.wait_for_function(LOADED, arg=image)
 
-    row = page.locator('#versions tr[data-version="v0001"]')
+    row = page.locator(f'#versions tr[data-version="{SHIPPED}"]')
     expect(row).to_contain_text(f"{manifest['test_accuracy'] * 100:.2f}%")
     expect(row.locator(".badge")).to_have_text("current")
 
-    row.get_by_role("button", name="Show plots for v0001").click()
+    row.get_by_role("button", name=f"Show plots for {SHIPPED}").click()
     expect(row.get_by_role("button")).to_have_attribute("aria-pressed", "true")
     plots = page.locator("#plots")
-    expect(plots.locator("h3")).to_have_text("Plots for v0001")
+    expect(plots.locator("h3")).to_have_text(f"Plots for {SHIPPED}")
     images = plots.locator("img")
     expect(images).to_have_count(len(manifest["plots"]))
     plots.scroll_into_view_if_needed()
@@ -188,7 +189,7 @@ def test_look_inside(page: Page, artifacts: Path, server: Server) -> None:
     suite = manifest["robustness"]
     table = plots.get_by_test_id("robustness")
     strong = sum(v["accuracy"] >= 0.9 for v in suite["variants"])
-    summary = f"Robustness of v0001: {strong} of {len(suite['variants'])} kinds of upload read right"
+    summary = f"Robustness of {SHIPPED}: {strong} of {len(suite['variants'])} kinds of upload read right"
     expect(table.locator("summary")).to_contain_text(summary)
     expect(table.locator("tbody tr")).to_have_count(len(suite["variants"]))
     for variant in suite["variants"]:
@@ -277,13 +278,13 @@ RECORD_JOB = """() => {
 
 
 def test_train_and_promote(page: Page, artifacts: Path, server: Server) -> None:
-    """Runs last: it leaves v0002 behind as a version, but makes v0001 current again."""
+    """Runs last: it leaves a new version behind, but makes the shipped one current again."""
     try:
         train_and_promote(page, artifacts)
     finally:
-        if server.client.get("/models").json()["current"] != "v0001":
+        if server.client.get("/models").json()["current"] != SHIPPED:
             auth = {"Authorization": f"Bearer {TOKEN}"}
-            restored = server.client.post("/models/v0001/promote", headers=auth)
+            restored = server.client.post(f"/models/{SHIPPED}/promote", headers=auth)
             assert restored.status_code == 200, restored.text
 
 
@@ -301,7 +302,7 @@ def train_and_promote(page: Page, artifacts: Path) -> None:
 
     expect(state).to_have_text(re.compile(r": (succeeded|failed|cancelled)\b"), timeout=TRAIN_DEADLINE_MS)
     expect(state).to_contain_text("succeeded")  # else the text says why it failed
-    expect(state).to_contain_text("version v0002")
+    expect(state).to_contain_text(f"version {NEW}")
     expect(page.locator("#train-progress")).to_have_attribute("value", "100")
     progress = [float(v) for v in page.evaluate("() => progressValues") if v is not None]
     assert progress == sorted(progress) and progress[-1] == 100, progress  # it only moved forwards
@@ -314,26 +315,26 @@ def train_and_promote(page: Page, artifacts: Path) -> None:
     expect(page.locator("#train-start")).to_be_enabled()
     expect(page.locator("#train-cancel")).to_be_disabled()
 
-    # The new version is listed, as a candidate: v0001 stays current until promoted.
-    expect(page.locator('#versions tr[data-version="v0002"]')).to_be_visible()
-    expect(page.locator('#versions tr[data-version="v0001"] .badge')).to_have_text("current")
+    # The new version is listed, as a candidate: the shipped version stays current until promoted.
+    expect(page.locator(f'#versions tr[data-version="{NEW}"]')).to_be_visible()
+    expect(page.locator(f'#versions tr[data-version="{SHIPPED}"] .badge')).to_have_text("current")
     promote = page.locator("#train-promote")
     expect(promote).to_be_enabled()
-    expect(promote).to_have_text("Promote v0002")
+    expect(promote).to_have_text(f"Promote {NEW}")
     promote.click()
 
-    expect(page.locator("#service-status")).to_have_text("Ready: model mnist v0002")
-    expect(page.locator('#versions tr[data-version="v0002"] .badge')).to_have_text("current")
-    expect(page.locator('#versions tr[data-version="v0001"] .badge')).to_have_count(0)
-    expect(page.locator("#w1")).to_have_attribute("src", re.compile(r"version=v0002"))
+    expect(page.locator("#service-status")).to_have_text(f"Ready: model mnist {NEW}")
+    expect(page.locator(f'#versions tr[data-version="{NEW}"] .badge')).to_have_text("current")
+    expect(page.locator(f'#versions tr[data-version="{SHIPPED}"] .badge')).to_have_count(0)
+    expect(page.locator("#w1")).to_have_attribute("src", re.compile(rf"version={NEW}"))
     expect(promote).to_be_disabled()
-    expect(state).to_contain_text("version v0002 (promoted)")
+    expect(state).to_contain_text(f"version {NEW} (promoted)")
     expect(page.locator("#message")).to_be_empty()
 
     # The next drawing is answered by the new version (a toy trained on synthetic digits, so
     # whatever digit it reads does not matter here).
     draw(page, DIGITS[1])
     answer = predict(page)
-    assert answer["version"] == "v0002"
-    expect(page.locator("#version")).to_have_text("v0002")
+    assert answer["version"] == NEW
+    expect(page.locator("#version")).to_have_text(NEW)
     shot(page, artifacts, "07-promoted", full_page=True)

@@ -145,7 +145,7 @@ def test_the_spec_is_read_from_a_config():
     spec = AugmentSpec.from_config(config)
     assert (spec.rotate, spec.elastic, spec.elastic_sigma, spec.lowres, spec.shift) == (12, 20, 5, 0.2, 0)
     assert spec.geometric and spec.beyond_shift
-    assert not AugmentSpec.from_config(PRESETS["baseline"]).beyond_shift  # presets keep their old path
+    assert not AugmentSpec.from_config(PRESETS["fast"]).beyond_shift  # no augmentation: the old path
 
 
 # -- geometry -------------------------------------------------------------------------------------
