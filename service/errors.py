@@ -1,13 +1,16 @@
 """One error hierarchy and one place that turns errors into HTTP responses.
 
-Routes raise domain errors (the trainer's image, registry and config errors, or the service's
-own); the handlers here map each to a status and the JSON body `{"error": code, "detail": text}`.
-Anything unexpected becomes a 500 with no internals in the body, and is logged.
+Routes raise domain errors (the image, registry, job and training-config errors, free of HTTP) or
+the service's own; `DOMAIN_ERRORS` is the one table from a domain error to a status and code, and
+`http_answer` reads it for every route: the handlers here answer `{"error": code, "detail": text}`,
+the V2 routes (service/routers/v2.py) the protocol's `{"error": text}`. Anything unexpected becomes
+a 500 with no internals in the body, and is logged.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -114,28 +117,58 @@ class Busy(ServiceError):
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
 
 
-# Errors raised by the image, registry, trainer and job packages, by type: (status, code). An error
-# with a `retry_after_s` attribute is answered with that Retry-After header.
-DOMAIN_ERRORS: list[tuple[type[Exception], int, str]] = [
-    (images.ImageTooLarge, 413, "image_too_large"),
-    (images.TooManyPixels, 413, "too_many_pixels"),
-    (images.UnsupportedImageType, 415, "unsupported_image_type"),
-    (images.NoDigitFound, 422, "no_digit_found"),
-    (images.BadImageDimensions, 422, "bad_image_dimensions"),
-    (images.UnreadableImage, 400, "unreadable_image"),
-    (images.ImageError, 400, "bad_image"),
-    (VersionNotFound, 404, "version_not_found"),
-    (NothingToRollBack, 409, "nothing_to_roll_back"),
-    (CorruptVersion, 409, "corrupt_version"),
-    (CorruptPointer, 409, "corrupt_pointer"),
-    (RegistryError, 409, "registry_error"),
-    (ConfigError, 422, "invalid_training_parameters"),
-    (JobNotFound, 404, "job_not_found"),
-    (JobPublishing, 409, "job_publishing"),
-    (JobFinished, 409, "job_finished"),
-    (QueueFull, 409, "queue_full"),
-    (RunnerStopped, 503, "not_ready"),
-]
+# The one table: each domain error (raised by the image, registry, trainer and job packages, none of
+# which knows HTTP) -> (status, code). An image error's code is its class's own `code`, written once in
+# images/errors.py. An error with a `retry_after_s` attribute is answered with that Retry-After header.
+# The main routes answer `{"error": code, "detail": text}`; the V2 routes the protocol's `{"error": text}`.
+DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    **{
+        image_error: (status, image_error.code)
+        for image_error, status in (
+            (images.ImageTooLarge, 413),
+            (images.TooManyPixels, 413),
+            (images.UnsupportedImageType, 415),
+            (images.NoDigitFound, 422),
+            (images.BadImageDimensions, 422),
+            (images.UnreadableImage, 400),
+            (images.ImageError, 400),
+        )
+    },
+    VersionNotFound: (404, "version_not_found"),
+    NothingToRollBack: (409, "nothing_to_roll_back"),
+    CorruptVersion: (409, "corrupt_version"),
+    CorruptPointer: (409, "corrupt_pointer"),
+    RegistryError: (409, "registry_error"),
+    ConfigError: (422, "invalid_training_parameters"),
+    JobNotFound: (404, "job_not_found"),
+    JobPublishing: (409, "job_publishing"),
+    JobFinished: (409, "job_finished"),
+    QueueFull: (409, "queue_full"),
+    RunnerStopped: (503, "not_ready"),
+}
+
+
+@dataclass(frozen=True)
+class HttpAnswer:
+    """How an error is answered over HTTP: the status, the stable code, the detail, extra headers."""
+
+    status: int
+    code: str
+    detail: str
+    headers: dict[str, str] | None = None
+
+
+def http_answer(exc: BaseException) -> HttpAnswer | None:
+    """The answer to `exc` by the one table (its nearest listed base class); None if it is not listed."""
+    if isinstance(exc, ServiceError):
+        return HttpAnswer(exc.status, exc.code, exc.detail, exc.headers)
+    for kind in type(exc).__mro__:
+        if kind in DOMAIN_ERRORS:
+            status, code = DOMAIN_ERRORS[kind]
+            retry = getattr(exc, "retry_after_s", None)
+            headers = {"Retry-After": str(retry)} if retry is not None else None
+            return HttpAnswer(status, code, str(exc), headers)
+    return None
 
 
 def error_response(
@@ -163,20 +196,13 @@ def allowed_methods(request: Request) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error the same JSON shape."""
 
-    @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.detail, exc.headers)
+    async def known_error(_: Request, exc: Exception) -> JSONResponse:
+        answer = http_answer(exc)
+        assert answer is not None  # registered for the table's types only
+        return error_response(answer.status, answer.code, answer.detail, answer.headers)
 
-    for error_type, status, code in DOMAIN_ERRORS:
-
-        async def domain_error(
-            _: Request, exc: Exception, status: int = status, code: str = code
-        ) -> JSONResponse:
-            retry = getattr(exc, "retry_after_s", None)
-            headers = {"Retry-After": str(retry)} if retry is not None else None
-            return error_response(status, getattr(exc, "code", None) or code, str(exc), headers)
-
-        app.add_exception_handler(error_type, domain_error)
+    for error_type in (ServiceError, *DOMAIN_ERRORS):
+        app.add_exception_handler(error_type, known_error)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -2,7 +2,8 @@
 
 Inputs: `[N, 784]` FP32 pixels scaled to [0, 1] exactly as in training, or `[N, 28, 28]` UINT8
 pixels 0..255 (white ink on black, as MNIST). Outputs: `probabilities` `[N, 10]` FP32 and
-`label` `[N]` INT64. Errors follow the protocol: `{"error": "<message>"}`.
+`label` `[N]` INT64. Errors follow the protocol: `{"error": "<message>"}`, with the status the
+service's one error table (service/errors.py) gives the same error on every other route.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from mlp import as_input
-from registry import RegistryError
 from service.body import read_body
-from service.errors import ServiceError, error_responses
+from service.errors import ServiceError, error_responses, http_answer
 from service.state import AppState, State
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
@@ -134,21 +134,29 @@ class V2ErrorOut(BaseModel):
 MODEL_ERRORS = error_responses(
     404, 503, model=V2ErrorOut, _404="No such model or version.", _503="No version loaded yet."
 )
-VERSION_ERRORS = error_responses(404, model=V2ErrorOut, _404="No such model or version (or it is damaged).")
+VERSION_ERRORS = error_responses(
+    404, 409, model=V2ErrorOut, _404="No such model or version.", _409="The version's files are damaged."
+)
 INFER_ERRORS = error_responses(
     400,
     404,
+    409,
     413,
     503,
     model=V2ErrorOut,
     _400="Not a valid inference request (the message says what).",
-    _404="No such model or version (or it is damaged).",
+    _404="No such model or version.",
+    _409="The version's files are damaged.",
     _413="The body is over MNIST_MAX_V2_BODY_BYTES.",
     _503="No version loaded yet, or too many request bodies in flight (see Retry-After).",
 )
 
 
-class V2Error(Exception):
+class V2Error(ServiceError):
+    """A request the protocol refuses (the status is given); answered like any error of the table."""
+
+    code = "invalid_request"
+
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
@@ -163,23 +171,21 @@ def model_version(state: AppState, name: str, version: str | None) -> str:
         raise V2Error(404, f"unknown model {short(name)}; this server serves {state.registry.model!r}")
     if version is None and state.models.current is None:
         raise V2Error(503, "no model version is loaded yet")
-    try:
-        return state.models.get(version).version
-    except RegistryError as exc:
-        raise V2Error(404, str(exc)) from exc
+    return state.models.get(version).version  # the table answers VersionNotFound 404, CorruptVersion 409
 
 
 def guarded(handler: Any) -> Any:
-    """Run a V2 handler, answering protocol-shaped errors instead of the service's usual shape."""
+    """Run a V2 handler: an error of the service's one table is answered in the protocol's shape."""
 
     @functools.wraps(handler)  # FastAPI reads the wrapped handler's parameters through __wrapped__
     async def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return await handler(*args, **kwargs)
-        except V2Error as exc:
-            return v2_error(exc.status, str(exc))
-        except ServiceError as exc:
-            return v2_error(exc.status, exc.detail, exc.headers)
+        except Exception as exc:
+            answer = http_answer(exc)
+            if answer is None:
+                raise
+            return v2_error(answer.status, answer.detail, answer.headers)
 
     return run
 

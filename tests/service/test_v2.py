@@ -231,3 +231,19 @@ def test_infer_counts_predictions_but_not_refused_requests(api: TestClient, imag
 
     assert api.post(INFER, json=uint8(images)).status_code == 200
     assert registry.get_sample_value("mnist_predictions_total", {"digit": "7"}) == 1
+
+
+def test_a_damaged_version_gets_the_status_every_other_route_gives_it(
+    make_client: MakeClient, publish: Publish, trained_net: Any, tamper: Any, images: np.ndarray
+) -> None:
+    publish()
+    publish(variant(trained_net, seed=5), promote=False)
+    tamper("v0002")
+    with make_client() as client:
+        main = client.get("/weights/w1.png", params={"version": "v0002"})
+        assert (main.status_code, main.json()["error"]) == (409, "corrupt_version")
+        for response in (
+            client.get("/v2/models/mnist/versions/v0002"),
+            client.post("/v2/models/mnist/versions/v0002/infer", json=uint8(images)),
+        ):
+            assert "v0002" in assert_v2_error(response, 409)
