@@ -31,6 +31,7 @@ FIELDS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("momentum", float, "momentum (momentum and nesterov optimisers)"),
     ("weight_decay", float, "weight decay on the weight matrices"),
     ("dropout", float, "dropout rate on hidden activations"),
+    ("label_smoothing", float, "train towards 1-e+e/10 on the label, e/10 elsewhere"),
     ("schedule", str, "learning-rate schedule"),
     ("noise", float, "percent of pixels replaced by noise in training"),
     ("ema", float, "publish a moving average of the weights with this decay, e.g. 0.999"),

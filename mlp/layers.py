@@ -116,9 +116,17 @@ class Dropout:
 
 
 class SoftmaxCrossEntropy:
-    """Softmax and cross-entropy fused: the gradient is simply (probabilities - one_hot) / batch."""
+    """Softmax and cross-entropy fused: the gradient is simply (probabilities - target) / batch.
 
-    def __init__(self) -> None:
+    The target is the one-hot label, or with `smoothing` e > 0 the label smoothing of Szegedy et al.
+    (2016): 1 - e + e/K on the label and e/K elsewhere, which keeps a wide network from driving its
+    logits ever further apart on digits it already reads.
+    """
+
+    def __init__(self, smoothing: float = 0.0) -> None:
+        if not 0 <= smoothing < 1:
+            raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
+        self.smoothing = smoothing
         self.probs: np.ndarray | None = None
         self.labels: np.ndarray | None = None
         self._rows = np.arange(0)  # 0..batch-1, kept between calls of the same batch size
@@ -136,10 +144,18 @@ class SoftmaxCrossEntropy:
         self.probs = softmax(logits, out=out)
         self.labels = labels
         picked = self.probs[self._row_index(len(labels)), labels]  # a fresh (batch,) array
-        np.maximum(picked, np.finfo(picked.dtype).tiny, out=picked)
+        tiny = np.finfo(picked.dtype).tiny
+        np.maximum(picked, tiny, out=picked)
         np.log(picked, out=picked)
         # np.mean's arithmetic (sum in the array's dtype, then divide) without its Python wrapper
-        return float(-(np.add.reduce(picked) / len(picked)))
+        loss = -(np.add.reduce(picked) / len(picked))
+        if self.smoothing:
+            classes = self.probs.shape[1]
+            # cross-entropy against the uniform part of the target: mean over rows of -sum(log p) / K
+            log_all = np.log(np.maximum(self.probs, tiny))
+            uniform = -(np.add.reduce(log_all, axis=None) / (len(picked) * classes))
+            loss = (1 - self.smoothing) * loss + self.smoothing * uniform
+        return float(loss)
 
     def backward(self, out: np.ndarray | None = None) -> np.ndarray:
         """(probs - one_hot) / batch, (batch, classes), into `out` when given; `probs` stays intact."""
@@ -148,7 +164,11 @@ class SoftmaxCrossEntropy:
         else:
             grad = out
             np.copyto(grad, self.probs)
-        grad[self._row_index(len(self.labels)), self.labels] -= 1
+        if self.smoothing:
+            grad -= self.smoothing / grad.shape[1]
+            grad[self._row_index(len(self.labels)), self.labels] -= 1 - self.smoothing
+        else:
+            grad[self._row_index(len(self.labels)), self.labels] -= 1
         grad /= len(self.labels)
         return grad
 

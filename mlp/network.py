@@ -43,7 +43,7 @@ class MLP:
     script's `scale * randn` initialisation, or None to leave the parameters at zero for a caller
     that loads them (drawing half a million random numbers only to overwrite them slowed the
     service's start-up). `dropout` applies inverted dropout after each hidden activation during
-    training only.
+    training only; `label_smoothing` softens the training targets (SoftmaxCrossEntropy).
     """
 
     def __init__(
@@ -52,6 +52,7 @@ class MLP:
         *,
         init: str | float | None = "he",
         dropout: float = 0.0,
+        label_smoothing: float = 0.0,
         rng: np.random.Generator | None = None,
     ):
         self.sizes = validate_sizes(sizes)
@@ -74,7 +75,7 @@ class MLP:
         ]
         self.relus = [ReLU() for _ in self.dense[:-1]]
         self.dropouts = [Dropout(dropout, rng) for _ in self.dense[:-1]]
-        self.loss_layer = SoftmaxCrossEntropy()
+        self.loss_layer = SoftmaxCrossEntropy(label_smoothing)
         self._workspace: _Workspace | None = None  # training buffers for the last batch size
 
     @staticmethod

@@ -73,6 +73,9 @@ class TrainRequest(BaseModel):
     )
     weight_decay: float | None = Field(None, ge=0, lt=1, description="Weight decay on the weight matrices.")
     dropout: float | None = Field(None, ge=0, lt=1, description="Dropout rate on hidden activations.")
+    label_smoothing: float | None = Field(
+        None, ge=0, le=0.5, description="Train towards 1-e+e/10 on the label and e/10 elsewhere, e.g. 0.1."
+    )
     augment_shift: Annotated[int, Field(ge=0, le=4), WHOLE] | None = Field(
         None, description="Random shifts of up to this many pixels."
     )

@@ -152,6 +152,12 @@ def add_hyperparameters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--schedule", choices=SCHEDULES)
     parser.add_argument("--batch-size", type=positive_int)
     parser.add_argument("--dropout", type=float)
+    parser.add_argument(
+        "--label-smoothing",
+        type=float,
+        metavar="E",
+        help="train towards 1-E+E/10 on the label and E/10 elsewhere, e.g. 0.1 (0: off)",
+    )
     parser.add_argument("--noise", type=float, help="percent of pixels replaced by noise while training")
     parser.add_argument(
         "--ema",
@@ -329,6 +335,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             "schedule",
             "batch_size",
             "dropout",
+            "label_smoothing",
             "augment_shift",
             *AUGMENT_FIELDS,
             "noise",

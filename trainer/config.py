@@ -41,6 +41,7 @@ class TrainConfig:
     batch_size: int = 128
     init: str | float = "he"
     dropout: float = 0.0
+    label_smoothing: float = 0.0  # training targets 1 - e + e/10 on the label, e/10 elsewhere
     augment_shift: int = 0  # random shifts of up to this many pixels during training
     # The augmentations of trainer/augment.py (AugmentSpec says what each means); 0 is off.
     augment_rotate: float = 0.0  # degrees, +-
@@ -80,6 +81,10 @@ class TrainConfig:
             (0 <= self.weight_decay < 1, f"weight decay must be in [0, 1), got {self.weight_decay}"),
             (1 <= self.batch_size <= 8192, f"batch size must be in 1..8192, got {self.batch_size}"),
             (0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}"),
+            (
+                0 <= self.label_smoothing <= 0.5,
+                f"label smoothing must be in [0, 0.5], got {self.label_smoothing}",
+            ),
             (0 <= self.augment_shift <= 6, f"augment shift must be 0..6 pixels, got {self.augment_shift}"),
             (0 <= self.augment_rotate <= 180, f"rotation must be 0..180 degrees, got {self.augment_rotate}"),
             (0 <= self.augment_scale < 1, f"scale must be in [0, 1), got {self.augment_scale}"),

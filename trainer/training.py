@@ -115,7 +115,13 @@ def train(
     rng = np.random.default_rng(config.seed)
     x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, config.val_size, config.seed)
     y_fit = y_fit.astype(np.int64)
-    net = MLP(config.sizes, init=config.init, dropout=config.dropout, rng=rng)
+    net = MLP(
+        config.sizes,
+        init=config.init,
+        dropout=config.dropout,
+        label_smoothing=config.label_smoothing,
+        rng=rng,
+    )
     weight_slices = _weight_slices(net)
     optimizer = make_optimizer(
         config.optimizer,

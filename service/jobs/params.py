@@ -14,9 +14,9 @@ from trainer.config import TrainConfig, preset
 PUBLISH_FIELDS = ("promote", "min_accuracy")
 OVERRIDABLE = (
     "hidden", "optimizer", "lr", "momentum", "weight_decay", "schedule", "epochs", "iters", "batch_size",
-    "dropout", "augment_shift", "augment_rotate", "augment_scale", "augment_shear", "augment_elastic",
-    "augment_elastic_sigma", "augment_stroke", "augment_contrast", "augment_lowres", "noise", "ema",
-    "val_size", "seed",
+    "dropout", "label_smoothing", "augment_shift", "augment_rotate", "augment_scale", "augment_shear",
+    "augment_elastic", "augment_elastic_sigma", "augment_stroke", "augment_contrast", "augment_lowres",
+    "noise", "ema", "val_size", "seed",
 )  # fmt: skip
 
 

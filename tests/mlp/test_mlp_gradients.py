@@ -150,6 +150,31 @@ def test_softmax_cross_entropy_gradient_matches_central_differences():
     np.testing.assert_allclose(grad.sum(axis=1), 0.0, atol=1e-15)  # each row: probs sum 1, minus one-hot
 
 
+def test_label_smoothing_loss_is_cross_entropy_to_the_smoothed_target_and_its_gradient_checks():
+    rng = np.random.default_rng(7)
+    layer = SoftmaxCrossEntropy(smoothing=0.1)
+    logits = rng.standard_normal((6, 10)) * 3
+    labels = np.array([0, 3, 9, 3, 5, 1])
+
+    def loss() -> float:
+        return layer.forward(logits, labels)
+
+    value = loss()
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    target = np.full((6, 10), 0.01)
+    target[np.arange(6), labels] = 0.91
+    assert value == pytest.approx(-np.mean((target * np.log(probs)).sum(axis=1)), rel=1e-12)
+    grad = layer.backward()
+    np.testing.assert_allclose(grad, (probs - target) / 6, atol=1e-15)
+    assert relative_error(grad, numerical_grad(loss, logits)) < TOLERANCE
+
+
+@pytest.mark.parametrize("smoothing", [-0.1, 1.0])
+def test_label_smoothing_outside_zero_to_one_is_refused(smoothing):
+    with pytest.raises(ValueError, match="label smoothing"):
+        SoftmaxCrossEntropy(smoothing=smoothing)
+
+
 def test_softmax_cross_entropy_survives_huge_logits():
     layer = SoftmaxCrossEntropy()
     logits = np.array([[1000.0, 0.0, -1000.0], [0.0, 2000.0, 0.0]])
@@ -162,10 +187,12 @@ def test_softmax_cross_entropy_survives_huge_logits():
 # -- the whole network --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dropout", [0.0, 0.3])
-def test_mlp_loss_and_grads_match_central_differences(monkeypatch, dropout):
+@pytest.mark.parametrize(("dropout", "smoothing"), [(0.0, 0.0), (0.3, 0.0), (0.0, 0.2)])
+def test_mlp_loss_and_grads_match_central_differences(monkeypatch, dropout, smoothing):
     sizes = [12, 9, 7, 4]  # two hidden layers
-    net = float64_mlp(monkeypatch, sizes, dropout=dropout, rng=np.random.default_rng(5))
+    net = float64_mlp(
+        monkeypatch, sizes, dropout=dropout, label_smoothing=smoothing, rng=np.random.default_rng(5)
+    )
     rng = np.random.default_rng(6)
     for name in net.params:
         if name.startswith("b"):

@@ -233,9 +233,12 @@ def test_a_job_measures_a_robustness_sample_when_the_service_asks(
     assert manifest["plots"][-1] == "robustness"
 
 
-def test_a_job_trains_with_augmentation_and_records_it(client: TestClient, tmp_path: Path) -> None:
+def test_a_job_trains_with_augmentation_and_label_smoothing_and_records_them(
+    client: TestClient, tmp_path: Path
+) -> None:
     augmentation = {
         "augment_rotate": 10.0, "augment_elastic": 20.0, "augment_stroke": 0.5, "augment_lowres": 0.3,
+        "label_smoothing": 0.1,
     }  # fmt: skip
     job = submit(client, {**QUICK, **augmentation})
     assert job["params"] == {"preset": "fast", **QUICK, **augmentation, "promote": False}

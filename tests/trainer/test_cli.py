@@ -196,6 +196,11 @@ def test_train_takes_the_augmentation_options_and_records_them(local_mnist, mode
     }  # fmt: skip
 
 
+def test_train_takes_label_smoothing_and_records_it(local_mnist, models, fast_plots, capsys):
+    assert main(train_args(local_mnist, models, "--label-smoothing", "0.1", "--threads", "1")) == 0
+    assert Registry(models).manifest("v0001")["hyperparameters"]["label_smoothing"] == 0.1
+
+
 def test_train_without_promote_leaves_a_candidate_and_a_gate_can_refuse(
     local_mnist, models, fast_plots, capsys
 ):
@@ -288,6 +293,7 @@ def test_registry_commands_report_unknown_versions_in_one_line(local_mnist, mode
         (["--lowres", "2"], "lowres must be a share 0..1, got 2.0"),
         (["--stroke", "x"], "argument --stroke: invalid float value: 'x'"),
         (["--elastic-sigma", "0"], "elastic sigma must be 0.5..10 pixels, got 0.0"),
+        (["--label-smoothing", "0.6"], "label smoothing must be in [0, 0.5], got 0.6"),
     ],
 )
 def test_invalid_train_values_exit_2_with_a_message(clean_env, models, capsys, args, message):
