@@ -12,7 +12,7 @@ ROBUSTNESS_FONTS := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-klee font
   fonts-rufscript fonts-humor-sans fonts-kristi fonts-tomsontalks fonts-yusei-magic \
   fonts-kaushanscript fonts-dancingscript
 
-.PHONY: help setup browser robustness-fonts run demo test lint baseline robustness bench docker-smoke clean
+.PHONY: help setup browser robustness-fonts fashion-mnist run demo test lint baseline robustness bench docker-smoke clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets (this text)
@@ -48,7 +48,11 @@ test: setup browser  ## lint, then the whole test suite (unit, HTTP, end-to-end,
 baseline: setup  ## retrain the shipped baseline model on real MNIST and promote it
 	$(PY) -m trainer train --preset baseline --promote
 
-robustness: setup robustness-fonts  ## the robustness suite on the current version, recorded in its manifest
+fashion-mnist:  ## Debian's Fashion-MNIST, the "not a digit" set the robustness suite scores (AUROC)
+	@[ -d /usr/share/datasets/fashion-mnist ] || { $(SUDO) apt-get update -q && \
+	  $(SUDO) apt-get install -y -q --no-install-recommends dataset-fashion-mnist; }
+
+robustness: setup robustness-fonts fashion-mnist  ## the robustness suite on the current version, recorded in its manifest
 	$(PY) -m trainer robustness current
 
 bench: setup  ## the benchmarks (see bench/README.md)
