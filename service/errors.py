@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import images
 from registry import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
 from service.jobs.errors import JobFinished, JobNotFound, JobPublishing, QueueFull, RunnerStopped
+from service.tensors import InvalidRequest as InvalidInferenceRequest
 from trainer.config import ConfigError
 
 log = logging.getLogger("service")
@@ -145,6 +146,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     JobFinished: (409, "job_finished"),
     QueueFull: (409, "queue_full"),
     RunnerStopped: (503, "not_ready"),
+    InvalidInferenceRequest: (400, "invalid_inference_request"),
 }
 
 

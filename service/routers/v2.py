@@ -2,33 +2,33 @@
 
 Inputs: `[N, 784]` FP32 pixels scaled to [0, 1] exactly as in training, or `[N, 28, 28]` UINT8
 pixels 0..255 (white ink on black, as MNIST). Outputs: `probabilities` `[N, 10]` FP32 and
-`label` `[N]` INT64. Errors follow the protocol: `{"error": "<message>"}`, with the status the
-service's one error table (service/errors.py) gives the same error on every other route.
+`label` `[N]` INT64. Tensors travel as JSON or, with the binary tensor data extension, as raw bytes
+after the JSON (`service.tensors` reads and writes both). Errors follow the protocol:
+`{"error": "<message>"}`, with the status the service's one error table (service/errors.py) gives
+the same error on every other route.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import math
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Path, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
-from mlp import as_input
+from service import tensors
 from service.body import read_body
 from service.errors import ServiceError, error_responses, http_answer
 from service.state import AppState, State
+from service.tensors import MAX_BATCH, short
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 
-MAX_BATCH = 1024
 # Bodies larger than this are parsed on the app's pool of threads. json.loads holds the GIL while it
 # parses (~25 ms per MB here), so the body cap (MNIST_MAX_V2_BODY_BYTES) is what bounds that stall;
-# checking and converting the numbers (NumPy) runs beside the event loop.
+# checking and converting the numbers (NumPy) runs beside the event loop. Binary tensor bytes (the
+# binary data extension) are copied, not parsed: only the JSON part of a body counts here.
 OFFLOAD_BYTES = 64 * 1024
 INPUTS = [
     {"name": "input", "datatype": "FP32", "shape": [-1, 784]},
@@ -38,7 +38,6 @@ OUTPUTS = [
     {"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]},
     {"name": "label", "datatype": "INT64", "shape": [-1]},
 ]
-DTYPES = {"FP32": np.float32, "UINT8": np.uint8}
 
 
 # The body of an inference request, as the protocol defines it (and as `parse_inputs` checks it).
@@ -80,7 +79,11 @@ INFER_BODY = {
                     "required": ["inputs"],
                     "properties": {
                         "id": {"type": "string", "maxLength": 256},
-                        "parameters": {"type": "object"},
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"binary_data_output": {"type": "boolean"}},
+                            "description": "Echoed in the answer (but for `binary_data_output`).",
+                        },
                         "inputs": {
                             "type": "array",
                             "minItems": 1,
@@ -108,13 +111,47 @@ INFER_BODY = {
                                 "type": "object",
                                 "required": ["name"],
                                 "properties": {
-                                    "name": {"type": "string", "enum": ["probabilities", "label"]}
+                                    "name": {"type": "string", "enum": ["probabilities", "label"]},
+                                    "parameters": {
+                                        "type": "object",
+                                        "properties": {"binary_data": {"type": "boolean"}},
+                                    },
                                 },
                             },
                         },
                     },
                 }
-            }
+            },
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "The binary tensor data extension: the JSON request (its length in the "
+                    f"{tensors.HEADER} header), then the input's values as little-endian bytes; the input "
+                    "says `parameters: {binary_data_size: N}` instead of `data`.",
+                }
+            },
+        },
+    },
+    "parameters": [
+        {
+            "name": tensors.HEADER,
+            "in": "header",
+            "required": False,
+            "description": "The binary tensor data extension: the length of the JSON at the start of the "
+            "body; binary tensor bytes follow it.",
+            "schema": {"type": "integer", "minimum": 0},
+        }
+    ],
+}
+INFER_ANSWER = {
+    200: {
+        "description": "The outputs asked for (all by default), each as JSON `data` or, when asked "
+        "with `binary_data` (or the request's `binary_data_output`), as bytes after the JSON: the "
+        f"answer is then `application/octet-stream` with the JSON's length in {tensors.HEADER}.",
+        "content": {
+            "application/json": {"schema": {"type": "object"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }
@@ -192,7 +229,7 @@ def guarded(handler: Any) -> Any:
 
 @router.get("", summary="Server metadata")
 async def server_metadata() -> dict[str, Any]:
-    return {"name": "mnist-service", "version": "1.0.0", "extensions": []}
+    return {"name": "mnist-service", "version": "1.0.0", "extensions": ["binary_tensor_data"]}
 
 
 @router.get("/health/live", summary="Server is live")
@@ -252,7 +289,7 @@ async def version_ready(name: Name, version: Version, state: State) -> Any:
     "/models/{name}/infer",
     summary="Inference on the current version",
     openapi_extra=INFER_BODY,
-    responses=INFER_ERRORS,
+    responses={**INFER_ANSWER, **INFER_ERRORS},
 )
 @guarded
 async def infer(name: Name, request: Request, state: State) -> Any:
@@ -263,125 +300,30 @@ async def infer(name: Name, request: Request, state: State) -> Any:
     "/models/{name}/versions/{version}/infer",
     summary="Inference on a given version",
     openapi_extra=INFER_BODY,
-    responses=INFER_ERRORS,
+    responses={**INFER_ANSWER, **INFER_ERRORS},
 )
 @guarded
 async def infer_version(name: Name, version: Version, request: Request, state: State) -> Any:
     return await run_inference(state, request, name, version)
 
 
-async def run_inference(state: AppState, request: Request, name: str, version: str | None) -> dict[str, Any]:
+async def run_inference(state: AppState, request: Request, name: str, version: str | None) -> Response:
     served = model_version(state, name, version)
     model = state.models.get(served)
     raw = await read_body(request, state.settings.max_v2_body_bytes, state.bodies)
+    json_length = request.headers.get(tensors.HEADER)
+    json_size = len(raw)
+    if json_length is not None and json_length.strip().isdigit():
+        json_size = min(json_size, int(json_length))
     try:
-        if len(raw) > OFFLOAD_BYTES:
-            body, pixels, wanted = await state.pool.run(parse_request, raw)
+        if json_size > OFFLOAD_BYTES:
+            parsed = await state.pool.run(tensors.parse_request, raw, json_length)
         else:
-            body, pixels, wanted = parse_request(raw)
+            parsed = tensors.parse_request(raw, json_length)
     finally:
         state.bodies.release(len(raw))
-    probabilities = model.predict_proba(pixels)
-    labels = probabilities.argmax(axis=1)
-    for label in labels:
+    probabilities = model.predict_proba(parsed.pixels)
+    for label in probabilities.argmax(axis=1):
         state.metrics.predictions.labels(str(int(label))).inc()
-    outputs = []
-    if "probabilities" in wanted:
-        outputs.append(
-            {
-                "name": "probabilities",
-                "datatype": "FP32",
-                "shape": list(probabilities.shape),
-                "data": probabilities.ravel().tolist(),
-            }
-        )
-    if "label" in wanted:
-        outputs.append(
-            {"name": "label", "datatype": "INT64", "shape": [len(labels)], "data": labels.tolist()}
-        )
-    response = {"model_name": name, "model_version": served, "outputs": outputs}
-    if isinstance(body.get("id"), str):
-        response["id"] = body["id"]
-    return response
-
-
-def short(value: object, limit: int = 40) -> str:
-    """`repr(value)`, cut to `limit` characters: an error never echoes much of what it was sent."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def parse_request(raw: bytes | bytearray) -> tuple[dict[str, Any], np.ndarray, set[str]]:
-    """The body, its input tensor (checked, scaled) and the outputs it asks for."""
-    try:
-        body = json.loads(raw)
-    except RecursionError:
-        raise V2Error(400, "the body is nested too deeply to be a V2 request") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise V2Error(400, f"the body is not valid JSON: {str(exc)[:200]}") from None
-    pixels = parse_inputs(body)
-    return body, pixels, requested_outputs(body)
-
-
-def requested_outputs(body: dict[str, Any]) -> set[str]:
-    """The output names the request asks for (all of them when it names none)."""
-    requested = body.get("outputs") or []
-    if not isinstance(requested, list) or not all(
-        isinstance(o, dict) and isinstance(o.get("name"), str) for o in requested
-    ):
-        raise V2Error(400, "'outputs' must be a list of objects, each with a 'name'")
-    wanted = {o["name"] for o in requested} or {"probabilities", "label"}
-    if unknown := wanted - {"probabilities", "label"}:
-        raise V2Error(
-            400, f"unknown outputs {short(sorted(unknown))}; this model has 'probabilities' and 'label'"
-        )
-    return wanted
-
-
-def parse_inputs(body: Any) -> np.ndarray:
-    """The one input tensor of a V2 request, checked and scaled as the network expects."""
-    if not isinstance(body, dict) or not isinstance(body.get("inputs"), list) or len(body["inputs"]) != 1:
-        raise V2Error(400, "expected a JSON object with 'inputs': a list holding one tensor")
-    tensor = body["inputs"][0]
-    if not isinstance(tensor, dict):
-        raise V2Error(400, "an input tensor must be an object with name, shape, datatype and data")
-    datatype, shape, data = tensor.get("datatype"), tensor.get("shape"), tensor.get("data")
-    if not isinstance(datatype, str) or datatype not in DTYPES:
-        raise V2Error(
-            400, f"datatype must be FP32 ([N,784], 0..1) or UINT8 ([N,28,28], 0..255), got {short(datatype)}"
-        )
-    expected_tail = [784] if datatype == "FP32" else [28, 28]
-    if isinstance(shape, list):  # 784.0 is an integer (as JSON Schema says); true is not
-        shape = [int(d) if type(d) is float and d.is_integer() else d for d in shape]
-    if (
-        not isinstance(shape, list)
-        or len(shape) != len(expected_tail) + 1
-        or not all(type(d) is int for d in shape)
-        or shape[1:] != expected_tail
-        or not 1 <= shape[0] <= MAX_BATCH
-    ):
-        raise V2Error(
-            400,
-            f"{datatype} input must have shape [N, {', '.join(map(str, expected_tail))}] "
-            f"with 1 <= N <= {MAX_BATCH}, got {short(shape)}",
-        )
-    try:
-        # NumPy infers the type: numbers give int64 or float64; booleans, strings, integers past 64
-        # bits (10**400), objects and mixtures give another kind, refused below.
-        array = np.asarray(data)
-    except (TypeError, ValueError, OverflowError, RecursionError):
-        raise V2Error(400, "'data' must be a flat (or nested) list of numbers") from None
-    if array.dtype.kind not in "iuf":
-        raise V2Error(400, "'data' must be a flat (or nested) list of numbers")
-    array = array.astype(np.float64, copy=False)
-    if array.size != math.prod(shape):
-        raise V2Error(400, f"'data' holds {array.size} values, shape {shape} needs {math.prod(shape)}")
-    if not np.isfinite(array).all():
-        raise V2Error(400, "'data' contains NaN or infinite values")
-    if datatype == "UINT8":
-        if array.min() < 0 or array.max() > 255 or not np.array_equal(array, np.round(array)):
-            raise V2Error(400, "UINT8 data must be integers 0..255")
-        return array.reshape(shape[0], 784).astype(np.uint8)
-    if array.min() < 0 or array.max() > 1:  # also keeps float32 from overflowing to inf
-        raise V2Error(400, "FP32 data must be pixels scaled to 0..1 (value / 255), as in training")
-    return as_input(array.reshape(shape[0], 784).astype(np.float32))
+    encoded = tensors.encode_response(parsed, name, served, probabilities)
+    return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)

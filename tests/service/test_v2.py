@@ -58,7 +58,11 @@ def assert_v2_error(response: Any, status: int) -> str:
 
 
 def test_server_metadata_and_health(api: TestClient) -> None:
-    assert api.get("/v2").json() == {"name": "mnist-service", "version": "1.0.0", "extensions": []}
+    assert api.get("/v2").json() == {
+        "name": "mnist-service",
+        "version": "1.0.0",
+        "extensions": ["binary_tensor_data"],
+    }
     assert api.get("/v2/health/live").json() == {"live": True}
     ready = api.get("/v2/health/ready")
     assert (ready.status_code, ready.json()) == (200, {"ready": True})
@@ -247,3 +251,145 @@ def test_a_damaged_version_gets_the_status_every_other_route_gives_it(
             client.post("/v2/models/mnist/versions/v0002/infer", json=uint8(images)),
         ):
             assert "v0002" in assert_v2_error(response, 409)
+
+
+# -- the binary tensor data extension, byte by byte --------------------------------------------
+
+HEADER = "Inference-Header-Content-Length"
+
+
+def binary_request(
+    header: dict[str, Any], data: bytes, json_length: int | None = None
+) -> tuple[bytes, dict[str, str]]:
+    text = json.dumps(header).encode()
+    length = len(text) if json_length is None else json_length
+    return text + data, {HEADER: str(length), "Content-Type": "application/octet-stream"}
+
+
+def binary_tensor(datatype: str, shape: list[int], size: int) -> dict[str, Any]:
+    return {"name": "input", "datatype": datatype, "shape": shape, "parameters": {"binary_data_size": size}}
+
+
+def split_answer(response: Any) -> tuple[dict[str, Any], bytes]:
+    assert response.status_code == 200, response.text
+    length = int(response.headers[HEADER])
+    return json.loads(response.content[:length]), response.content[length:]
+
+
+def test_binary_in_binary_out(api: TestClient, images: np.ndarray) -> None:
+    pixels = (images.reshape(4, 784) / 255).astype("<f4")
+    body, headers = binary_request(
+        {
+            "id": "b-1",
+            "inputs": [binary_tensor("FP32", [4, 784], pixels.nbytes)],
+            "parameters": {"binary_data_output": True},
+        },
+        pixels.tobytes(),
+    )
+    response = api.post(INFER, content=body, headers=headers)
+
+    assert response.headers["content-type"] == "application/octet-stream"
+    answer, data = split_answer(response)
+    assert answer["id"] == "b-1" and "parameters" not in answer  # binary_data_output is not echoed
+    assert [(o["name"], o["datatype"], o["shape"]) for o in answer["outputs"]] == [
+        ("probabilities", "FP32", [4, 10]),
+        ("label", "INT64", [4]),
+    ]
+    assert [o["parameters"]["binary_data_size"] for o in answer["outputs"]] == [160, 32]
+    assert len(data) == 192
+    probabilities = np.frombuffer(data[:160], "<f4").reshape(4, 10)
+    assert np.frombuffer(data[160:], "<i8").tolist() == [0, 3, 7, 9]
+    as_json = outputs_of(api.post(INFER, json=fp32(images)))
+    assert np.allclose(probabilities, np.array(as_json["probabilities"]["data"]).reshape(4, 10), atol=1e-6)
+
+
+def test_binary_uint8_in_json_out(api: TestClient, images: np.ndarray) -> None:
+    body, headers = binary_request(
+        {"inputs": [binary_tensor("UINT8", [4, 28, 28], images.size)]}, images.tobytes()
+    )
+    response = api.post(INFER, content=body, headers=headers)
+
+    assert response.headers["content-type"] == "application/json" and HEADER not in response.headers
+    assert outputs_of(response)["label"]["data"] == [0, 3, 7, 9]
+
+
+def test_one_output_binary_the_other_json(api: TestClient, images: np.ndarray) -> None:
+    request = {
+        **uint8(images),
+        "outputs": [{"name": "label"}, {"name": "probabilities", "parameters": {"binary_data": True}}],
+    }
+    answer, data = split_answer(api.post(INFER, json=request))
+    label, probabilities = answer["outputs"]
+    assert label["data"] == [0, 3, 7, 9] and "parameters" not in label
+    assert probabilities["parameters"] == {"binary_data_size": 160} and len(data) == 160
+    # an output's own false overrides the request's binary_data_output
+    request = {**request, "parameters": {"binary_data_output": True}}
+    request["outputs"][1]["parameters"]["binary_data"] = False
+    answer = api.post(INFER, json=request)
+    assert answer.headers["content-type"] == "application/octet-stream"
+    answer, data = split_answer(answer)
+    assert answer["outputs"][1]["data"] and len(data) == 32
+
+
+def test_the_request_parameters_are_echoed(api: TestClient, images: np.ndarray) -> None:
+    body = api.post(INFER, json={**uint8(images[:1]), "parameters": {"trace": "x", "k": [1, 2]}}).json()
+    assert body["parameters"] == {"trace": "x", "k": [1, 2]}
+    assert "parameters" not in api.post(INFER, json=uint8(images[:1])).json()
+
+
+def bad_binary_requests(images: np.ndarray) -> dict[str, tuple[bytes, dict[str, str]]]:
+    data = images.tobytes()
+    good = {"inputs": [binary_tensor("UINT8", [4, 28, 28], len(data))]}
+    nan = np.full((1, 784), np.nan, "<f4")
+    big = np.full((1, 784), 2.0, "<f4")
+    body, _ = binary_request(good, data)
+    return {
+        "no header": (body, {"Content-Type": "application/octet-stream"}),
+        "header not a number": (body, {HEADER: "abc"}),
+        "header negative": (body, {HEADER: "-1"}),
+        "header past the body": (body, {HEADER: str(len(body) + 1)}),
+        "header cuts the json": binary_request(good, data, json_length=10),
+        "size too small": binary_request({"inputs": [binary_tensor("UINT8", [4, 28, 28], 5)]}, data),
+        "size not an int": binary_request({"inputs": [binary_tensor("UINT8", [4, 28, 28], "3136")]}, data),
+        "bytes short": binary_request(good, data[:-1]),
+        "bytes long": binary_request(good, data + b"\0"),
+        "bytes but no binary input": binary_request(uint8(images), b"\0" * 8),
+        "data and binary": binary_request({"inputs": [{**good["inputs"][0], "data": [0] * 3136}]}, data),
+        "fp32 NaN": binary_request({"inputs": [binary_tensor("FP32", [1, 784], nan.nbytes)]}, nan.tobytes()),
+        "fp32 over 1": binary_request(
+            {"inputs": [binary_tensor("FP32", [1, 784], big.nbytes)]}, big.tobytes()
+        ),
+        "shared memory": binary_request(
+            {"inputs": [{**good["inputs"][0], "parameters": {"shared_memory_region": "r"}}]}, b""
+        ),
+        "binary_data not a bool": binary_request(
+            {**good, "outputs": [{"name": "label", "parameters": {"binary_data": "yes"}}]}, data
+        ),
+        "binary_data_output not a bool": binary_request(
+            {**good, "parameters": {"binary_data_output": 1}}, data
+        ),
+        "classification": binary_request(
+            {**good, "outputs": [{"name": "label", "parameters": {"classification": 3}}]}, data
+        ),
+        "an output twice": binary_request({**good, "outputs": [{"name": "label"}, {"name": "label"}]}, data),
+        "id not a string": binary_request({**good, "id": 5}, data),
+        "parameters not an object": binary_request({**good, "parameters": [1]}, data),
+        "parameters with NaN": (
+            b'{"parameters": {"x": NaN}, "inputs": [{"name": "input", "datatype": "UINT8", '
+            b'"shape": [1, 28, 28], "data": [' + b"0, " * 783 + b"0]}]}",
+            {},
+        ),
+    }
+
+
+def test_bad_binary_requests_are_a_400(api: TestClient, images: np.ndarray) -> None:
+    for case, (body, headers) in bad_binary_requests(images).items():
+        response = api.post(INFER, content=body, headers=headers)
+        assert response.status_code == 400, (case, response.text)
+        assert len(assert_v2_error(response, 400)) < 500, case
+
+
+def test_a_binary_body_without_the_header_says_what_is_missing(api: TestClient, images: np.ndarray) -> None:
+    body, _ = binary_request({"inputs": [binary_tensor("UINT8", [4, 28, 28], images.size)]}, images.tobytes())
+    message = assert_v2_error(api.post(INFER, content=body), 400)
+    assert HEADER in message
