@@ -4,13 +4,16 @@ Used by the trainer (publishing) and the service (loading, promoting, watching) 
 nothing of training or HTTP. See :mod:`registry.versions` for the layout on disk.
 """
 
+from registry.base import VERSION_REF, BaseRegistry, PlotWriter, normalize_version, utc_now
 from registry.catalog import Catalog, VersionInfo
 from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
+from registry.location import open_registry
 from registry.pointer import Pointer
-from registry.versions import VERSION_REF, PlotWriter, Registry, normalize_version, sha256_of, utc_now
+from registry.versions import Registry, sha256_of
 
 __all__ = [
     "VERSION_REF",
+    "BaseRegistry",
     "Catalog",
     "CorruptPointer",
     "CorruptVersion",
@@ -22,6 +25,7 @@ __all__ = [
     "VersionInfo",
     "VersionNotFound",
     "normalize_version",
+    "open_registry",
     "sha256_of",
     "utc_now",
 ]

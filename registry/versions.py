@@ -25,45 +25,35 @@ import fcntl
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlp import MLP, load_weights, save_weights
+from mlp import MLP, save_weights
 from mlp.atomicfile import atomic_write_bytes
-from registry.catalog import Catalog, VersionInfo, summarize
+from registry.base import (
+    ANNOTATION_KEY_PATTERN,
+    HISTORY_KEPT,
+    NUMBERED,
+    PUBLISHED_KEYS,
+    VERSION_PATTERN,
+    BaseRegistry,
+    PlotWriter,
+    check_model_name,
+    check_plot_name,
+    normalize_version,
+    utc_now,
+)
 from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
 from registry.pointer import NO_POINTER, Pointer, parse_pointer
 
-VERSION_PATTERN = re.compile(r"^v?(\d{1,6})$")
-# What `resolve` accepts from a client: a version name (v0003, 0003, 3) or "current".
-VERSION_REF = r"^(current|v?\d{1,6})$"
-MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-PLOT_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
-# What `publish` writes about the weights themselves; `annotate` may add anything but these.
-PUBLISHED_KEYS = frozenset(
-    {"model", "version", "created_at", "parent", "sizes", "dtype", "num_params", "plots", "sha256"}
-)
-ANNOTATION_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-NUMBERED = re.compile(r"^v(\d+)(\.npz|\.json)?$")  # a version's three entries
 STAGING_PREFIX = ".staging-"
 STAGING_LOCK = ".publisher"  # flock-ed by the live publisher: a free lock means a dead one
 STAGING_GRACE_S = 60.0  # a staging folder without its lock file is left alone this long (just created)
-HISTORY_KEPT = 50
-
-
-def normalize_version(version: str | int) -> str:
-    """`3`, `"3"`, `"0003"` and `"v0003"` all name `"v0003"`."""
-    match = VERSION_PATTERN.match(str(version).strip())
-    if not match or int(match.group(1)) == 0:
-        raise VersionNotFound(f"{str(version)[:20]!r} is not a version name; versions look like v0001")
-    return f"v{int(match.group(1)):04d}"
 
 
 def sha256_of(path: Path) -> str:
@@ -74,19 +64,11 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-PlotWriter = Callable[[Path, MLP], list[str]]
-
-
-class Registry:
+class Registry(BaseRegistry):
     """Versions of one model under `root/<model>`."""
 
     def __init__(self, root: Path, model: str = "mnist"):
-        if not MODEL_NAME_PATTERN.match(model):
-            raise RegistryError(f"bad model name {model!r}")
+        check_model_name(model)
         self.root = Path(root)
         self.model = model
         self.folder = self.root / model
@@ -105,9 +87,41 @@ class Registry:
         return self.folder / f"{normalize_version(version)}.npz"
 
     def plot_path(self, version: str, name: str) -> Path:
-        if not PLOT_NAME_PATTERN.match(name):
-            raise VersionNotFound(f"no plot named {name[:40]!r}")
-        return self.folder / normalize_version(version) / f"{name}.png"
+        return self.folder / normalize_version(version) / f"{check_plot_name(name)}.png"
+
+    @property
+    def where(self) -> str:
+        return str(self.folder)
+
+    def read_weights(self, version: str) -> bytes:
+        version = normalize_version(version)
+        try:
+            return self.weights_path(version).read_bytes()
+        except FileNotFoundError:
+            raise VersionNotFound(f"model {self.model!r} has no weight file for {version}") from None
+
+    def pointer_stamp(self) -> Hashable | None:
+        return _stamp(self.pointer_path)
+
+    def weights_stamp(self, version: str) -> Hashable | None:
+        return _stamp(self.weights_path(version))
+
+    def weights_sha256(self, version: str) -> str | None:
+        try:
+            return sha256_of(self.weights_path(version))
+        except FileNotFoundError:
+            return None
+
+    def read_plot(self, version: str, name: str) -> bytes | None:
+        try:
+            return self.plot_path(version, name).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def write_plot(self, version: str, name: str, data: bytes) -> None:
+        path = self.plot_path(version, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, data)
 
     def manifest(self, version: str) -> dict[str, Any]:
         """A version's manifest: a JSON object, or CorruptVersion saying why not."""
@@ -144,64 +158,6 @@ class Registry:
                 "not a complete version; promote a version to repair it"
             )
         return pointer
-
-    def current(self) -> str | None:
-        return self.pointer().version
-
-    def catalog(self) -> Catalog:
-        """Every version, newest first, for a listing: damaged manifests and pointers are reported."""
-        try:
-            current, pointer_error = self.current(), None
-        except CorruptPointer as exc:
-            current, pointer_error = None, str(exc)
-        entries = []
-        for version in reversed(self.versions()):
-            try:
-                entries.append(summarize(version, self.manifest(version)))
-            except RegistryError as exc:
-                entries.append(VersionInfo(version, damaged=str(exc)))
-        return Catalog(self.model, current, pointer_error, entries)
-
-    def versions_with(self, field: str, value: Any) -> list[str]:
-        """Complete versions whose manifest has `field` == `value` (damaged manifests never match)."""
-        found = []
-        for version in self.versions():
-            try:
-                if self.manifest(version).get(field) == value:
-                    found.append(version)
-            except RegistryError:
-                continue
-        return found
-
-    def resolve(self, version: str | None) -> str:
-        """A version name, or the current one when `version` is None/"current"."""
-        if version in (None, "", "current"):
-            current = self.current()
-            if current is None:
-                raise VersionNotFound(f"model {self.model!r} has no current version; promote one")
-            return current
-        version = normalize_version(version)
-        if version not in self.versions():
-            raise VersionNotFound(f"model {self.model!r} has no version {version}")
-        return version
-
-    def load(self, version: str | None = None) -> tuple[MLP, dict[str, Any]]:
-        """Load and validate a version: checksum against its manifest, then the weight format."""
-        version = self.resolve(version)
-        manifest = self.manifest(version)
-        path = self.weights_path(version)
-        content = path.read_bytes()  # read once: the bytes checked are the bytes loaded
-        actual = hashlib.sha256(content).hexdigest()
-        if actual != manifest.get("sha256"):
-            raise CorruptVersion(
-                f"{version}: {path.name} has sha256 {actual[:12]}..., its manifest says "
-                f"{str(manifest.get('sha256'))[:12]}...; the file was changed or damaged"
-            )
-        try:
-            net, _ = load_weights(path, content)
-        except ValueError as exc:
-            raise CorruptVersion(f"{version}: {exc}") from exc
-        return net, manifest
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -414,6 +370,15 @@ def _remove(entry: Path) -> None:
         shutil.rmtree(entry, ignore_errors=True)
     else:
         entry.unlink(missing_ok=True)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Inode, mtime in ns and size: any replace or rewrite of the file changes one of them."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -49,3 +49,12 @@ def one_blas_thread():
 
     with threadpool_limits(limits=1, user_api="blas"):
         yield
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 API server (moto's server mode) on 127.0.0.1 for the session; tests make their buckets."""
+    from tests.realservers import moto_server
+
+    with moto_server() as endpoint:
+        yield endpoint

@@ -40,6 +40,7 @@ AUGMENT_FIELDS = (
 )
 SUBCOMMANDS = ("train", "evaluate", "robustness", "noise", "list", "promote", "rollback", "download")
 MODELS_DIR_ENV = "MNIST_MODELS_DIR"
+REGISTRY_URL_ENV = "MNIST_REGISTRY_URL"
 
 
 def positive_float(text: str) -> float:
@@ -105,6 +106,13 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path(os.environ.get(MODELS_DIR_ENV, "models")),
         help=f"registry folder (env {MODELS_DIR_ENV}; default: models)",
+    )
+    parser.add_argument(
+        "--registry",
+        metavar="URL",
+        default=os.environ.get(REGISTRY_URL_ENV) or None,
+        help=f"registry on object storage, s3://bucket/prefix (env {REGISTRY_URL_ENV}); replaces "
+        "--models-dir; the endpoint of an S3-compatible store comes from AWS_ENDPOINT_URL",
     )
     parser.add_argument(
         "--model", default=None, help="model name in the registry (default: the dataset's name)"

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mlp.atomicfile import atomic_write_bytes
-from registry import Registry, RegistryError
+from registry import BaseRegistry, RegistryError, open_registry
 from trainer.config import ConfigError, TrainConfig
 from trainer.datasets import Dataset, DatasetError, download, load_dataset
 from trainer.evaluation import DIGIT_SCORE_KEY, NOISE_LEVELS, digit_score_calibration, evaluate, noise_curve
@@ -125,7 +125,7 @@ def robustness_command(args: argparse.Namespace, _: None) -> int:
     print(f"{registry.model} {version}: {result.limit} test digits per variant, seed {result.seed}")
     print(robustness.format_table(result))
     if not args.no_write:
-        print(f"recorded in {registry.folder / version}.json and {registry.plot_path(version, 'robustness')}")
+        print(f"recorded in {registry.where}/{version}.json and {registry.where}/{version}/robustness.png")
     return 0
 
 
@@ -204,7 +204,7 @@ def list_command(args: argparse.Namespace, _: None) -> int:
         print(json.dumps(rows, indent=1))
         return 0
     if not rows:
-        print(f"no versions of {registry.model!r} in {registry.folder}")
+        print(f"no versions of {registry.model!r} in {registry.where}")
     for row in rows:
         mark = "*" if row["current"] else " "
         if row["damaged"]:
@@ -263,8 +263,11 @@ def _dataset(args: argparse.Namespace) -> Dataset:
         raise UserFacingError(str(exc)) from exc
 
 
-def _registry(args: argparse.Namespace, dataset_name: str) -> Registry:
-    return Registry(args.models_dir, args.model or dataset_name)
+def _registry(args: argparse.Namespace, dataset_name: str) -> BaseRegistry:
+    try:
+        return open_registry(getattr(args, "registry", None) or args.models_dir, args.model or dataset_name)
+    except RegistryError as exc:
+        raise UserFacingError(str(exc)) from exc
 
 
 def _train(

@@ -13,7 +13,7 @@ import numpy as np
 
 from mlp import MLP
 from mlp.atomicfile import atomic_write, atomic_write_bytes
-from registry import Registry
+from registry import BaseRegistry
 from trainer.config import ROBUSTNESS_SAMPLE
 from trainer.datasets import Dataset
 from trainer.evaluation import DIGIT_SCORE_KEY, NOISE_LEVELS, digit_score_calibration, noise_curve
@@ -50,7 +50,7 @@ def build_manifest(result: TrainResult, dataset: Dataset, noise_accuracy: list[f
 
 
 def publish_result(
-    registry: Registry,
+    registry: BaseRegistry,
     result: TrainResult,
     dataset: Dataset,
     *,

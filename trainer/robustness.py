@@ -15,6 +15,7 @@ chance that a random digit scores higher than a random garment (1 = perfectly ap
 from __future__ import annotations
 
 import hashlib
+import io
 import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,8 +28,7 @@ import numpy as np
 import images
 from images import ImageError
 from mlp import MLP, energy
-from mlp.atomicfile import atomic_write
-from registry import Registry, utc_now
+from registry import BaseRegistry, utc_now
 from trainer import font_digits
 from trainer.config import ROBUSTNESS_LIMIT
 from trainer.datasets import DatasetError, load_dataset
@@ -289,12 +289,12 @@ def write_plot(result: SuiteResult, out: Path | BinaryIO) -> None:
     )
 
 
-def record(registry: Registry, version: str, result: SuiteResult) -> dict[str, Any]:
+def record(registry: BaseRegistry, version: str, result: SuiteResult) -> dict[str, Any]:
     """Put `result` into a published version: its plot, then the manifest key; the new manifest.
 
     Only the plot file and the manifest JSON are written; the weights and their sha256 stay.
     """
-    path = registry.plot_path(version, PLOT_NAME)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: write_plot(result, f))
+    picture = io.BytesIO()
+    write_plot(result, picture)
+    registry.write_plot(version, PLOT_NAME, picture.getvalue())
     return registry.annotate(version, MANIFEST_KEY, result.as_dict(), plot=PLOT_NAME)

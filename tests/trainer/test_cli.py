@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from testkit import write_idx
 
-from registry import Registry
+from registry import Registry, open_registry
 from trainer import datasets
 from trainer.cli import main
 from trainer.datasets import FILES
@@ -57,7 +57,7 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def clean_env(monkeypatch, workdir):
-    for name in ("MNIST_DATA_DIR", "FASHION_MNIST_DATA_DIR", "MNIST_MODELS_DIR"):
+    for name in ("MNIST_DATA_DIR", "FASHION_MNIST_DATA_DIR", "MNIST_MODELS_DIR", "MNIST_REGISTRY_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(workdir)
 
@@ -180,6 +180,36 @@ def test_train_publishes_and_promotes(local_mnist, models, fast_plots, capsys):
     assert manifest["hyperparameters"]["epochs"] == 1 and manifest["hyperparameters"]["val_size"] == 5000
     assert manifest["curves"]["x"] == [1.0]
     assert (models / "mnist" / "v0001" / "w1.png").is_file()
+
+
+def test_train_list_promote_and_robustness_on_object_storage(
+    local_mnist, models, fast_plots, tiny_fashion, s3_endpoint, monkeypatch, capsys
+):
+    """--registry s3://... (or MNIST_REGISTRY_URL): the same commands, the versions in a bucket."""
+    from tests.realservers import new_bucket, s3_environment
+
+    for name, value in s3_environment(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    url = f"s3://{new_bucket(s3_endpoint)}/shared"
+    assert main([*train_args(local_mnist, models), "--registry", url]) == 0
+    monkeypatch.setenv("MNIST_REGISTRY_URL", url)
+    assert main(train_args(local_mnist, models, "--promote")) == 0
+    assert not models.exists()  # nothing went to the local folder
+    capsys.readouterr()
+    assert main(["list", "--models-dir", str(models)]) == 0
+    out, _ = capsys.readouterr()
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("* v0002 ") and lines[1].startswith("  v0001 ")
+    assert main(["promote", "v0001"]) == 0
+    assert main(robustness_args(local_mnist, models, tiny_fashion, "--seed", "3")) == 0
+    out, _ = capsys.readouterr()
+    assert f"recorded in {url}/mnist/v0001.json" in out
+    registry = open_registry(url)
+    assert registry.current() == "v0001"
+    assert registry.manifest("v0001")["plots"][-1] == "robustness"
+    assert registry.read_plot("v0001", "robustness").startswith(PNG)
+    assert registry.read_plot("v0002", "w1").startswith(PNG)
+    registry.load("v0001")
 
 
 def test_train_takes_the_augmentation_options_and_records_them(local_mnist, models, fast_plots, capsys):

@@ -1,0 +1,199 @@
+"""What every registry does the same way, whatever holds its files: listing, resolving, loading.
+
+A registry stores versions somewhere (a local folder: :mod:`registry.versions`; object storage:
+:mod:`registry.objects`); everything that only *reads* through `versions`, `manifest`, `pointer`
+and `read_weights` lives here once, so the checks a loaded version passes (checksum against its
+manifest, then the weight format) cannot drift between the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlp import MLP, load_weights
+from registry.catalog import Catalog, VersionInfo, summarize
+from registry.errors import CorruptPointer, CorruptVersion, RegistryError, VersionNotFound
+from registry.pointer import Pointer
+
+VERSION_PATTERN = re.compile(r"^v?(\d{1,6})$")
+# What `resolve` accepts from a client: a version name (v0003, 0003, 3) or "current".
+VERSION_REF = r"^(current|v?\d{1,6})$"
+MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+PLOT_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
+# What `publish` writes about the weights themselves; `annotate` may add anything but these.
+PUBLISHED_KEYS = frozenset(
+    {"model", "version", "created_at", "parent", "sizes", "dtype", "num_params", "plots", "sha256"}
+)
+ANNOTATION_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+NUMBERED = re.compile(r"^v(\d+)(\.npz|\.json)?$")  # a version's three entries
+HISTORY_KEPT = 50
+
+PlotWriter = Callable[[Path, MLP], list[str]]
+
+
+def normalize_version(version: str | int) -> str:
+    """`3`, `"3"`, `"0003"` and `"v0003"` all name `"v0003"`."""
+    match = VERSION_PATTERN.match(str(version).strip())
+    if not match or int(match.group(1)) == 0:
+        raise VersionNotFound(f"{str(version)[:20]!r} is not a version name; versions look like v0001")
+    return f"v{int(match.group(1)):04d}"
+
+
+def check_model_name(model: str) -> str:
+    if not MODEL_NAME_PATTERN.match(model):
+        raise RegistryError(f"bad model name {model!r}")
+    return model
+
+
+def check_plot_name(name: str) -> str:
+    if not PLOT_NAME_PATTERN.match(name):
+        raise VersionNotFound(f"no plot named {name[:40]!r}")
+    return name
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class BaseRegistry(ABC):
+    """Versions of one model; subclasses say where the bytes live."""
+
+    model: str
+
+    @property
+    @abstractmethod
+    def where(self) -> str:
+        """Where the versions live, for messages: a folder, or an s3:// URL."""
+
+    # -- what a storage provides ----------------------------------------------------------------
+
+    @abstractmethod
+    def versions(self) -> list[str]:
+        """Complete versions, oldest first."""
+
+    @abstractmethod
+    def manifest(self, version: str) -> dict[str, Any]:
+        """A version's manifest: a JSON object, or CorruptVersion saying why not."""
+
+    @abstractmethod
+    def pointer(self) -> Pointer:
+        """The `current` pointer; CorruptPointer if it is not one or names no complete version."""
+
+    @abstractmethod
+    def read_weights(self, version: str) -> bytes:
+        """The bytes of a version's weight file (VersionNotFound when it has none)."""
+
+    @abstractmethod
+    def pointer_stamp(self) -> Hashable | None:
+        """Something that changes whenever the pointer does, cheap to get (a stat, a HEAD)."""
+
+    @abstractmethod
+    def weights_stamp(self, version: str) -> Hashable | None:
+        """Something that changes whenever a version's weight file does; None when it is missing."""
+
+    @abstractmethod
+    def read_plot(self, version: str, name: str) -> bytes | None:
+        """One of a version's pictures, None when it has no plot of that name."""
+
+    @abstractmethod
+    def write_plot(self, version: str, name: str, data: bytes) -> None:
+        """Add or replace a picture measured after publishing (listed by `annotate(plot=...)`)."""
+
+    @abstractmethod
+    def publish(
+        self,
+        net: MLP,
+        manifest: dict[str, Any],
+        write_plots: PlotWriter | None = None,
+        before_commit: Callable[[], None] | None = None,
+    ) -> str:
+        """Write a new immutable version and return its name; it is a candidate until promoted."""
+
+    @abstractmethod
+    def annotate(self, version: str, key: str, value: Any, plot: str | None = None) -> dict[str, Any]:
+        """Add (or replace) one measurement of a version, after the fact; returns the new manifest."""
+
+    @abstractmethod
+    def promote(self, version: str) -> tuple[str | None, str]:
+        """Make `version` current; returns (previous, new)."""
+
+    @abstractmethod
+    def rollback(self) -> tuple[str, str]:
+        """Move the pointer back to the version that was current before; returns (previous, new)."""
+
+    @abstractmethod
+    def sweep(self) -> list[str]:
+        """Remove what dead publishers left; returns the names removed."""
+
+    # -- the same everywhere ------------------------------------------------------------------
+
+    def current(self) -> str | None:
+        return self.pointer().version
+
+    def catalog(self) -> Catalog:
+        """Every version, newest first, for a listing: damaged manifests and pointers are reported."""
+        try:
+            current, pointer_error = self.current(), None
+        except CorruptPointer as exc:
+            current, pointer_error = None, str(exc)
+        entries = []
+        for version in reversed(self.versions()):
+            try:
+                entries.append(summarize(version, self.manifest(version)))
+            except RegistryError as exc:
+                entries.append(VersionInfo(version, damaged=str(exc)))
+        return Catalog(self.model, current, pointer_error, entries)
+
+    def versions_with(self, field: str, value: Any) -> list[str]:
+        """Complete versions whose manifest has `field` == `value` (damaged manifests never match)."""
+        found = []
+        for version in self.versions():
+            try:
+                if self.manifest(version).get(field) == value:
+                    found.append(version)
+            except RegistryError:
+                continue
+        return found
+
+    def resolve(self, version: str | None) -> str:
+        """A version name, or the current one when `version` is None/"current"."""
+        if version in (None, "", "current"):
+            current = self.current()
+            if current is None:
+                raise VersionNotFound(f"model {self.model!r} has no current version; promote one")
+            return current
+        version = normalize_version(version)
+        if version not in self.versions():
+            raise VersionNotFound(f"model {self.model!r} has no version {version}")
+        return version
+
+    def load(self, version: str | None = None) -> tuple[MLP, dict[str, Any]]:
+        """Load and validate a version: checksum against its manifest, then the weight format."""
+        version = self.resolve(version)
+        manifest = self.manifest(version)
+        content = self.read_weights(version)  # read once: the bytes checked are the bytes loaded
+        actual = hashlib.sha256(content).hexdigest()
+        name = f"{version}.npz"
+        if actual != manifest.get("sha256"):
+            raise CorruptVersion(
+                f"{version}: {name} has sha256 {actual[:12]}..., its manifest says "
+                f"{str(manifest.get('sha256'))[:12]}...; the file was changed or damaged"
+            )
+        try:
+            net, _ = load_weights(Path(name), content)
+        except ValueError as exc:
+            raise CorruptVersion(f"{version}: {exc}") from exc
+        return net, manifest
+
+    def weights_sha256(self, version: str) -> str | None:
+        """The sha256 of a version's weight file as stored now; None when it is missing."""
+        try:
+            return hashlib.sha256(self.read_weights(version)).hexdigest()
+        except VersionNotFound:
+            return None
