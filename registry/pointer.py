@@ -28,6 +28,10 @@ class Pointer:
     version: str | None
     history: tuple[str, ...] = ()  # earlier current versions, oldest first: where rollback goes
     updated_at: str | None = None
+    # Kept by the pointer row in PostgreSQL (registry.dbpointer) only; a pointer file has none of them.
+    generation: int | None = None  # +1 on every promote and rollback: replicas agree when theirs match
+    sha256: str | None = None  # of the weights it names, as their manifest said when it was promoted
+    updated_by: str | None = None
 
     def to_bytes(self) -> bytes:
         return json.dumps(

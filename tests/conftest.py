@@ -58,3 +58,22 @@ def s3_endpoint() -> Iterator[str]:
 
     with moto_server() as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> Iterator[str]:
+    """A PostgreSQL admin URL: the machine's server on 127.0.0.1:5432, else a throwaway one made from
+    the installed binaries (tests/realservers.py); fails saying what to install when neither exists."""
+    from tests.realservers import postgres_server
+
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def database_url(postgres_admin_url) -> Iterator[str]:
+    """A fresh database `mnist_test_<random>` for one test, dropped after it."""
+    from tests.realservers import fresh_database
+
+    with fresh_database(postgres_admin_url) as url:
+        yield url
