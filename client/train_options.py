@@ -21,7 +21,7 @@ def hidden_sizes(text: str) -> list[int]:
 
 # (field, type, help). The help strings are the API's field descriptions, shortened.
 FIELDS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
-    ("preset", str, "starting point: seed, fast or best (the service's default: fast)"),
+    ("preset", str, "starting point: seed, fast, baseline or best (the service's default: fast)"),
     ("hidden", hidden_sizes, "hidden layer widths, e.g. 128 or 500,300"),
     ("epochs", int, "passes over the training set (not with --iters)"),
     ("iters", int, "batches drawn with replacement, instead of epochs"),

@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI
 from starlette.routing import Route
 from threadpoolctl import threadpool_limits
@@ -109,8 +108,7 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
 
     def on_reload(version: str, model: LoadedModel | None, error: Exception | None) -> None:
         metrics.model_loads.labels("success" if error is None else "failure").inc()
-        if model is not None:
-            warm_up(model)
+        if model is not None:  # loaded, validated and warmed up (service.model_store)
             metrics.served(registry.model, version, model.manifest.get("test_accuracy"))
             state.warmed_up = True
 
@@ -157,13 +155,6 @@ def end_start_up_collection_pause() -> None:
         gc.collect()
     gc.freeze()
     gc.enable()
-
-
-def warm_up(model: LoadedModel) -> None:
-    """One prediction before the model serves, so the first real request pays no first-call costs."""
-    answers = model.answer(np.zeros((1, 784), dtype=np.uint8))
-    if not np.isfinite(answers.probabilities).all():
-        raise ValueError(f"{model.version}: warm-up prediction is not finite")
 
 
 async def watch_pointer(state: AppState) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mlp import MLP, energy, softmax
-from registry import Registry, RegistryError, VersionNotFound, sha256_of
+from registry import CorruptVersion, Registry, RegistryError, VersionNotFound, normalize_version, sha256_of
 
 log = logging.getLogger("service.models")
 
@@ -51,6 +51,7 @@ class LoadedModel:
     version: str
     net: MLP
     manifest: dict[str, Any] = field(repr=False)
+    file_stamp: FileStamp | None = field(default=None, repr=False)  # of the weight file, before it was read
 
     def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities (n, 10) for uint8 digits (n, 28, 28) or (n, 784)."""
@@ -151,18 +152,44 @@ class ModelStore:
         self._pointer_stamp = stamp
         if target is None or (self._current is not None and self._current.version == target):
             return False
-        file_stamp = _stamp(self.registry.weights_path(target))  # before reading: a change after it shows
         try:
             model = self._load(target)
         except (RegistryError, ValueError, OSError) as exc:
             self._refused(target, exc)
             return False
-        self._current = model
-        self._file_checked = (target, file_stamp)
-        self.file_problem = None
-        log.info("serving %s %s", self.registry.model, target)
-        self.on_reload(target, model, None)
+        self._swap(model)
         return True
+
+    def promote(self, version: str) -> tuple[str | None, str]:
+        """Make `version` current for the whole registry and serve it here now; returns (previous, new).
+
+        The version is read, validated and warmed up once, before the pointer moves: a model that
+        fails any of it is refused (CorruptVersion) with the pointer left alone, and the model
+        swapped in is the one that was checked. Other processes follow through the pointer.
+        """
+        checked: dict[str, LoadedModel] = {}
+        previous, current = self.registry.promote(
+            normalize_version(version), check=lambda name: checked.setdefault(name, self._load(name))
+        )
+        self._swap(checked[current])
+        return previous, current
+
+    def rollback(self) -> tuple[str, str]:
+        """Move the pointer back to the version current before, checked as `promote` checks it."""
+        checked: dict[str, LoadedModel] = {}
+        previous, current = self.registry.rollback(
+            check=lambda name: checked.setdefault(name, self._load(name))
+        )
+        self._swap(checked[current])
+        return previous, current
+
+    def _swap(self, model: LoadedModel) -> None:
+        """Serve `model` (loaded and checked) from now on; requests in flight keep the one they took."""
+        self._current = model
+        self._file_checked = (model.version, model.file_stamp)
+        self.file_problem = None
+        log.info("serving %s %s", self.registry.model, model.version)
+        self.on_reload(model.version, model, None)
 
     def check_served_file(self) -> str | None:
         """Whether the served version's weight file still matches the checksum it was loaded with.
@@ -205,8 +232,12 @@ class ModelStore:
         return problem
 
     def _load(self, version: str) -> LoadedModel:
+        """Load, validate and warm up a version; a model that cannot answer is a CorruptVersion."""
+        file_stamp = _stamp(self.registry.weights_path(version))  # before reading: a later change shows
         net, manifest = self.registry.load(version)
-        return LoadedModel(version=version, net=net, manifest=manifest)
+        model = LoadedModel(version=version, net=net, manifest=manifest, file_stamp=file_stamp)
+        warm_up(model)
+        return model
 
     def _refused(self, version: str, exc: Exception) -> None:
         log.error(
@@ -217,6 +248,15 @@ class ModelStore:
             self._current.version if self._current else "nothing",
         )
         self.on_reload(version, None, exc)
+
+
+def warm_up(model: LoadedModel) -> None:
+    """One prediction before a model serves: the first real request pays no first-call costs, and a
+    model whose answers are not finite (weights that pass validation yet overflow) never serves."""
+    with np.errstate(over="ignore", invalid="ignore"):  # the check below is the verdict
+        answers = model.answer(np.zeros((1, 784), dtype=np.uint8))
+    if not np.isfinite(answers.probabilities).all():
+        raise CorruptVersion(f"{model.version}: its warm-up prediction is not finite")
 
 
 def _stamp(path: os.PathLike[str]) -> FileStamp | None:

@@ -7,11 +7,14 @@ app its own folders.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from trainer.config import ROBUSTNESS_SAMPLE
+from trainer.config import DATASETS, ROBUSTNESS_SAMPLE
+
+Dataset = Literal[DATASETS]  # type: ignore[valid-type]
 
 
 class Settings(BaseSettings):
@@ -24,6 +27,10 @@ class Settings(BaseSettings):
     )
     cache_dir: Path = Field(Path("data"), description="Where training jobs cache downloaded datasets.")
     model_name: str = Field("mnist", description="Which model of the registry this service serves.")
+    dataset: Dataset | None = Field(
+        None,
+        description="What training jobs train on; unset: the model's name if it names a dataset, else mnist.",
+    )
     token: SecretStr | None = Field(
         None, description="Bearer token for mutating endpoints; unset: generated once into the state folder."
     )
@@ -82,6 +89,13 @@ class Settings(BaseSettings):
         description="One network pass for the /predict calls that arrive in the same event-loop turn "
         "(under load only; a lone request never waits).",
     )
+
+    @property
+    def train_dataset(self) -> str:
+        """The dataset training jobs use: a model may be named other than its data (`mnist-wide`)."""
+        if self.dataset is not None:
+            return self.dataset
+        return self.model_name if self.model_name in DATASETS else "mnist"
 
     @property
     def max_predict_body_bytes(self) -> int:

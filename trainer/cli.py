@@ -18,6 +18,7 @@ from pathlib import Path
 
 from trainer.config import (
     DATASETS,
+    OVERRIDABLE,
     PRESETS,
     ROBUSTNESS_LIMIT,
     ROBUSTNESS_SAMPLE,
@@ -28,16 +29,6 @@ from trainer.config import (
 )
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
-AUGMENT_FIELDS = (
-    "augment_rotate",
-    "augment_scale",
-    "augment_shear",
-    "augment_elastic",
-    "augment_elastic_sigma",
-    "augment_stroke",
-    "augment_contrast",
-    "augment_lowres",
-)
 SUBCOMMANDS = ("train", "evaluate", "robustness", "noise", "list", "promote", "rollback", "download")
 MODELS_DIR_ENV = "MNIST_MODELS_DIR"
 REGISTRY_URL_ENV = "MNIST_REGISTRY_URL"
@@ -331,33 +322,8 @@ def build_seed_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    base = preset(args.preset)
-    changes = {
-        key: value
-        for key in (
-            "hidden",
-            "lr",
-            "optimizer",
-            "momentum",
-            "weight_decay",
-            "schedule",
-            "batch_size",
-            "dropout",
-            "label_smoothing",
-            "augment_shift",
-            *AUGMENT_FIELDS,
-            "noise",
-            "ema",
-            "val_size",
-            "seed",
-        )
-        if (value := getattr(args, key, None)) is not None
-    }
-    if args.epochs is not None:
-        changes.update(epochs=args.epochs, iters=None)
-    if args.iters is not None:
-        changes.update(iters=args.iters, epochs=None)
-    return base.replace(**changes, dataset=args.dataset).validate()
+    overrides = {key: getattr(args, key, None) for key in OVERRIDABLE}
+    return TrainConfig.from_preset(args.preset, args.dataset, **overrides)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

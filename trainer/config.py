@@ -21,6 +21,13 @@ ROBUSTNESS_SAMPLE_ENV = "MNIST_ROBUSTNESS_SAMPLE"
 ROBUSTNESS_LIMIT = 500  # digits per variant of `python -m trainer robustness`
 MAX_EPOCHS = 1000
 MAX_ITERS = 10_000_000
+# The fields a preset's user may change (the CLI's options, the fields of POST /train).
+OVERRIDABLE = (
+    "hidden", "optimizer", "lr", "momentum", "weight_decay", "schedule", "epochs", "iters", "batch_size",
+    "dropout", "label_smoothing", "augment_shift", "augment_rotate", "augment_scale", "augment_shear",
+    "augment_elastic", "augment_elastic_sigma", "augment_stroke", "augment_contrast", "augment_lowres",
+    "noise", "ema", "val_size", "seed",
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -60,6 +67,25 @@ class TrainConfig:
     dataset: str = "mnist"
     preset: str = "custom"
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_preset(cls, name: str, dataset: str = "mnist", **overrides: Any) -> TrainConfig:
+        """Preset `name` with `overrides` (None keeps the preset's value) for `dataset`, validated.
+
+        The one merge the CLI and the service's training jobs share: hidden sizes become a tuple,
+        and asking for epochs drops the preset's iterations (and the other way round). Raises
+        ConfigError for an unknown preset, an unknown field or values no run could use.
+        """
+        changes = {key: value for key, value in overrides.items() if value is not None}
+        if unknown := sorted(set(changes) - set(OVERRIDABLE)):
+            raise ConfigError(f"not a training option: {', '.join(unknown)}")
+        if "hidden" in changes:
+            changes["hidden"] = tuple(int(size) for size in changes["hidden"])
+        if "epochs" in changes:
+            changes.setdefault("iters", None)
+        elif "iters" in changes:
+            changes["epochs"] = None
+        return preset(name).replace(**changes, dataset=dataset).validate()
 
     @property
     def sizes(self) -> tuple[int, ...]:

@@ -56,7 +56,8 @@ class ChildSpec:
     job_id: str
     db_path: str
     models_dir: str
-    model_name: str
+    model_name: str  # where the version is published
+    dataset: str  # what it trains on: a model may be named other than its data (mnist-wide)
     data_dir: str | None
     cache_dir: str
     parent_pid: int
@@ -174,7 +175,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
         if record is None:
             return Outcome("failed", error="the job record disappeared")
         params = record.params
-        config = build_config(params, spec.model_name)
+        config = build_config(params, spec.dataset)
         dataset = load_dataset(
             config.dataset,
             data_dir=Path(spec.data_dir) if spec.data_dir else None,

@@ -8,27 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.config import TrainConfig, preset
+from trainer.config import TrainConfig
 
 # Request fields that are not TrainConfig fields: they steer publishing, not training.
 PUBLISH_FIELDS = ("promote", "min_accuracy")
-OVERRIDABLE = (
-    "hidden", "optimizer", "lr", "momentum", "weight_decay", "schedule", "epochs", "iters", "batch_size",
-    "dropout", "label_smoothing", "augment_shift", "augment_rotate", "augment_scale", "augment_shear",
-    "augment_elastic", "augment_elastic_sigma", "augment_stroke", "augment_contrast", "augment_lowres",
-    "noise", "ema", "val_size", "seed",
-)  # fmt: skip
 
 
 def build_config(params: dict[str, Any], dataset: str) -> TrainConfig:
-    """The preset named in `params` with its overrides applied; raises ConfigError if unusable."""
-    overrides = {key: params[key] for key in OVERRIDABLE if params.get(key) is not None}
-    if "hidden" in overrides:
-        overrides["hidden"] = tuple(int(size) for size in overrides["hidden"])
-    # A preset trains either for epochs or for iterations; asking for the other replaces its own.
-    if "epochs" in overrides:
-        overrides.setdefault("iters", None)
-    elif "iters" in overrides:
-        overrides["epochs"] = None
-    base = preset(str(params.get("preset", "fast")))
-    return base.replace(**overrides, dataset=dataset).validate()
+    """The preset named in `params` with its overrides, for `dataset`; raises ConfigError if unusable."""
+    overrides = {key: value for key, value in params.items() if key not in (*PUBLISH_FIELDS, "preset")}
+    return TrainConfig.from_preset(str(params.get("preset", "fast")), dataset, **overrides)

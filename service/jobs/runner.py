@@ -216,6 +216,7 @@ class ProcessJobRunner:
             db_path=str(self.store.path.resolve()),
             models_dir=str(self.settings.models_dir.resolve()),
             model_name=self.settings.model_name,
+            dataset=self.settings.train_dataset,
             data_dir=str(self.settings.data_dir.resolve()) if self.settings.data_dir else None,
             cache_dir=str(self.settings.cache_dir.resolve()),
             parent_pid=self.owner.pid,

@@ -107,8 +107,9 @@ async def plot(version: VersionPath, name: str, state: State) -> FileResponse:
     responses=error_responses(401, 403, 404, 409, 422),
 )
 async def promote(version: VersionPath, state: State) -> PointerMove:
-    previous, current = await asyncio.to_thread(state.registry.promote, version)
-    await asyncio.to_thread(state.models.refresh)  # this worker switches now; the others within a second
+    # Read, validated and warmed up once, before the pointer moves; this worker switches now, the
+    # others within a second (through the pointer).
+    previous, current = await asyncio.to_thread(state.models.promote, version)
     return PointerMove(model=state.registry.model, current=current, previous=previous)
 
 
@@ -120,6 +121,5 @@ async def promote(version: VersionPath, state: State) -> PointerMove:
     responses=error_responses(401, 403, 409),
 )
 async def rollback(state: State) -> PointerMove:
-    previous, current = await asyncio.to_thread(state.registry.rollback)
-    await asyncio.to_thread(state.models.refresh)
+    previous, current = await asyncio.to_thread(state.models.rollback)
     return PointerMove(model=state.registry.model, current=current, previous=previous)

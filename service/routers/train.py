@@ -72,7 +72,7 @@ def submit(state: State, request: TrainRequest | None = None) -> dict[str, Any]:
         raise NotReady("the service is shutting down and takes no new training jobs", RETRY_AFTER_S)
     runner = runner_of(state)
     params = request.to_params()
-    build_config(params, state.settings.model_name)  # ConfigError (422) now rather than a failed job later
+    build_config(params, state.settings.train_dataset)  # ConfigError (422) now rather than a failed job later
     return runner.submit(params).to_json()
 
 

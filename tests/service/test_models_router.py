@@ -196,3 +196,35 @@ def test_promoting_an_unknown_version_is_a_404(three: TestClient, registry: Regi
     with three as client:
         assert_error(client.post("/models/v0042/promote", headers=AUTH), 404, "version_not_found")
     assert registry.current() == "v0002"
+
+
+def test_a_promote_reads_and_checks_the_version_once(
+    three: TestClient, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with three as client:
+        loads: list[str | None] = []
+        real_load = Registry.load
+        monkeypatch.setattr(Registry, "load", lambda self, v=None: loads.append(v) or real_load(self, v))
+        response = client.post("/models/v0003/promote", headers=AUTH)
+        assert response.status_code == 200, response.text
+        assert loads == ["v0003"]
+        assert client.get("/readyz").json()["version"] == "v0003"  # this worker serves it at once
+        assert client.post("/models/rollback", headers=AUTH).json()["current"] == "v0002"
+        assert loads == ["v0003", "v0002"]
+
+
+def test_a_version_whose_answers_are_not_finite_is_never_promoted(
+    three: TestClient, registry: Registry, publish: Publish, trained_net: Any
+) -> None:
+    # Finite weights that pass every check of the file, yet overflow float32 on the warm-up digit.
+    params = {name: value.copy() for name, value in trained_net.params.items()}
+    params["b1"][:] = 3e38
+    params["w2"][:] = 3e38
+    overflowing = variant(trained_net, seed=4, scale=0.0)
+    overflowing.load_params(params)
+    with three as client:
+        version = publish(overflowing, promote=False)
+        body = assert_error(client.post(f"/models/{version}/promote", headers=AUTH), 409, "corrupt_version")
+        assert "not finite" in body["detail"]
+        assert registry.current() == "v0002"  # the pointer never moved
+        assert client.get("/readyz").json()["version"] == "v0002"

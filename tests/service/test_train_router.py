@@ -211,6 +211,24 @@ def test_jobs_publish_a_candidate_or_promote_it(make_client: Client, tmp_path: P
             time.sleep(0.05)
 
 
+def test_a_model_named_other_than_its_dataset_trains_on_mnist(make_client: Client, tmp_path: Path) -> None:
+    # The registry allows any model name; the name was once passed as the dataset: 422 on every job.
+    with make_client(model_name="mnist-wide") as client:
+        job = wait_for(client, submit(client, QUICK)["id"], ended)
+    assert job["state"] == "succeeded", job
+    manifest = Registry(tmp_path / "models", "mnist-wide").manifest(job["version"])
+    assert manifest["hyperparameters"]["dataset"] == "mnist"
+
+
+def test_every_preset_is_offered(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()["components"]["schemas"]["TrainRequest"]
+    assert schema["properties"]["preset"]["enum"] == ["seed", "fast", "baseline", "best"]
+    response = client.post("/train", json={**QUICK, "preset": "baseline", "epochs": 1}, headers=AUTH)
+    assert response.status_code == 202, response.text
+    assert response.json()["params"]["preset"] == "baseline"
+    client.delete(f"/train/{response.json()['id']}", headers=AUTH)
+
+
 def test_a_job_measures_a_robustness_sample_when_the_service_asks(
     make_client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
