@@ -35,6 +35,9 @@ NUMBERED = re.compile(r"^v(\d+)(\.npz|\.json)?$")  # a version's three entries
 HISTORY_KEPT = 50
 
 PlotWriter = Callable[[Path, MLP], list[str]]
+# Loads and validates a version: (network, manifest). `promote` and `rollback` take one in place of
+# their own `load`, so a serving process validates a version once and serves what it validated.
+Loader = Callable[[str], tuple[MLP, dict[str, Any]]]
 
 
 def normalize_version(version: str | int) -> str:
@@ -120,12 +123,19 @@ class BaseRegistry(ABC):
         """Add (or replace) one measurement of a version, after the fact; returns the new manifest."""
 
     @abstractmethod
-    def promote(self, version: str) -> tuple[str | None, str]:
-        """Make `version` current; returns (previous, new)."""
+    def promote(self, version: str, load: Loader | None = None) -> tuple[str | None, str]:
+        """Make `version` current; returns (previous, new).
+
+        The version is loaded and validated first, by `load` when given (a serving process loads,
+        validates and warms it up once, then serves what it checked), else by `self.load`.
+        """
 
     @abstractmethod
-    def rollback(self) -> tuple[str, str]:
-        """Move the pointer back to the version that was current before; returns (previous, new)."""
+    def rollback(self, load: Loader | None = None) -> tuple[str, str]:
+        """Move the pointer back to the version that was current before; returns (previous, new).
+
+        The target is validated as `promote` validates (by `load` when given).
+        """
 
     @abstractmethod
     def sweep(self) -> list[str]:

@@ -24,7 +24,7 @@ from datetime import UTC
 from typing import Any
 
 from mlp import MLP
-from registry.base import HISTORY_KEPT, BaseRegistry, PlotWriter, normalize_version
+from registry.base import HISTORY_KEPT, BaseRegistry, Loader, PlotWriter, normalize_version
 from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError
 from registry.pointer import Pointer
 
@@ -151,9 +151,9 @@ class DatabasePointerRegistry(BaseRegistry):
         """The row's generation: one small indexed SELECT."""
         return self._query(lambda cur: self._read_row(cur)["generation"])
 
-    def promote(self, version: str) -> tuple[str | None, str]:
+    def promote(self, version: str, load: Loader | None = None) -> tuple[str | None, str]:
         version = normalize_version(version)
-        _, manifest = self.load(version)  # never point at a version that would not load
+        _, manifest = (load or self.load)(version)  # never point at a version that would not load
 
         def move(cur: Any) -> tuple[str | None, str]:
             row = self._read_row(cur, for_update=True)
@@ -167,7 +167,7 @@ class DatabasePointerRegistry(BaseRegistry):
 
         return self._query(move, transaction=True)
 
-    def rollback(self) -> tuple[str, str]:
+    def rollback(self, load: Loader | None = None) -> tuple[str, str]:
         def move(cur: Any) -> tuple[str, str]:
             row = self._read_row(cur, for_update=True)
             existing = set(self.storage.versions())
@@ -176,7 +176,7 @@ class DatabasePointerRegistry(BaseRegistry):
                 raise NothingToRollBack(f"model {self.model!r} has no earlier version to roll back to")
             target = history.pop()
             try:
-                _, manifest = self.load(target)
+                _, manifest = (load or self.load)(target)
             except CorruptVersion as exc:
                 raise CorruptVersion(f"cannot roll back to {target}: {exc}") from exc
             self._write_row(cur, "rollback", target, row["version"], manifest.get("sha256"), history)

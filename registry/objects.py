@@ -35,6 +35,7 @@ from registry.base import (
     PUBLISHED_KEYS,
     VERSION_PATTERN,
     BaseRegistry,
+    Loader,
     PlotWriter,
     check_model_name,
     check_plot_name,
@@ -210,10 +211,10 @@ class ObjectRegistry(BaseRegistry):
                 return manifest
         raise RegistryError(f"{version}: its manifest kept changing while it was being annotated")
 
-    def promote(self, version: str) -> tuple[str | None, str]:
+    def promote(self, version: str, load: Loader | None = None) -> tuple[str | None, str]:
         """Make `version` current; returns (previous, new). A corrupt pointer is overwritten."""
         version = normalize_version(version)
-        self.load(version)  # never point at a version that would not load
+        (load or self.load)(version)  # never point at a version that would not load
 
         def move(pointer: Pointer) -> tuple[Pointer, str | None]:
             history = list(pointer.history)
@@ -224,7 +225,7 @@ class ObjectRegistry(BaseRegistry):
         previous = self._move_pointer(move, corrupt_ok=True)
         return previous, version
 
-    def rollback(self) -> tuple[str, str]:
+    def rollback(self, load: Loader | None = None) -> tuple[str, str]:
         """Move the pointer back to the version that was current before; returns (previous, new)."""
 
         def move(pointer: Pointer) -> tuple[Pointer, tuple[str | None, str]]:
@@ -234,7 +235,7 @@ class ObjectRegistry(BaseRegistry):
                 raise NothingToRollBack(f"model {self.model!r} has no earlier version to roll back to")
             target = history.pop()
             try:
-                self.load(target)
+                (load or self.load)(target)
             except CorruptVersion as exc:
                 raise CorruptVersion(f"cannot roll back to {target}: {exc}") from exc
             return Pointer(target, tuple(history), utc_now()), (pointer.version, target)

@@ -42,6 +42,7 @@ from registry.base import (
     PUBLISHED_KEYS,
     VERSION_PATTERN,
     BaseRegistry,
+    Loader,
     PlotWriter,
     check_model_name,
     check_plot_name,
@@ -230,17 +231,17 @@ class Registry(BaseRegistry):
             atomic_write_bytes(self.folder / f"{version}.json", data)
         return manifest
 
-    def promote(self, version: str, check: Callable[[str], object] | None = None) -> tuple[str | None, str]:
+    def promote(self, version: str, load: Loader | None = None) -> tuple[str | None, str]:
         """Make `version` current; returns (previous, new). The old one is kept for rollback.
 
-        The version is validated first (never point at one that would not load): by `check` when
+        The version is validated first (never point at one that would not load): by `load` when
         given (a serving process loads, validates and warms it up once, then serves what it
         checked), else by `load`. A corrupt pointer is overwritten: promoting is how an operator
         repairs it (its history is lost with it, so there is nothing to roll back to until the
         next promote).
         """
         version = normalize_version(version)
-        (check or self.load)(version)
+        (load or self.load)(version)
         with self._locked():
             try:
                 pointer = self.pointer()
@@ -253,10 +254,10 @@ class Registry(BaseRegistry):
             self._write_pointer(Pointer(version, tuple(history[-HISTORY_KEPT:]), utc_now()))
         return previous, version
 
-    def rollback(self, check: Callable[[str], object] | None = None) -> tuple[str, str]:
+    def rollback(self, load: Loader | None = None) -> tuple[str, str]:
         """Move the pointer back to the version that was current before; returns (previous, new).
 
-        The target is validated exactly as promote validates (by `check` when given); a damaged
+        The target is validated exactly as promote validates (by `load` when given); a damaged
         one is refused by name and the pointer stays. Versions deleted since they were current
         are skipped.
         """
@@ -268,7 +269,7 @@ class Registry(BaseRegistry):
                 raise NothingToRollBack(f"model {self.model!r} has no earlier version to roll back to")
             target = history.pop()
             try:
-                (check or self.load)(target)
+                (load or self.load)(target)
             except CorruptVersion as exc:
                 raise CorruptVersion(f"cannot roll back to {target}: {exc}") from exc
             self._write_pointer(Pointer(target, tuple(history), utc_now()))

@@ -167,20 +167,16 @@ class ModelStore:
         fails any of it is refused (CorruptVersion) with the pointer left alone, and the model
         swapped in is the one that was checked. Other processes follow through the pointer.
         """
-        checked: dict[str, LoadedModel] = {}
-        previous, current = self.registry.promote(
-            normalize_version(version), check=lambda name: checked.setdefault(name, self._load(name))
-        )
-        self._swap(checked[current])
+        checked = _Checked(self._load)
+        previous, current = self.registry.promote(normalize_version(version), load=checked)
+        self._swap(checked.models[current])
         return previous, current
 
     def rollback(self) -> tuple[str, str]:
         """Move the pointer back to the version current before, checked as `promote` checks it."""
-        checked: dict[str, LoadedModel] = {}
-        previous, current = self.registry.rollback(
-            check=lambda name: checked.setdefault(name, self._load(name))
-        )
-        self._swap(checked[current])
+        checked = _Checked(self._load)
+        previous, current = self.registry.rollback(load=checked)
+        self._swap(checked.models[current])
         return previous, current
 
     def _swap(self, model: LoadedModel) -> None:
@@ -248,6 +244,19 @@ class ModelStore:
             self._current.version if self._current else "nothing",
         )
         self.on_reload(version, None, exc)
+
+
+class _Checked:
+    """A registry `Loader` that loads through the store (validated, warmed up) and keeps what it loaded."""
+
+    def __init__(self, load: Callable[[str], LoadedModel]):
+        self.load = load
+        self.models: dict[str, LoadedModel] = {}
+
+    def __call__(self, version: str) -> tuple[MLP, dict[str, Any]]:
+        model = self.models.get(version) or self.load(version)
+        self.models[version] = model
+        return model.net, model.manifest
 
 
 def warm_up(model: LoadedModel) -> None:
