@@ -6,7 +6,14 @@ nothing of training or HTTP. See :mod:`registry.versions` for the layout on disk
 
 from registry.base import VERSION_REF, BaseRegistry, PlotWriter, normalize_version, utc_now
 from registry.catalog import Catalog, VersionInfo
-from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
+from registry.errors import (
+    CorruptPointer,
+    CorruptVersion,
+    NothingToRollBack,
+    RegistryError,
+    StoreUnavailable,
+    VersionNotFound,
+)
 from registry.location import open_registry
 from registry.pointer import Pointer
 from registry.versions import Registry, sha256_of
@@ -22,6 +29,7 @@ __all__ = [
     "Pointer",
     "Registry",
     "RegistryError",
+    "StoreUnavailable",
     "VersionInfo",
     "VersionNotFound",
     "normalize_version",

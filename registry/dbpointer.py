@@ -25,7 +25,7 @@ from typing import Any
 
 from mlp import MLP
 from registry.base import HISTORY_KEPT, BaseRegistry, Loader, PlotWriter, normalize_version
-from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError
+from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, StoreUnavailable
 from registry.pointer import Pointer
 
 log = logging.getLogger("registry.dbpointer")
@@ -56,7 +56,7 @@ CREATE TABLE IF NOT EXISTS model_pointer_log (
 SCHEMA_LOCK = 0x6D6E6973  # pg_advisory_xact_lock key: two processes creating the tables at once wait
 
 
-class DatabaseUnavailable(RegistryError):
+class DatabaseUnavailable(StoreUnavailable):
     """PostgreSQL did not answer; the message names it (never the password)."""
 
 

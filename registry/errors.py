@@ -21,3 +21,9 @@ class CorruptVersion(RegistryError):
 
 class CorruptPointer(RegistryError):
     """The `current` pointer is not a pointer: unreadable, of the wrong shape, or naming no version."""
+
+
+class StoreUnavailable(RegistryError):
+    """Where the registry lives (object storage, PostgreSQL) did not answer: worth retrying soon."""
+
+    retry_after_s = 2

@@ -42,7 +42,14 @@ from registry.base import (
     normalize_version,
     utc_now,
 )
-from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
+from registry.errors import (
+    CorruptPointer,
+    CorruptVersion,
+    NothingToRollBack,
+    RegistryError,
+    StoreUnavailable,
+    VersionNotFound,
+)
 from registry.pointer import NO_POINTER, Pointer, parse_pointer
 
 if TYPE_CHECKING:
@@ -55,7 +62,7 @@ CLAIM_TRIES = 50  # publishers racing for numbers; each loss moves on to a fresh
 POINTER_TRIES = 20  # promotes racing on the pointer
 
 
-class StorageUnavailable(RegistryError):
+class StorageUnavailable(StoreUnavailable):
     """Object storage did not answer, or refused us (credentials, a missing bucket)."""
 
 

@@ -167,3 +167,24 @@ def test_an_unreachable_database_is_a_clear_registry_error(folder):
     registry = open_registry(folder, database_url=f"postgresql://nobody@127.0.0.1:{free_port()}/x")
     with pytest.raises(DatabaseUnavailable, match="PostgreSQL did not answer"):
         registry.current()
+
+
+def test_promote_and_rollback_validate_with_the_callers_loader(registry):
+    v1, v2 = publish(registry, 1), publish(registry, 2)
+    checked: list[str] = []
+
+    def loader(name: str):
+        checked.append(name)
+        return registry.load(name)
+
+    registry.promote(v1, load=loader)
+    registry.promote(v2, load=loader)
+
+    def refuse(name: str) -> None:
+        raise CorruptVersion(f"{name}: its warm-up prediction is not finite")
+
+    with pytest.raises(CorruptVersion, match=f"cannot roll back to {v1}"):
+        registry.rollback(load=refuse)
+    assert registry.current() == v2 and registry.pointer().generation == 2
+    assert registry.rollback(load=loader) == (v2, v1)
+    assert checked == [v1, v2, v1]

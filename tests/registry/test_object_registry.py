@@ -282,3 +282,22 @@ def test_manifest_of_an_unknown_version(registry):
     with pytest.raises(CorruptVersion, match="not a JSON object"):
         registry.manifest("v0001")
     assert registry.catalog().versions[0].damaged is not None
+
+
+def test_promote_validates_with_the_callers_loader(registry):
+    """A serving process passes its own loader (load + warm-up once); a refusal leaves the pointer."""
+    version = publish(registry, 1)
+    checked: list[str] = []
+
+    def loader(name: str):
+        checked.append(name)
+        return registry.load(name)
+
+    def refuse(name: str) -> None:
+        raise CorruptVersion(f"{name}: its warm-up prediction is not finite")
+
+    with pytest.raises(CorruptVersion, match="warm-up"):
+        registry.promote(version, load=refuse)
+    assert registry.current() is None
+    assert registry.promote(version, load=loader) == (None, version)
+    assert checked == [version]
