@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +18,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 from threadpoolctl import threadpool_limits
 
-from registry import Registry
+from registry import BaseRegistry, RegistryError
 from service.auth import load_or_create_token
 from service.batcher import PredictBatcher
 from service.body import BodyBudget
@@ -55,6 +57,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             state.pool.close()
+            if state.listener is not None:
+                await asyncio.to_thread(state.listener.stop)
             if state.jobs is not None:
                 await asyncio.to_thread(state.jobs.stop)
 
@@ -95,7 +99,7 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
     token = load_or_create_token(
         settings.state_dir, settings.token.get_secret_value() if settings.token else None
     )
-    registry = Registry(settings.models_dir, settings.model_name)
+    registry = settings.open_registry(who=f"service@{socket.gethostname()} pid {os.getpid()}")
     state = AppState(
         settings=settings,
         registry=registry,
@@ -111,6 +115,8 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
         if model is not None:  # loaded, validated and warmed up (service.model_store)
             metrics.served(registry.model, version, model.manifest.get("test_accuracy"))
             state.warmed_up = True
+            if state.models is not None and state.models.generation is not None:
+                metrics.pointer_generation.labels(registry.model).set(state.models.generation)
 
     def on_file_check(version: str, problem: str | None) -> None:
         metrics.served_file_intact.labels(registry.model).set(0 if problem else 1)
@@ -121,23 +127,29 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
         log.warning(
             "no current version of %r in %s: /readyz stays 503 until one is promoted",
             registry.model,
-            registry.folder,
+            registry.where,
         )
+    if settings.database_url:  # a promote on any replica: NOTIFY, and this process reloads at once
+        from registry.dbpointer import PointerListener
+
+        models = state.models
+        state.listener = PointerListener(settings.database_url, registry.model, lambda _: models.refresh())
+        state.listener.start()
     state.jobs = ProcessJobRunner(settings, metrics)
     state.jobs.start()  # first: it may stop children a dead service left, whose remains the sweep takes
     sweep_registry(registry)
     return state
 
 
-def sweep_registry(registry: Registry) -> None:
+def sweep_registry(registry: BaseRegistry) -> None:
     """Remove what publishers killed half way left in the registry (never a complete version)."""
     try:
         removed = registry.sweep()
-    except OSError as exc:  # a read-only registry, say: serving does not need the sweep
-        log.warning("could not sweep %s for unfinished versions: %s", registry.folder, exc)
+    except (OSError, RegistryError) as exc:  # a read-only registry, say: serving does not need the sweep
+        log.warning("could not sweep %s for unfinished versions: %s", registry.where, exc)
         return
     if removed:
-        log.warning("removed what interrupted publishers left in %s: %s", registry.folder, ", ".join(removed))
+        log.warning("removed what interrupted publishers left in %s: %s", registry.where, ", ".join(removed))
 
 
 def end_start_up_collection_pause() -> None:
@@ -160,7 +172,10 @@ def end_start_up_collection_pause() -> None:
 async def watch_pointer(state: AppState) -> None:
     """Every `reload_interval_s`: follow the `current` pointer and re-check the served weight file.
 
-    Loading and hashing happen off the event loop.
+    With the pointer in PostgreSQL this is the fallback for a NOTIFY lost with its connection: the
+    listener (registry.dbpointer) usually has the new version loaded before this round comes.
+
+        Loading and hashing happen off the event loop.
     """
     while True:
         await asyncio.sleep(state.settings.reload_interval_s)
@@ -168,6 +183,8 @@ async def watch_pointer(state: AppState) -> None:
             await asyncio.to_thread(state.models.watch_once)
         except Exception:  # the watcher must survive anything a damaged registry throws
             log.exception("checking the model pointer failed")
+        if (generation := state.models.generation) is not None:
+            state.metrics.pointer_generation.labels(state.registry.model).set(generation)
 
 
 def mark_not_ready_on_sigterm(state: AppState) -> Any:

@@ -20,7 +20,14 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import images
-from registry import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
+from registry import (
+    CorruptPointer,
+    CorruptVersion,
+    NothingToRollBack,
+    RegistryError,
+    StoreUnavailable,
+    VersionNotFound,
+)
 from service.jobs.errors import JobFinished, JobNotFound, JobPublishing, QueueFull, RunnerStopped
 from service.tensors import InvalidRequest as InvalidInferenceRequest
 from trainer.config import ConfigError
@@ -139,6 +146,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     NothingToRollBack: (409, "nothing_to_roll_back"),
     CorruptVersion: (409, "corrupt_version"),
     CorruptPointer: (409, "corrupt_pointer"),
+    StoreUnavailable: (503, "registry_unavailable"),  # object storage or PostgreSQL away: Retry-After
     RegistryError: (409, "registry_error"),
     ConfigError: (422, "invalid_training_parameters"),
     JobNotFound: (404, "job_not_found"),

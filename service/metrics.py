@@ -103,6 +103,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
+        self.pointer_generation = Gauge(
+            "mnist_model_pointer_generation",
+            "Generation of the `current` pointer row this process serves (PostgreSQL pointer only; every "
+            "promote or rollback adds one): replicas agree when their generations match.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
         self.served_file_intact = Gauge(
             "mnist_served_file_intact",
             "1 while the weight file of the version this process serves matches the checksum it was "

@@ -1,13 +1,15 @@
 """The weights a serving process answers with, and how they follow the registry's `current` pointer.
 
 A `LoadedModel` is immutable: a request takes one at its start and keeps it, so swapping in a new
-version never changes the weights under a request in flight. The pointer is checked with a
-`stat` (cheap), and a changed pointer is loaded and validated in full before the swap; a bad file
+version never changes the weights under a request in flight. The pointer is checked by its
+stamp (cheap: a `stat` of the pointer file, a HEAD on object storage, the generation of the
+PostgreSQL row), and a changed pointer is loaded and validated in full before the swap; a bad file
 is refused, logged and counted, and the old version keeps serving. Every worker process runs its
-own store, so all workers and replicas on a shared volume switch by themselves.
+own store, so all workers and replicas switch by themselves; a registry that cannot be reached
+is logged once and the loaded version keeps serving.
 
-The served version's weight file is watched the same way: a `stat` every round, its sha256 again
-only when its size, mtime or inode moved. A file that no longer matches is reported (`file_problem`,
+The served version's weight file is watched the same way: its stamp every round, its sha256 again
+only when the stamp moved. A file that no longer matches is reported (`file_problem`,
 the listener) while the weights in memory keep serving: they were validated when loaded.
 """
 
@@ -15,23 +17,21 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mlp import MLP, energy, softmax
-from registry import CorruptVersion, Registry, RegistryError, VersionNotFound, normalize_version, sha256_of
+from registry import BaseRegistry, CorruptVersion, RegistryError, VersionNotFound, normalize_version
 
 log = logging.getLogger("service.models")
 
 ReloadListener = Callable[[str, "LoadedModel | None", Exception | None], None]
 FileListener = Callable[[str, "str | None"], None]  # (version, problem or None once it is fine again)
-FileStamp = tuple[int, int, int]  # inode, mtime in ns, size
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class LoadedModel:
     version: str
     net: MLP
     manifest: dict[str, Any] = field(repr=False)
-    file_stamp: FileStamp | None = field(default=None, repr=False)  # of the weight file, before it was read
+    file_stamp: Hashable | None = field(default=None, repr=False)  # of the weight file, before it was read
 
     def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
         """Probabilities (n, 10) for uint8 digits (n, 28, 28) or (n, 784)."""
@@ -89,7 +89,7 @@ class ModelStore:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: BaseRegistry,
         on_reload: ReloadListener | None = None,
         cache_size: int = 4,
         on_file_check: FileListener | None = None,
@@ -99,11 +99,14 @@ class ModelStore:
         self.on_file_check = on_file_check or (lambda *_: None)
         self.cache_size = cache_size
         self._current: LoadedModel | None = None
-        self._pointer_stamp: FileStamp | None = None
-        self._file_checked: tuple[str, FileStamp | None] | None = None  # (version, stamp) last checked
+        self._pointer_stamp: Hashable | None = None
+        self._pointer_problem: str | None = None  # why the pointer could not be read, logged once
+        self.generation: int | None = None  # the pointer row's generation (PostgreSQL pointer only)
+        self._file_checked: tuple[str, Hashable | None] | None = None  # (version, stamp) last checked
         self.file_problem: str | None = None  # what is wrong with the served version's file on disk
         self._others: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
 
     @property
     def current(self) -> LoadedModel | None:
@@ -138,25 +141,40 @@ class ModelStore:
     def refresh(self) -> bool:
         """Re-read the pointer if its file changed; swap in the new version once it validated.
 
-        Returns True when a new version was swapped in.
+        Returns True when a new version was swapped in. Serialised: the watcher, the pointer
+        listener and a promote may all ask at once, and one load is enough.
         """
-        stamp = _stamp(self.registry.pointer_path)
+        with self._refresh_lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
+        try:
+            stamp = self.registry.pointer_stamp()
+        except RegistryError as exc:  # the database or the store is away: keep serving, say so once
+            if str(exc) != self._pointer_problem:
+                log.error("cannot read the pointer of %s: %s; still serving", self.registry.model, exc)
+                self._pointer_problem = str(exc)
+            return False
+        self._pointer_problem = None
         if stamp == self._pointer_stamp:
             return False
         try:
-            target = self.registry.current()
+            pointer = self.registry.pointer()
         except RegistryError as exc:
             self._refused("pointer", exc)
             self._pointer_stamp = stamp
             return False
         self._pointer_stamp = stamp
+        target = pointer.version
         if target is None or (self._current is not None and self._current.version == target):
+            self.generation = pointer.generation  # nothing to load: this process is at that generation
             return False
         try:
             model = self._load(target)
         except (RegistryError, ValueError, OSError) as exc:
             self._refused(target, exc)
             return False
+        self.generation = pointer.generation
         self._swap(model)
         return True
 
@@ -170,6 +188,7 @@ class ModelStore:
         checked = _Checked(self._load)
         previous, current = self.registry.promote(normalize_version(version), load=checked)
         self._swap(checked.models[current])
+        self.refresh()  # nothing to load now: it only takes the pointer's new stamp and generation
         return previous, current
 
     def rollback(self) -> tuple[str, str]:
@@ -177,6 +196,7 @@ class ModelStore:
         checked = _Checked(self._load)
         previous, current = self.registry.rollback(load=checked)
         self._swap(checked.models[current])
+        self.refresh()
         return previous, current
 
     def _swap(self, model: LoadedModel) -> None:
@@ -190,29 +210,32 @@ class ModelStore:
     def check_served_file(self) -> str | None:
         """Whether the served version's weight file still matches the checksum it was loaded with.
 
-        A `stat` when nothing moved; the sha256 again when size, mtime or inode did. Returns the
+        Its stamp when nothing moved (a `stat`, a HEAD); the sha256 again when the stamp did. Returns the
         problem (None when fine); a change either way is logged once and given to the listener.
         """
         current = self._current
         if current is None:
             return None
-        path = self.registry.weights_path(current.version)
-        stamp = _stamp(path)
+        name = f"{current.version}.npz"
+        try:
+            stamp = self.registry.weights_stamp(current.version)
+        except RegistryError:  # the store is away: nothing to say about the file until it is back
+            return self.file_problem
         if self._file_checked == (current.version, stamp):
             return self.file_problem
         expected = str(current.manifest.get("sha256"))
         problem = None
         try:
-            actual = sha256_of(path) if stamp is not None else None
+            actual = self.registry.weights_sha256(current.version) if stamp is not None else None
         except OSError as exc:
-            problem = f"{path.name} is unreadable ({exc.strerror})"
+            problem = f"{name} is unreadable ({exc.strerror})"
+        except RegistryError:
+            return self.file_problem
         else:
             if actual is None:
-                problem = f"{path.name} is missing"
+                problem = f"{name} is missing"
             elif actual != expected:
-                problem = (
-                    f"{path.name} has sha256 {actual[:12]}..., not the {expected[:12]}... it was loaded with"
-                )
+                problem = f"{name} has sha256 {actual[:12]}..., not the {expected[:12]}... it was loaded with"
         if problem is not None:
             problem = f"{current.version}: {problem}; still serving {current.version} from memory"
         if self._current is not current:  # swapped meanwhile: the next round checks the new one
@@ -229,7 +252,7 @@ class ModelStore:
 
     def _load(self, version: str) -> LoadedModel:
         """Load, validate and warm up a version; a model that cannot answer is a CorruptVersion."""
-        file_stamp = _stamp(self.registry.weights_path(version))  # before reading: a later change shows
+        file_stamp = self.registry.weights_stamp(version)  # before reading: a later change shows
         net, manifest = self.registry.load(version)
         model = LoadedModel(version=version, net=net, manifest=manifest, file_stamp=file_stamp)
         warm_up(model)
@@ -266,11 +289,3 @@ def warm_up(model: LoadedModel) -> None:
         answers = model.answer(np.zeros((1, 784), dtype=np.uint8))
     if not np.isfinite(answers.probabilities).all():
         raise CorruptVersion(f"{model.version}: its warm-up prediction is not finite")
-
-
-def _stamp(path: os.PathLike[str]) -> FileStamp | None:
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_mtime_ns, st.st_size

@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from registry import BaseRegistry, open_registry
 from trainer.config import DATASETS, ROBUSTNESS_SAMPLE
 
 Dataset = Literal[DATASETS]  # type: ignore[valid-type]
@@ -21,6 +22,20 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MNIST_", env_file=None, extra="ignore")
 
     models_dir: Path = Field(Path("models"), description="Registry of model versions (the trainer's output).")
+    registry_url: str | None = Field(
+        None,
+        pattern=r"^s3://[^/]+(/.*)?$",
+        description="Registry on S3-compatible object storage, s3://bucket/prefix; replaces models_dir. "
+        "Credentials the usual AWS way.",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="Endpoint of an S3-compatible store (MinIO, ...); unset: AWS_ENDPOINT_URL or AWS."
+    )
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL (postgresql://...) holding what the cluster shares: the `current` pointer "
+        "(a promote reaches every replica through it). Unset: the embedded single-machine mode.",
+    )
     state_dir: Path = Field(Path("state"), description="Job database, generated token, metrics scratch.")
     data_dir: Path | None = Field(
         None, description="Folder with the four MNIST *-ubyte.gz files for training jobs; unset: download."
@@ -89,6 +104,17 @@ class Settings(BaseSettings):
         description="One network pass for the /predict calls that arrive in the same event-loop turn "
         "(under load only; a lone request never waits).",
     )
+
+    def open_registry(self, who: str | None = None) -> BaseRegistry:
+        """The registry these settings name: the folder, or object storage; the pointer in PostgreSQL
+        when a database is set. `who` is recorded with each pointer move."""
+        return open_registry(
+            self.registry_url or self.models_dir,
+            self.model_name,
+            endpoint_url=self.s3_endpoint_url,
+            database_url=self.database_url,
+            who=who,
+        )
 
     @property
     def train_dataset(self) -> str:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
-from registry import Registry
+from registry import BaseRegistry
 from service.body import BodyBudget
 from service.errors import NotReady
 from service.metrics import Metrics
@@ -16,19 +16,21 @@ from service.offload import WorkPool
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from registry.dbpointer import PointerListener
     from service.jobs.runner import JobRunner
 
 
 @dataclass
 class AppState:
     settings: Settings
-    registry: Registry
+    registry: BaseRegistry
     models: ModelStore
     metrics: Metrics
     token: str
     pool: WorkPool
     bodies: BodyBudget
     jobs: JobRunner | None = None
+    listener: PointerListener | None = None  # the PostgreSQL pointer's NOTIFY listener (cluster mode)
     warmed_up: bool = False
     shutting_down: bool = False
     cache: dict[tuple[str, ...], tuple[bytes, str]] = field(default_factory=dict)  # rendered pictures

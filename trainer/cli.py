@@ -32,6 +32,7 @@ from trainer.optim import OPTIMIZERS, SCHEDULES
 SUBCOMMANDS = ("train", "evaluate", "robustness", "noise", "list", "promote", "rollback", "download")
 MODELS_DIR_ENV = "MNIST_MODELS_DIR"
 REGISTRY_URL_ENV = "MNIST_REGISTRY_URL"
+DATABASE_URL_ENV = "MNIST_DATABASE_URL"
 
 
 def positive_float(text: str) -> float:
@@ -104,6 +105,13 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(REGISTRY_URL_ENV) or None,
         help=f"registry on object storage, s3://bucket/prefix (env {REGISTRY_URL_ENV}); replaces "
         "--models-dir; the endpoint of an S3-compatible store comes from AWS_ENDPOINT_URL",
+    )
+    parser.add_argument(
+        "--database-url",
+        metavar="URL",
+        default=os.environ.get(DATABASE_URL_ENV) or None,
+        help=f"PostgreSQL holding a cluster's `current` pointer (env {DATABASE_URL_ENV}): promote and "
+        "rollback move that row, and every replica follows",
     )
     parser.add_argument(
         "--model", default=None, help="model name in the registry (default: the dataset's name)"

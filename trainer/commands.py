@@ -7,6 +7,8 @@ import csv
 import dataclasses
 import io
 import json
+import os
+import socket
 import sys
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -265,7 +267,12 @@ def _dataset(args: argparse.Namespace) -> Dataset:
 
 def _registry(args: argparse.Namespace, dataset_name: str) -> BaseRegistry:
     try:
-        return open_registry(getattr(args, "registry", None) or args.models_dir, args.model or dataset_name)
+        return open_registry(
+            getattr(args, "registry", None) or args.models_dir,
+            args.model or dataset_name,
+            database_url=getattr(args, "database_url", None),
+            who=f"trainer@{socket.gethostname()} pid {os.getpid()}",
+        )
     except RegistryError as exc:
         raise UserFacingError(str(exc)) from exc
 

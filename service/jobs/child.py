@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from registry import Registry
+from registry import open_registry
 from service.jobs.claim import JobClaim
 from service.jobs.errors import JobNotOwned
 from service.jobs.params import build_config
@@ -63,6 +63,9 @@ class ChildSpec:
     parent_pid: int
     log_level: int = logging.INFO
     robustness_sample: int = 0  # test digits per robustness variant measured at publish time
+    registry_url: str | None = None  # s3://... instead of models_dir
+    s3_endpoint_url: str | None = None
+    database_url: str | None = None  # the pointer row a --promote moves
 
 
 @dataclass(frozen=True)
@@ -201,7 +204,13 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
                 if note:
                     log.info("%s", note)
             published = publish_result(
-                Registry(Path(spec.models_dir), spec.model_name),
+                open_registry(
+                    spec.registry_url or Path(spec.models_dir),
+                    spec.model_name,
+                    endpoint_url=spec.s3_endpoint_url,
+                    database_url=spec.database_url,
+                    who=f"training job {spec.job_id}",
+                ),
                 result,
                 dataset,
                 promote=bool(params.get("promote", False)),

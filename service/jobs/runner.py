@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from registry import Registry, RegistryError
+from registry import RegistryError
 from service.jobs.errors import JobFinished, JobNotFound, RunnerStopped
 from service.jobs.owner import Owner, stop_process
 from service.jobs.record import JobRecord, JobState
@@ -215,6 +215,9 @@ class ProcessJobRunner:
             job_id=record.id,
             db_path=str(self.store.path.resolve()),
             models_dir=str(self.settings.models_dir.resolve()),
+            registry_url=self.settings.registry_url,
+            s3_endpoint_url=self.settings.s3_endpoint_url,
+            database_url=self.settings.database_url,
             model_name=self.settings.model_name,
             dataset=self.settings.train_dataset,
             data_dir=str(self.settings.data_dir.resolve()) if self.settings.data_dir else None,
@@ -300,7 +303,7 @@ class ProcessJobRunner:
         Its version is found by the job id in the manifest; `promoted` says whether the pointer
         names it. Either way the record then tells what happened to the registry.
         """
-        registry = Registry(self.settings.models_dir, self.settings.model_name)
+        registry = self.settings.open_registry()
         landed = registry.versions_with("job", record.id)
         if landed:
             version = landed[-1]
@@ -322,8 +325,8 @@ class ProcessJobRunner:
             log.warning("training job %s: %s", record.id, error)
         try:
             registry.sweep()  # its staging folder: the next publish would sweep it too
-        except OSError as exc:
-            log.warning("could not sweep %s: %s", registry.folder, exc)
+        except (OSError, RegistryError) as exc:
+            log.warning("could not sweep %s: %s", registry.where, exc)
 
     def _export_counts(self) -> None:
         try:

@@ -15,6 +15,11 @@ class Ready(BaseModel):
     status: str = Field(description="`ready`.")
     model: str
     version: str = Field(description="The version served.")
+    generation: int | None = Field(
+        None,
+        description="With the pointer in PostgreSQL (MNIST_DATABASE_URL): the pointer row's generation this "
+        "process serves; every replica answering the same one agrees.",
+    )
     detail: str | None = Field(
         None, description="The served version's weight file is damaged or gone on disk (still serving)."
     )
@@ -43,7 +48,10 @@ async def livez() -> dict[str, str]:
 async def readyz(state: State) -> JSONResponse:
     current = state.models.current
     if state.ready and current is not None:
-        body = {"status": "ready", "model": state.registry.model, "version": current.version}
+        body: dict[str, object] = {"status": "ready", "model": state.registry.model}
+        body["version"] = current.version
+        if state.models.generation is not None:  # the PostgreSQL pointer: replicas agree when these match
+            body["generation"] = state.models.generation
         if problem := state.models.file_problem:
             body["detail"] = problem
         return JSONResponse(body)
@@ -63,6 +71,8 @@ async def readyz(state: State) -> JSONResponse:
 )
 async def metrics(state: State) -> Response:
     state.metrics.body_bytes_in_flight.set(state.bodies.held)
+    if (generation := state.models.generation) is not None:
+        state.metrics.pointer_generation.labels(state.registry.model).set(generation)
     if state.jobs is not None:
         counts = state.jobs.counts()
         for job_state in ("queued", "running", "succeeded", "failed", "cancelled"):

@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from service.auth import TokenFirstRoute, TokenRequired
@@ -88,15 +88,18 @@ async def manifest(version: VersionPath, state: State) -> dict[str, Any]:
 @router.get(
     "/{version}/plots/{name}.png",
     summary="One of a version's plots: accuracy, loss, confusion, noise, w1, w2, robustness",
-    response_class=FileResponse,
-    responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409, 422)},
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, 409, 422, 503)},
 )
-async def plot(version: VersionPath, name: str, state: State) -> FileResponse:
-    path = state.registry.plot_path(state.registry.resolve(version), name)
-    if not path.is_file():
+async def plot(version: VersionPath, name: str, state: State) -> Response:
+    def read() -> bytes | None:
+        return state.registry.read_plot(state.registry.resolve(version), name)
+
+    data = await asyncio.to_thread(read)  # a file, or an object storage GET
+    if data is None:
         raise NotFound(f"{version} has no plot named {name!r}")
     cache = "no-cache" if name in REMEASURED_PLOTS else "public, max-age=31536000, immutable"
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": cache})
+    return Response(data, media_type="image/png", headers={"Cache-Control": cache})
 
 
 @router.post(

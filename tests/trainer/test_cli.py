@@ -57,7 +57,8 @@ def workdir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def clean_env(monkeypatch, workdir):
-    for name in ("MNIST_DATA_DIR", "FASHION_MNIST_DATA_DIR", "MNIST_MODELS_DIR", "MNIST_REGISTRY_URL"):
+    settings = ("MNIST_MODELS_DIR", "MNIST_REGISTRY_URL", "MNIST_DATABASE_URL")
+    for name in ("MNIST_DATA_DIR", "FASHION_MNIST_DATA_DIR", *settings):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(workdir)
 
@@ -210,6 +211,22 @@ def test_train_list_promote_and_robustness_on_object_storage(
     assert registry.read_plot("v0001", "robustness").startswith(PNG)
     assert registry.read_plot("v0002", "w1").startswith(PNG)
     registry.load("v0001")
+
+
+def test_promote_and_rollback_move_the_cluster_pointer_row(
+    local_mnist, models, fast_plots, database_url, monkeypatch, capsys
+):
+    """With MNIST_DATABASE_URL the CLI moves the PostgreSQL row every replica follows, not the file."""
+    assert main(train_args(local_mnist, models, "--promote")) == 0  # the folder's pointer: v0001
+    monkeypatch.setenv("MNIST_DATABASE_URL", database_url)
+    assert main([*train_args(local_mnist, models), "--promote"]) == 0
+    assert main(["rollback", "--models-dir", str(models)]) == 0
+    assert main(["promote", "v0002", "--models-dir", str(models)]) == 0
+    assert Registry(models).current() == "v0001"  # the file stayed where the row started from
+    shared = open_registry(models, database_url=database_url)
+    pointer = shared.pointer()
+    assert (pointer.version, pointer.generation) == ("v0002", 3) and pointer.updated_by.startswith("trainer@")
+    shared.close()
 
 
 def test_train_takes_the_augmentation_options_and_records_them(local_mnist, models, fast_plots, capsys):
