@@ -23,6 +23,7 @@ from tests.testkit import start_service
 TOKEN = "cluster-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PROMOTE_DEADLINE_S = 2.0  # the target: every worker of every replica within 2 s
+pytestmark = pytest.mark.cluster
 EXAMPLE = (Path(__file__).resolve().parents[2] / "examples" / "seven.png").read_bytes()
 
 
