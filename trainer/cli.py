@@ -339,6 +339,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from trainer import commands  # heavy imports (numpy work, plots) only after parsing
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["worker"]:  # the queue worker of a cluster: its own options (trainer.cluster.worker)
+        from trainer.cluster.worker import main as worker_main
+
+        return worker_main(argv[1:])
     if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
         parser = build_seed_parser()
         args = parser.parse_args(argv)

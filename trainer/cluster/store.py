@@ -1,0 +1,292 @@
+"""Training-job records and live workers in PostgreSQL: the one truth every API replica and worker reads.
+
+`training_jobs` holds what `GET /train/{id}` shows on any replica (state, params, progress, result,
+error, which worker) plus the config the job trains with, fixed when it was accepted.
+`training_workers` is each worker's heartbeat, host, pid and current job: a worker whose heartbeat
+is older than the death timeout is dead, and its running job is failed (training is not retried).
+Every state change is one statement or one transaction, so two replicas never both win a race
+(the cluster-wide limit is counted under a table lock).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS training_jobs (
+    id                text PRIMARY KEY,
+    state             text NOT NULL,
+    params            jsonb NOT NULL,
+    config            jsonb NOT NULL,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    started_at        timestamptz,
+    finished_at       timestamptz,
+    progress          jsonb,
+    version           text,
+    promoted          boolean NOT NULL DEFAULT false,
+    error             text,
+    cancel_requested  boolean NOT NULL DEFAULT false,
+    phase             text,
+    worker            text,
+    queue_job_id      bigint
+);
+CREATE INDEX IF NOT EXISTS training_jobs_active ON training_jobs (state) WHERE state IN ('queued', 'running');
+CREATE TABLE IF NOT EXISTS training_workers (
+    name            text PRIMARY KEY,
+    host            text NOT NULL,
+    pid             integer NOT NULL,
+    concurrency     integer NOT NULL,
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    last_heartbeat  timestamptz NOT NULL DEFAULT now(),
+    current_job     text
+);
+"""
+SCHEMA_LOCK = 0x6A6F6273  # pg_advisory_xact_lock key of the schema creation
+FINAL = ("succeeded", "failed", "cancelled")
+
+
+class QueueIsFull(Exception):
+    """Every place of the cluster-wide limit is taken."""
+
+
+class JobsDatabase:
+    """The two tables, through one connection used by one thread at a time (reconnects once)."""
+
+    def __init__(self, database_url: str):
+        self.database_url = database_url
+        self._conn: Any = None
+        self._lock = threading.Lock()
+
+    # -- jobs ------------------------------------------------------------------------------------
+
+    def create(
+        self, params: dict[str, Any], config: dict[str, Any], max_running: int, queue_size: int
+    ) -> dict:
+        """A new `queued` record, or QueueIsFull when queued + running would pass the limit."""
+
+        def work(cur: Any) -> dict:
+            cur.execute("LOCK TABLE training_jobs IN SHARE ROW EXCLUSIVE MODE")
+            cur.execute("SELECT count(*) AS n FROM training_jobs WHERE state IN ('queued', 'running')")
+            if cur.fetchone()["n"] >= max_running + queue_size:
+                raise QueueIsFull(
+                    f"{max_running} training job(s) may run and {queue_size} wait, cluster-wide; all taken"
+                )
+            cur.execute(
+                "INSERT INTO training_jobs (id, state, params, config) "
+                "VALUES (%s, 'queued', %s, %s) RETURNING *",
+                (uuid.uuid4().hex, json.dumps(params), json.dumps(config)),
+            )
+            return cur.fetchone()
+
+        return self._run(work, transaction=True)
+
+    def set_queue_job(self, job_id: str, queue_job_id: int) -> None:
+        self._execute("UPDATE training_jobs SET queue_job_id = %s WHERE id = %s", (queue_job_id, job_id))
+
+    def get(self, job_id: str) -> dict | None:
+        return self._run(
+            lambda cur: cur.execute("SELECT * FROM training_jobs WHERE id = %s", (job_id,)).fetchone()
+        )
+
+    def recent(self, limit: int = 100) -> list[dict]:
+        return self._run(
+            lambda cur: cur.execute(
+                "SELECT * FROM training_jobs ORDER BY created_at DESC LIMIT %s", (limit,)
+            ).fetchall()
+        )
+
+    def counts(self) -> dict[str, int]:
+        rows = self._run(
+            lambda cur: cur.execute(
+                "SELECT state, count(*) AS n FROM training_jobs GROUP BY state"
+            ).fetchall()
+        )
+        return {row["state"]: row["n"] for row in rows}
+
+    def claim(self, job_id: str, worker: str, max_running: int) -> str:
+        """`claimed`, `busy` (the cluster runs its limit already) or the state that stops it."""
+
+        def work(cur: Any) -> str:
+            cur.execute("LOCK TABLE training_jobs IN SHARE ROW EXCLUSIVE MODE")
+            row = cur.execute("SELECT state FROM training_jobs WHERE id = %s", (job_id,)).fetchone()
+            if row is None:
+                return "missing"
+            if row["state"] != "queued":
+                return row["state"]
+            running = cur.execute(
+                "SELECT count(*) AS n FROM training_jobs WHERE state = 'running'"
+            ).fetchone()
+            if running["n"] >= max_running:
+                return "busy"
+            cur.execute(
+                "UPDATE training_jobs SET state = 'running', started_at = now(), worker = %s WHERE id = %s",
+                (worker, job_id),
+            )
+            return "claimed"
+
+        return self._run(work, transaction=True)
+
+    def update_progress(self, job_id: str, progress: dict[str, Any]) -> None:
+        self._execute(
+            "UPDATE training_jobs SET progress = %s WHERE id = %s AND state = 'running'",
+            (json.dumps(progress), job_id),
+        )
+
+    def begin_publishing(self, job_id: str) -> str | None:
+        """Enter the publishing phase; the reason not to (a cancel, the job ended) or None."""
+
+        def work(cur: Any) -> str | None:
+            row = cur.execute("SELECT * FROM training_jobs WHERE id = %s FOR UPDATE", (job_id,)).fetchone()
+            if row is None:
+                return "the job record disappeared"
+            if row["state"] != "running":
+                return f"the job is already {row['state']}"
+            if row["cancel_requested"]:
+                return "a cancel was requested"
+            cur.execute("UPDATE training_jobs SET phase = 'publishing' WHERE id = %s", (job_id,))
+            return None
+
+        return self._run(work, transaction=True)
+
+    def finish(
+        self,
+        job_id: str,
+        state: str,
+        version: str | None = None,
+        promoted: bool = False,
+        error: str | None = None,
+    ) -> bool:
+        """Record the ending, once: False when the job had already ended (nothing is changed then)."""
+        row = self._run(
+            lambda cur: cur.execute(
+                "UPDATE training_jobs SET state = %s, version = %s, promoted = %s, error = %s, "
+                "finished_at = now() "
+                "WHERE id = %s AND state IN ('queued', 'running') RETURNING id",
+                (state, version, promoted, error, job_id),
+            ).fetchone()
+        )
+        return row is not None
+
+    def request_cancel(self, job_id: str) -> dict | None:
+        """Flag the job; a queued one is cancelled at once. The record afterwards (None if unknown)."""
+
+        def work(cur: Any) -> dict | None:
+            cur.execute(
+                "UPDATE training_jobs SET state = 'cancelled', finished_at = now(), "
+                "error = 'cancelled while queued', "
+                "cancel_requested = true WHERE id = %s AND state = 'queued'",
+                (job_id,),
+            )
+            cur.execute(
+                "UPDATE training_jobs SET cancel_requested = true WHERE id = %s AND state = 'running' "
+                "AND phase IS NULL",
+                (job_id,),
+            )
+            return cur.execute("SELECT * FROM training_jobs WHERE id = %s", (job_id,)).fetchone()
+
+        return self._run(work, transaction=True)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        row = self.get(job_id)
+        return bool(row and row["cancel_requested"])
+
+    # -- workers -----------------------------------------------------------------------------------
+
+    def heartbeat(self, name: str, host: str, pid: int, concurrency: int, current_job: str | None) -> None:
+        self._execute(
+            "INSERT INTO training_workers (name, host, pid, concurrency, current_job) "
+            "VALUES (%s, %s, %s, %s, %s) "
+            "ON CONFLICT (name) DO UPDATE SET last_heartbeat = now(), current_job = EXCLUDED.current_job",
+            (name, host, pid, concurrency, current_job),
+        )
+
+    def unregister(self, name: str) -> None:
+        self._execute("DELETE FROM training_workers WHERE name = %s", (name,))
+
+    def workers(self, timeout_s: float) -> list[dict]:
+        """Workers whose heartbeat is younger than `timeout_s`, with the age of their last one."""
+        return self._run(
+            lambda cur: cur.execute(
+                "SELECT name, host, pid, concurrency, current_job, started_at, last_heartbeat, "
+                "extract(epoch FROM now() - last_heartbeat)::float AS heartbeat_age_s FROM training_workers "
+                "WHERE last_heartbeat > now() - make_interval(secs => %s) ORDER BY name",
+                (timeout_s,),
+            ).fetchall()
+        )
+
+    def fail_dead(self, timeout_s: float) -> list[str]:
+        """Fail the running jobs of workers silent for longer than `timeout_s`; forget those workers."""
+
+        def work(cur: Any) -> list[str]:
+            rows = cur.execute(
+                "UPDATE training_jobs j SET state = 'failed', finished_at = now(), error = "
+                "'the worker ' || j.worker || ' stopped sending heartbeats (no sign of life for ' || "
+                "round(extract(epoch FROM now() - w.last_heartbeat)) || ' s); training jobs are not retried' "
+                "FROM training_workers w WHERE j.worker = w.name AND j.state = 'running' "
+                "AND w.last_heartbeat < now() - make_interval(secs => %s) RETURNING j.id",
+                (timeout_s,),
+            ).fetchall()
+            orphans = cur.execute(
+                "UPDATE training_jobs SET state = 'failed', finished_at = now(), error = "
+                "'its worker ' || worker || ' is gone; training jobs are not retried' "
+                "WHERE state = 'running' "
+                "AND worker IS NOT NULL AND worker NOT IN (SELECT name FROM training_workers) "
+                "AND started_at < now() - make_interval(secs => %s) RETURNING id",
+                (timeout_s,),
+            ).fetchall()
+            cur.execute(
+                "DELETE FROM training_workers WHERE last_heartbeat < now() - make_interval(secs => %s)",
+                (timeout_s,),
+            )
+            return [r["id"] for r in [*rows, *orphans]]
+
+        return self._run(work, transaction=True)
+
+    # -- inside ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _execute(self, query: str, params: tuple) -> None:
+        self._run(lambda cur: cur.execute(query, params))
+
+    def _run(self, work: Callable[[Any], Any], transaction: bool = False) -> Any:
+        import psycopg
+
+        with self._lock:
+            for attempt in (1, 2):
+                try:
+                    conn = self._connection()
+                    with conn.cursor() as cur:
+                        if not transaction:
+                            return work(cur)
+                        with conn.transaction():
+                            return work(cur)
+                except psycopg.OperationalError:
+                    if self._conn is not None:
+                        self._conn.close()
+                    self._conn = None
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
+
+    def _connection(self) -> Any:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        if self._conn is None or self._conn.closed:
+            conn = psycopg.connect(
+                self.database_url, autocommit=True, row_factory=dict_row, connect_timeout=5
+            )
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                conn.execute(SCHEMA)
+            self._conn = conn
+        return self._conn
