@@ -1,4 +1,4 @@
-"""One network pass for the /predict calls that reach the network in the same event-loop turn."""
+"""One network pass for the /predict and V2 infer calls that reach the network in the same event-loop turn."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import asyncio
 
 import numpy as np
 
+from mlp import as_input
 from service.metrics import Metrics
 from service.model_store import Answers, LoadedModel
 
 
 class PredictBatcher:
-    """One network pass for the /predict calls that reach the network in the same event-loop turn.
+    """One network pass for the /predict and V2 infer calls that reach the network in the same turn.
 
     A busy uvicorn starts the requests of every connection that has one ready in a single turn
     of the loop, and each runs to this point without waiting. The first call of a turn runs at
@@ -53,7 +54,7 @@ class PredictBatcher:
             by_model.setdefault(id(item[0]), []).append(item)
         for items in by_model.values():
             try:
-                rows = items[0][1] if len(items) == 1 else np.concatenate([digits for _, digits, _ in items])
+                rows = items[0][1] if len(items) == 1 else join([digits for _, digits, _ in items])
                 answers = items[0][0].answer(rows)
             except Exception as exc:  # handed to every caller, whose error handling takes over
                 for _, _, future in items:
@@ -65,3 +66,14 @@ class PredictBatcher:
                 if not future.done():  # a caller that went away
                     future.set_result(answers.rows(start, start + len(digits)))
                 start += len(digits)
+
+
+def join(parts: list[np.ndarray]) -> np.ndarray:
+    """The rows of every part, (n, 784): uint8 pixels (/predict, V2 UINT8) or float32 0..1 (V2 FP32).
+
+    Parts of both kinds are all scaled to float32 first: 255 as a byte is 1.0 as a float.
+    """
+    flat = [part.reshape(len(part), -1) for part in parts]
+    if len({part.dtype for part in flat}) > 1:
+        flat = [as_input(part) for part in flat]
+    return np.concatenate(flat)

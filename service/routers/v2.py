@@ -11,15 +11,19 @@ the same error on every other route.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
+from starlette.routing import request_response
 
 from service import tensors
 from service.body import read_body
 from service.errors import ServiceError, error_responses, http_answer
+from service.routers.predict import digit_counter
 from service.state import AppState, State
 from service.tensors import MAX_BATCH, short
 
@@ -285,25 +289,52 @@ async def version_ready(name: Name, version: Version, state: State) -> Any:
     return {"name": name, "version": model_version(state, name, version), "ready": True}
 
 
-@router.post(
+class InferRoute(APIRoute):
+    """Calls the endpoint with the request, the app state and the path parameters, directly.
+
+    The same shortcut as /predict's route (`service.routers.predict.PredictRoute`): FastAPI's own
+    handler would solve the declared parameters through its dependency machinery on every request,
+    and an included router adds its route context; these routes are put straight into the app's
+    routes (service/app.py) and served by Starlette's plain `request_response`. The endpoints'
+    declared parameters still make the OpenAPI document.
+    """
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
+        super().__init__(path, endpoint, **options)
+        self.app = request_response(self.get_route_handler())
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = self.endpoint
+
+        async def handle(request: Request) -> Response:
+            return await endpoint(request=request, state=request.app.state.services, **request.path_params)
+
+        return handle
+
+
+# The inference routes: the hot path, added to the app's own routes rather than included (see above).
+infer_router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=InferRoute)
+
+
+@infer_router.post(
     "/models/{name}/infer",
     summary="Inference on the current version",
     openapi_extra=INFER_BODY,
     responses={**INFER_ANSWER, **INFER_ERRORS},
 )
 @guarded
-async def infer(name: Name, request: Request, state: State) -> Any:
+async def infer(name: Name, request: Request, state: State) -> Response:
     return await run_inference(state, request, name, None)
 
 
-@router.post(
+@infer_router.post(
     "/models/{name}/versions/{version}/infer",
     summary="Inference on a given version",
     openapi_extra=INFER_BODY,
     responses={**INFER_ANSWER, **INFER_ERRORS},
 )
 @guarded
-async def infer_version(name: Name, version: Version, request: Request, state: State) -> Any:
+async def infer_version(name: Name, version: Version, request: Request, state: State) -> Response:
     return await run_inference(state, request, name, version)
 
 
@@ -322,8 +353,11 @@ async def run_inference(state: AppState, request: Request, name: str, version: s
             parsed = tensors.parse_request(raw, json_length)
     finally:
         state.bodies.release(len(raw))
-    probabilities = model.predict_proba(parsed.pixels)
-    for label in probabilities.argmax(axis=1):
-        state.metrics.predictions.labels(str(int(label))).inc()
+    if state.settings.predict_batching:  # one pass with the other requests of this loop turn
+        probabilities = (await request.app.state.predict_batcher.answer(model, parsed.pixels)).probabilities
+    else:
+        probabilities = model.predict_proba(parsed.pixels)
+    for label in probabilities.argmax(axis=1).tolist():
+        digit_counter(state.metrics, label).inc()
     encoded = tensors.encode_response(parsed, name, served, probabilities)
     return Response(encoded.body, media_type=encoded.media_type, headers=encoded.headers)

@@ -142,3 +142,54 @@ def test_concurrent_uploads_get_the_answers_of_sequential_ones(
     assert [p.json()["predictions"][0]["digit"] for p in together] == [i % 10 for i in range(24)]
     batches = batched_requests(metrics)
     assert (batches[0] > 0) is batching
+
+
+def test_bytes_and_floats_share_a_pass_scaled_alike() -> None:
+    """V2 FP32 rows (0..1) join /predict's and V2 UINT8's (0..255): all read as the network reads them."""
+    metrics, m = Metrics(), model(5)
+    batcher = PredictBatcher(metrics)
+    parts = [digits(1, 0), digits(2, 1), (digits(3, 2).reshape(3, 784) / 255).astype(np.float32)]
+
+    async def together() -> list[object]:
+        return await asyncio.gather(batcher.answer(m, parts[0]), *(batcher.answer(m, p) for p in parts))
+
+    answers = asyncio.run(together())
+    assert m.net.passes == [1, 6]
+    for part, got in zip([parts[0], *parts], answers, strict=True):
+        np.testing.assert_allclose(got.probabilities, m.net.net.predict_proba(part), rtol=1e-5, atol=1e-7)
+
+
+def test_v2_and_predict_requests_in_flight_together_share_passes(
+    make_client: MakeClient, publish: Publish, digit_image: DigitImage
+) -> None:
+    """Through the whole app: /predict uploads and V2 requests (JSON FP32, JSON UINT8) at once."""
+    publish()
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    v2_fp32 = {
+        "inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [3, 784], "data": (pixels / 255).ravel().tolist()}
+        ]
+    }
+    v2_uint8 = {
+        "inputs": [{"name": "x", "datatype": "UINT8", "shape": [3, 28, 28], "data": pixels.ravel().tolist()}]
+    }
+    with make_client() as client:
+        alone = client.post("/v2/models/mnist/infer", json=v2_uint8).json()["outputs"][0]["data"]
+
+        async def concurrent() -> list[httpx.Response]:
+            transport = httpx.ASGITransport(app=client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                calls = []
+                for i in range(8):
+                    calls.append(http.post("/v2/models/mnist/infer", json=(v2_fp32, v2_uint8)[i % 2]))
+                    png = digit_image(i)
+                    calls.append(http.post("/predict", content=png, headers={"Content-Type": "image/png"}))
+                return await asyncio.gather(*calls)
+
+        together = client.portal.call(concurrent)
+        metrics = client.get("/metrics").text
+    assert all(r.status_code == 200 for r in together), [r.text for r in together if r.status_code != 200]
+    for response in together[::2]:
+        np.testing.assert_allclose(response.json()["outputs"][0]["data"], alone, atol=2e-6)
+    assert [r.json()["predictions"][0]["digit"] for r in together[1::2]] == list(range(8))
+    assert batched_requests(metrics)[0] > 0

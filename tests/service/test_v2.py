@@ -207,13 +207,17 @@ def test_bad_requests_are_a_400(api: TestClient, images: np.ndarray) -> None:
 
 
 def test_nan_and_infinity_are_a_400(api: TestClient) -> None:
-    for literal in ("NaN", "Infinity", "-Infinity"):
+    for literal in ("NaN", "Infinity", "-Infinity"):  # not JSON, though Python's json reads them
         data = ", ".join([literal] + ["0.5"] * 783)
         body = f'{{"inputs": [{{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": [{data}]}}]}}'
         message = assert_v2_error(
             api.post(INFER, content=body, headers={"Content-Type": "application/json"}), 400
         )
-        assert "NaN or infinite" in message
+        assert "not valid JSON" in message and "binary" not in message
+    for value in ("1e400", "-1e400"):  # past float64 (past float32, 1e39, is out of 0..1)
+        data = ", ".join([value] + ["0.5"] * 783)
+        body = f'{{"inputs": [{{"name": "input", "datatype": "FP32", "shape": [1, 784], "data": [{data}]}}]}}'
+        assert "not valid JSON" in assert_v2_error(api.post(INFER, content=body), 400)
 
 
 def test_invalid_json_is_a_400(api: TestClient) -> None:
