@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     max_v2_body_bytes: int = Field(
         4 * 1024 * 1024,
         ge=1024,
-        description="Largest V2 inference body (413 above): enough for 1024 UINT8 digits as JSON; its "
-        "parse holds the GIL, ~25 ms per MB.",
+        description="Largest V2 inference body (413 above): enough for 1024 UINT8 digits as JSON or "
+        "1024 FP32 digits as binary tensors; its JSON's parse holds the GIL, ~3 ms per MB.",
     )
     max_request_pixels: int = Field(
         32_000_000,
