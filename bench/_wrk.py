@@ -1,7 +1,8 @@
-"""wrk as the load generator of `serve_load.py`: one fixed multipart body, results as JSON.
+"""wrk as the load generator of the serving benchmarks: one fixed body, results as JSON.
 
-A Lua script posts the body from a file on every request and writes wrk's summary (requests,
-errors, latency percentiles) to a JSON file, which `Wrk.run` reads back.
+A Lua script posts the body from a file on every request, with its Content-Type and any other
+headers given (the V2 binary tensor extension's `Inference-Header-Content-Length`, say), and writes
+wrk's summary (requests, errors, latency percentiles) to a JSON file, which `Wrk.run` reads back.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from pathlib import Path
 from _serve_common import taskset
 
 WRK_SCRIPT = r"""
--- POST the same multipart body on every request; write the summary as JSON when done.
+-- POST the same body on every request; write the summary as JSON when done.
 local f = assert(io.open(os.getenv("WRK_BODY_FILE"), "rb"))
 wrk.method = "POST"
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = os.getenv("WRK_CONTENT_TYPE")
+-- more headers, one "Name<TAB>value" per line
+for line in string.gmatch(os.getenv("WRK_HEADERS") or "", "[^\n]+") do
+  local name, value = string.match(line, "^([^\t]+)\t(.*)$")
+  wrk.headers[name] = value
+end
 
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -59,9 +65,11 @@ class WrkResult:
 
 
 class Wrk:
-    """Runs wrk against a URL with a fixed multipart body, pinned to `cpus`."""
+    """Runs wrk against a URL with a fixed body (and extra `headers`), pinned to `cpus`."""
 
-    def __init__(self, body: bytes, content_type: str, cpus: str | None = None):
+    def __init__(
+        self, body: bytes, content_type: str, cpus: str | None = None, headers: dict[str, str] | None = None
+    ):
         if shutil.which("wrk") is None:
             sys.exit("wrk is not installed: apt-get install -y wrk")
         self.folder = Path(tempfile.mkdtemp(prefix="wrk-"))
@@ -69,6 +77,7 @@ class Wrk:
         (self.folder / "post.lua").write_text(WRK_SCRIPT)
         self.content_type = content_type
         self.cpus = cpus
+        self.headers = headers or {}
 
     def run(self, url: str, connections: int, seconds: float, threads: int = 1) -> WrkResult:
         result_file = self.folder / "result.json"
@@ -89,6 +98,7 @@ class Wrk:
             **os.environ,
             "WRK_BODY_FILE": str(self.folder / "body.bin"),
             "WRK_CONTENT_TYPE": self.content_type,
+            "WRK_HEADERS": "\n".join(f"{name}\t{value}" for name, value in self.headers.items()),
             "WRK_RESULT_FILE": str(result_file),
         }
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
