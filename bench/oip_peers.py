@@ -141,7 +141,7 @@ def make_targets(
                     name,
                     server,
                     "/v2/models/mnist/infer",
-                    "/v2/models/mnist/infer",
+                    "/v2/models/mnist/infer" if name == "service" else None,  # older code: JSON only
                     "/predict",
                     ready_path="/readyz",
                 )
