@@ -19,7 +19,7 @@ from starlette.routing import Route
 from threadpoolctl import threadpool_limits
 
 from registry import BaseRegistry, RegistryError
-from service.auth import load_or_create_token
+from service.auth import load_or_create_cluster_token, load_or_create_token
 from service.batcher import PredictBatcher
 from service.body import BodyBudget
 from service.drain import answer_cut_request
@@ -29,7 +29,7 @@ from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
 from service.offload import WorkPool
 from service.openapi import install_openapi
-from service.routers import health, models, predict, train, ui, v2, weights
+from service.routers import health, models, predict, train, ui, v2, weights, workers
 from service.settings import Settings
 from service.state import AppState
 
@@ -80,7 +80,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Most frequent first: a request is matched against the routes in order, and FastAPI prepares an
     # included router's routes when a request first reaches them (the first /readyz after start-up
     # took ~25 ms more with four routers before it, ~10 ms now).
-    included = (health.router, models.router, weights.router, train.router, v2.router, ui.router)
+    included = (
+        health.router,
+        models.router,
+        weights.router,
+        train.router,
+        workers.router,
+        v2.router,
+        ui.router,
+    )
     for router in included:
         app.include_router(router)
     # (template, pattern, methods) of every route, for the Allow header of a 405 (service.errors).
@@ -97,9 +105,12 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
     # One request is one small matrix-vector product: extra BLAS threads only add wake-up latency,
     # and with several workers they would fight over the same cores.
     threadpool_limits(limits=1, user_api="blas")
-    token = load_or_create_token(
-        settings.state_dir, settings.token.get_secret_value() if settings.token else None
-    )
+    if settings.database_url and not settings.token:  # one token for the whole cluster
+        token = load_or_create_cluster_token(settings.database_url)
+    else:
+        token = load_or_create_token(
+            settings.state_dir, settings.token.get_secret_value() if settings.token else None
+        )
     registry = settings.open_registry(who=f"service@{socket.gethostname()} pid {os.getpid()}")
     state = AppState(
         settings=settings,
@@ -136,7 +147,12 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
         models = state.models
         state.listener = PointerListener(settings.database_url, registry.model, lambda _: models.refresh())
         state.listener.start()
-    state.jobs = ProcessJobRunner(settings, metrics)
+    if settings.database_url:  # the cluster: jobs go to the workers through PostgreSQL
+        from service.jobs.queue_runner import QueueJobRunner
+
+        state.jobs = QueueJobRunner(settings, metrics)
+    else:
+        state.jobs = ProcessJobRunner(settings, metrics)
     state.jobs.start()  # first: it may stop children a dead service left, whose remains the sweep takes
     sweep_registry(registry)
     return state

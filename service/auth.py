@@ -2,7 +2,8 @@
 
 With no token configured, one is generated at first start and kept in the state folder (mode
 0600), so `docker compose up` needs no configuration and is still not open to anyone; it is
-printed once, when it is created.
+printed once, when it is created. In a cluster (MNIST_DATABASE_URL) it is kept in PostgreSQL
+instead, so every replica accepts the same token and a new replica needs no configuration.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from service.errors import Forbidden, Unauthorized
 
 log = logging.getLogger("service")
 TOKEN_FILE = "token"
+CLUSTER_SECRETS_LOCK = 0x746F6B65  # pg_advisory_xact_lock key: replicas starting at once
 
 bearer = HTTPBearer(auto_error=False, description="The service token (see the log at first start).")
 
@@ -54,6 +56,33 @@ def load_or_create_token(state_dir: Path, configured: str | None) -> str:
         "generated an API token for mutating endpoints (kept in %s):\n\n    MNIST_TOKEN=%s\n", path, token
     )
     return token
+
+
+def load_or_create_cluster_token(database_url: str) -> str:
+    """A cluster's token, kept in PostgreSQL (table `cluster_secrets`): the first replica to start
+    makes it (and logs it once); every other replica, now or later, reads the same one."""
+    import psycopg
+
+    token = secrets.token_urlsafe(24)
+    with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (CLUSTER_SECRETS_LOCK,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS cluster_secrets "
+            "(name text PRIMARY KEY, value text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+        )
+        made = conn.execute(
+            "INSERT INTO cluster_secrets (name, value) VALUES ('api_token', %s) ON CONFLICT DO NOTHING "
+            "RETURNING value",
+            (token,),
+        ).fetchone()
+        row = conn.execute("SELECT value FROM cluster_secrets WHERE name = 'api_token'").fetchone()
+    if made is not None:
+        log.warning(
+            "generated the cluster's API token for mutating endpoints (kept in PostgreSQL, table "
+            "cluster_secrets; every replica uses it):\n\n    MNIST_TOKEN=%s\n",
+            token,
+        )
+    return str(row[0])
 
 
 def check_token(request: Request) -> None:

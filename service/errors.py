@@ -30,6 +30,7 @@ from registry import (
 )
 from service.jobs.errors import JobFinished, JobNotFound, JobPublishing, QueueFull, RunnerStopped
 from service.tensors import InvalidRequest as InvalidInferenceRequest
+from trainer.cluster.store import JobsUnavailable
 from trainer.config import ConfigError
 
 log = logging.getLogger("service")
@@ -154,6 +155,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     JobFinished: (409, "job_finished"),
     QueueFull: (409, "queue_full"),
     RunnerStopped: (503, "not_ready"),
+    JobsUnavailable: (503, "jobs_unavailable"),  # cluster mode: PostgreSQL away, Retry-After
     InvalidInferenceRequest: (400, "invalid_inference_request"),
 }
 

@@ -111,6 +111,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
+        self.training_workers = Gauge(
+            "mnist_training_workers",
+            "Cluster mode: live training workers (heartbeat younger than MNIST_WORKER_DEAD_AFTER_S), and "
+            "how many of them train a job now.",
+            ["busy"],
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
         self.served_file_intact = Gauge(
             "mnist_served_file_intact",
             "1 while the weight file of the version this process serves matches the checksum it was "

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
     job_queue_size: int = Field(
         4, ge=0, le=100, description="Queued jobs beyond the running ones (409 above)."
     )
+    worker_dead_after_s: float = Field(
+        15.0,
+        gt=0,
+        le=30,
+        description="Cluster mode: a training worker whose heartbeat is older than this is dead, and its "
+        "running job is failed (not retried). Workers take the same setting.",
+    )
     job_cancel_grace_s: float = Field(10.0, gt=0, description="How long a cancelled job may take to stop.")
     shutdown_drain_s: float = Field(10.0, ge=0, description="Time in-flight requests get after SIGTERM.")
     robustness_sample: int = Field(

@@ -71,3 +71,26 @@ def test_a_database_that_does_not_answer_is_a_503_with_retry_after(
         assert "PostgreSQL did not answer" in response.json()["detail"]
         assert response.headers["Retry-After"] == "2"
         assert client.get(f"/models/{v2}").status_code == 200  # the files are still readable
+        jobs = client.get("/train")
+        assert jobs.status_code == 503 and jobs.json()["error"] == "jobs_unavailable", jobs.text
+        assert client.get("/metrics").status_code == 200
+
+
+def test_without_a_configured_token_the_cluster_keeps_one_in_the_database(
+    make_client: MakeClient, publish: Publish, database_url: str, tmp_path
+) -> None:
+    """Two replicas with their own state folders and no MNIST_TOKEN accept the same token."""
+    publish()
+    v2 = publish(promote=False)
+    first = make_client(token=None, database_url=database_url, state_dir=tmp_path / "state-a")
+    second = make_client(token=None, database_url=database_url, state_dir=tmp_path / "state-b")
+    with first, second:
+        with psycopg.connect(database_url) as conn:
+            [token] = conn.execute("SELECT value FROM cluster_secrets WHERE name = 'api_token'").fetchone()
+        auth = {"Authorization": f"Bearer {token}"}
+        assert (
+            first.post(f"/models/{v2}/promote", headers={"Authorization": "Bearer wrong"}).status_code == 403
+        )
+        assert second.post(f"/models/{v2}/promote", headers=auth).status_code == 200
+        assert first.post("/models/rollback", headers=auth).status_code == 200
+    assert not (tmp_path / "state-a" / "token").exists()  # nothing secret left in a replica's folder

@@ -49,8 +49,26 @@ SCHEMA_LOCK = 0x6A6F6273  # pg_advisory_xact_lock key of the schema creation
 FINAL = ("succeeded", "failed", "cancelled")
 
 
+class JobsUnavailable(Exception):
+    """PostgreSQL did not answer (twice: once more after reconnecting); worth retrying soon."""
+
+    retry_after_s = 2
+
+
 class QueueIsFull(Exception):
     """Every place of the cluster-wide limit is taken."""
+
+    def __init__(self, running: int, queued: int, max_running: int, queue_size: int):
+        super().__init__(
+            f"{running} training job(s) running and {queued} queued, cluster-wide; the cluster runs "
+            f"{max_running} at a time and queues {queue_size} more"
+        )
+        self.running, self.queued, self.max_running, self.queue_size = (
+            running,
+            queued,
+            max_running,
+            queue_size,
+        )
 
 
 class JobsDatabase:
@@ -70,11 +88,14 @@ class JobsDatabase:
 
         def work(cur: Any) -> dict:
             cur.execute("LOCK TABLE training_jobs IN SHARE ROW EXCLUSIVE MODE")
-            cur.execute("SELECT count(*) AS n FROM training_jobs WHERE state IN ('queued', 'running')")
-            if cur.fetchone()["n"] >= max_running + queue_size:
-                raise QueueIsFull(
-                    f"{max_running} training job(s) may run and {queue_size} wait, cluster-wide; all taken"
-                )
+            counts = dict.fromkeys(("queued", "running"), 0)
+            cur.execute(
+                "SELECT state, count(*) AS n FROM training_jobs "
+                "WHERE state IN ('queued', 'running') GROUP BY state"
+            )
+            counts.update({row["state"]: row["n"] for row in cur.fetchall()})
+            if counts["queued"] + counts["running"] >= max_running + queue_size:
+                raise QueueIsFull(counts["running"], counts["queued"], max_running, queue_size)
             cur.execute(
                 "INSERT INTO training_jobs (id, state, params, config) "
                 "VALUES (%s, 'queued', %s, %s) RETURNING *",
@@ -269,12 +290,12 @@ class JobsDatabase:
                             return work(cur)
                         with conn.transaction():
                             return work(cur)
-                except psycopg.OperationalError:
+                except psycopg.OperationalError as exc:
                     if self._conn is not None:
                         self._conn.close()
                     self._conn = None
                     if attempt == 2:
-                        raise
+                        raise JobsUnavailable(f"the job database did not answer: {exc}".strip()) from exc
         raise AssertionError("unreachable")
 
     def _connection(self) -> Any:
