@@ -110,7 +110,9 @@ def _answers(url: str) -> bool:
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """The URL of a PostgreSQL admin database: the machine's, or a throwaway one from the binaries."""
-    for user in ("root", "postgres", os.environ.get("USER", "root")):
+    skip = os.environ.get("MNIST_TEST_THROWAWAY_PG")  # =1 skips the machine's server (tests the fallback)
+    users = () if skip else ("root", "postgres", os.environ.get("USER", "root"))
+    for user in users:
         url = MACHINE_PG.format(user=user, db="postgres")
         if _answers(url):
             yield url
@@ -124,13 +126,19 @@ def postgres_server() -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="pg-"))
     port = free_port()
     user = "postgres"
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses root: the server runs as an unprivileged account
+        account = _unprivileged_account()
+        shutil.chown(folder, account, account)
+        run_as = ["runuser", "-u", account, "--"]
     subprocess.run(
-        [str(binaries / "initdb"), "-D", str(folder / "data"), "-U", user, "-A", "trust"],
+        [*run_as, str(binaries / "initdb"), "-D", str(folder / "data"), "-U", user, "-A", "trust"],
         check=True,
         stdout=subprocess.DEVNULL,
     )
     subprocess.run(
         [
+            *run_as,
             str(binaries / "pg_ctl"),
             "-D",
             str(folder / "data"),
@@ -148,11 +156,23 @@ def postgres_server() -> Iterator[str]:
         yield f"postgresql://{user}@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
-            [str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop"],
+            [*run_as, str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop"],
             stdout=subprocess.DEVNULL,
             check=False,
         )
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _unprivileged_account() -> str:
+    import pwd
+
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    raise RuntimeError("running as root and no unprivileged account (postgres, nobody) to run initdb as")
 
 
 @contextmanager
