@@ -145,7 +145,11 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
         from registry.dbpointer import PointerListener
 
         models = state.models
-        state.listener = PointerListener(settings.database_url, registry.model, lambda _: models.refresh())
+
+        def follow(_generation: int | None) -> None:
+            models.refresh()
+
+        state.listener = PointerListener(settings.database_url, registry.model, follow)
         state.listener.start()
     if settings.database_url:  # the cluster: jobs go to the workers through PostgreSQL
         from service.jobs.queue_runner import QueueJobRunner

@@ -76,6 +76,7 @@ def load_or_create_cluster_token(database_url: str) -> str:
             (token,),
         ).fetchone()
         row = conn.execute("SELECT value FROM cluster_secrets WHERE name = 'api_token'").fetchone()
+    assert row is not None  # inserted above, or by whoever won
     if made is not None:
         log.warning(
             "generated the cluster's API token for mutating endpoints (kept in PostgreSQL, table "

@@ -116,7 +116,7 @@ class QueueJobRunner:
             raise JobFinished(job_id, record.state)
         return record
 
-    def workers(self) -> list[dict[str, Any]]:
+    def workers(self) -> Sequence[dict[str, Any]]:
         """The live workers: name, host, pid, concurrency, current job, last heartbeat and its age."""
         return [
             {**row, "started_at": iso(row["started_at"]), "last_heartbeat": iso(row["last_heartbeat"])}
