@@ -185,3 +185,28 @@ def test_the_cluster_wide_limit_refuses_what_does_not_fit(setup):
     assert queue.cancel(jobs[0])["state"] == "cancelled"
     submit(queue, epochs=1)
     assert queue.db.counts() == {"queued": 3, "cancelled": 1}
+
+
+def test_workers_and_the_queue_come_back_after_every_connection_is_killed(setup, database_url):
+    import psycopg
+
+    queue = setup["queue"]
+    worker = setup["start_worker"]("a")
+    logs = [log for _, log in setup["workers"]]
+    first = submit(queue, epochs=1)
+    wait_until(lambda: queue.db.get(first)["state"] == "succeeded", 120, "the first job", logs)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+    assert killed >= 2  # the worker's own and Procrastinate's, the queue's
+    second = submit(queue, epochs=1)  # the replica's side reconnects by itself
+    record = wait_until(
+        lambda: (r := queue.db.get(second))["state"] in ("succeeded", "failed") and r,
+        120,
+        "the next job",
+        logs,
+    )
+    assert record["state"] == "succeeded", record
+    assert worker.poll() is None  # the same worker process took it
