@@ -61,12 +61,12 @@ async def run_load(
     promotes: list[dict[str, Any]] = []
     clients = [httpx.AsyncClient(base_url=url, timeout=30) for url in urls]
     started = time.perf_counter()
-    duration = args.gap * (args.promotes + 1)
+    done = asyncio.Event()  # set a gap after the last promote: the load covers every switch
     try:
 
         async def user(i: int) -> None:
             replica = i % len(clients)
-            while time.perf_counter() - started < duration:
+            while not done.is_set():
                 t0 = time.perf_counter() - started
                 try:
                     r = await clients[replica].post(
@@ -90,6 +90,8 @@ async def run_load(
                     {"at_s": at, "answered_s": time.perf_counter() - started - at, "replica": replica,
                      "to": target, "status": r.status_code}
                 )  # fmt: skip
+            await asyncio.sleep(args.gap)
+            done.set()
 
         await asyncio.gather(promoter(), *(user(i) for i in range(args.concurrency)))
     finally:
