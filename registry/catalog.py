@@ -31,6 +31,23 @@ class Catalog:
     pointer_error: str | None
     versions: list[VersionInfo]  # newest first
 
+    def summaries(self) -> list[dict[str, Any]]:
+        """One JSON-ready summary per version, newest first: what `GET /models` and `python -m trainer
+        list --json` both show (the one place that decides it)."""
+        return [
+            {
+                "version": info.version,
+                "current": info.version == self.current,
+                "test_accuracy": info.test_accuracy,
+                "sizes": list(info.sizes),
+                "preset": info.preset,
+                "parent": info.parent,
+                "created_at": info.created_at,
+                "damaged": info.damaged,
+            }
+            for info in self.versions
+        ]
+
 
 def summarize(version: str, manifest: dict[str, Any]) -> VersionInfo:
     """The listed fields of a manifest, type-checked; CorruptVersion names the first bad one."""

@@ -190,18 +190,7 @@ def list_command(args: argparse.Namespace, _: None) -> int:
     catalog = registry.catalog()
     if catalog.pointer_error:
         print(f"warning: {catalog.pointer_error}", file=sys.stderr)
-    rows = [
-        {
-            "version": info.version,
-            "current": info.version == catalog.current,
-            "test_accuracy": info.test_accuracy,
-            "sizes": list(info.sizes),
-            "preset": info.preset,
-            "created_at": info.created_at,
-            "damaged": info.damaged,
-        }
-        for info in catalog.versions
-    ]
+    rows = catalog.summaries()
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0

@@ -53,19 +53,7 @@ class PointerMove(BaseModel):
 
 def summaries(state: AppState) -> VersionList:
     catalog = state.registry.catalog()
-    versions = [
-        VersionSummary(
-            version=info.version,
-            created_at=info.created_at,
-            test_accuracy=info.test_accuracy,
-            sizes=list(info.sizes),
-            preset=info.preset,
-            parent=info.parent,
-            current=info.version == catalog.current,
-            damaged=info.damaged,
-        )
-        for info in catalog.versions
-    ]
+    versions = [VersionSummary(**summary) for summary in catalog.summaries()]
     return VersionList(
         model=catalog.model, current=catalog.current, pointer_error=catalog.pointer_error, versions=versions
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from registry import Registry
+from trainer.cli import main
 
 
 def assert_error(response: httpx.Response, status: int, error: str | None = None) -> dict[str, Any]:
@@ -228,3 +230,13 @@ def test_a_version_whose_answers_are_not_finite_is_never_promoted(
         assert "not finite" in body["detail"]
         assert registry.current() == "v0002"  # the pointer never moved
         assert client.get("/readyz").json()["version"] == "v0002"
+
+
+def test_the_cli_lists_the_versions_as_the_api_does(
+    three: TestClient, models_dir: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with three as client:
+        listed = client.get("/models").json()["versions"]
+    assert main(["list", "--json", "--models-dir", str(models_dir), "--model", "mnist"]) == 0
+    assert json.loads(capsys.readouterr().out) == listed
+    assert [v["version"] for v in listed] == ["v0003", "v0002", "v0001"] and listed[1]["current"]
