@@ -43,6 +43,7 @@ demo: setup  ## start the service, read the example digits (examples/) with the 
 test: setup browser  ## lint, then the whole test suite (unit, HTTP, end-to-end, browser)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 baseline: setup  ## retrain the shipped baseline model on real MNIST and promote it

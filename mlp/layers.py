@@ -15,6 +15,8 @@ page faults on them. The arithmetic is the same either way, bit for bit.
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import numpy as np
 
 
@@ -24,7 +26,7 @@ class Dense:
     def __init__(self, w: np.ndarray, b: np.ndarray, grad_w: np.ndarray, grad_b: np.ndarray):
         self.w, self.b = w, b  # (fan_in, fan_out), (fan_out,)
         self.grad_w, self.grad_b = grad_w, grad_b
-        self.x: np.ndarray | None = None
+        self.x = np.empty((0, w.shape[0]), dtype=w.dtype)  # (batch, fan_in) of the last forward
 
     def forward(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """`x @ w + b` (batch, fan_out), into `out` when given (must not overlap `x`)."""
@@ -32,6 +34,16 @@ class Dense:
         out = np.matmul(x, self.w, out=out)  # (batch, fan_out)
         out += self.b  # in place on our own (fresh or owned) array
         return out
+
+    @overload
+    def backward(
+        self, dout: np.ndarray, need_dx: Literal[True] = True, out: np.ndarray | None = None
+    ) -> np.ndarray: ...
+
+    @overload
+    def backward(
+        self, dout: np.ndarray, need_dx: bool, out: np.ndarray | None = None
+    ) -> np.ndarray | None: ...
 
     def backward(
         self, dout: np.ndarray, need_dx: bool = True, out: np.ndarray | None = None
@@ -49,7 +61,7 @@ class ReLU:
     """max(0, x); the gradient flows only where the input was positive."""
 
     def __init__(self) -> None:
-        self.out: np.ndarray | None = None
+        self.out = np.empty(0)  # the last forward's output
         self._zeros: np.ndarray | None = None  # (batch, units) of 0, reused with `out=`
         self._on: np.ndarray | None = None  # bool (batch, units): where the unit was on, reused
 
@@ -95,6 +107,7 @@ class Dropout:
             self.mask = None
             return x
         if out is None:
+            assert self.rng is not None  # __init__ refuses p > 0 without one
             keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
             self.mask = keep.astype(x.dtype) / x.dtype.type(1.0 - self.p)
             return x * self.mask
@@ -103,6 +116,7 @@ class Dropout:
             self._draw = np.empty(x.shape, dtype=np.float32)
             self._keep = np.empty(x.shape, dtype=bool)
             self._mask = np.empty(x.shape, dtype=x.dtype)
+        assert self.rng is not None
         draw = self.rng.random(x.shape, dtype=np.float32, out=self._draw)
         keep = np.greater_equal(draw, self.p, out=self._keep)
         self.mask = np.divide(keep, x.dtype.type(1.0 - self.p), out=self._mask)
@@ -127,8 +141,8 @@ class SoftmaxCrossEntropy:
         if not 0 <= smoothing < 1:
             raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
         self.smoothing = smoothing
-        self.probs: np.ndarray | None = None
-        self.labels: np.ndarray | None = None
+        self.probs = np.empty((0, 0))  # (batch, classes) and (batch,) of the last forward
+        self.labels = np.empty(0, dtype=np.int64)
         self._rows = np.arange(0)  # 0..batch-1, kept between calls of the same batch size
 
     def _row_index(self, n: int) -> np.ndarray:

@@ -66,6 +66,7 @@ class MLP:
         self.grads = self._views(self.flat_grads, shapes)
         for i, (fan_in, fan_out) in enumerate(itertools.pairwise(self.sizes), 1):
             if init is not None:
+                assert rng is not None  # drawn above whenever there is an init
                 std = np.sqrt(2.0 / fan_in) if init == "he" else float(init)
                 self.params[f"w{i}"][...] = rng.standard_normal((fan_in, fan_out)) * std
 
@@ -130,7 +131,10 @@ class MLP:
         dout = self.dense[-1].backward(dout, out=ws.dx[-1])
         for i in range(len(self.relus) - 1, -1, -1):
             dout = self.relus[i].backward(self.dropouts[i].backward(dout, out=dout), out=dout)
-            dout = self.dense[i].backward(dout, need_dx=i > 0, out=ws.dx[i - 1] if i > 0 else None)
+            if i > 0:
+                dout = self.dense[i].backward(dout, out=ws.dx[i - 1])
+            else:  # the first layer: no gradient for the input
+                self.dense[i].backward(dout, need_dx=False)
         return loss
 
     def _buffers(self, batch: int) -> _Workspace:

@@ -40,7 +40,8 @@ def save_weights(path: Path, net: MLP, metadata: dict[str, Any] | None = None) -
         "metadata": metadata or {},
     }
     arrays = {name: np.ascontiguousarray(value) for name, value in net.params.items()}
-    atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays))
+    # (NumPy's stubs read the keyword arrays as its `allow_pickle` flag.)
+    atomic_write(path, lambda f: np.savez(f, meta=np.array(json.dumps(meta)), **arrays))  # type: ignore[arg-type]
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -88,6 +89,8 @@ def load_weights(path: Path, content: bytes | None = None) -> tuple[MLP, dict[st
 
 
 def _open_npz(source: Path | BinaryIO, name: str) -> Any:
+    if not hasattr(source, "read"):  # read whole: np.load leaves a file it opened open when it refuses it
+        source = io.BytesIO(Path(source).read_bytes())
     try:
         data = np.load(source, allow_pickle=False)
     except FileNotFoundError:

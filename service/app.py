@@ -30,6 +30,7 @@ from service.model_store import LoadedModel, ModelStore
 from service.offload import WorkPool
 from service.openapi import install_openapi
 from service.routers import health, models, predict, train, ui, v2, weights, workers
+from service.routers.metrics import router as metrics_router
 from service.settings import Settings
 from service.state import AppState
 
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # took ~25 ms more with four routers before it, ~10 ms now).
     included = (
         health.router,
+        metrics_router,
         models.router,
         weights.router,
         train.router,

@@ -106,7 +106,7 @@ async def read_body(request: Request, limit: int, budget: BodyBudget) -> bytes |
 
 def split_multipart_files(
     content_type: str, body: bytes | bytearray, max_files: int
-) -> list[tuple[str | None, bytes | memoryview]] | None:
+) -> list[tuple[str | None, bytes | bytearray | memoryview]] | None:
     """(filename, bytes) of each part of a plain `multipart/form-data` body whose parts are all files
     named `file`; None when the body is anything else, for the full parser to deal with."""
     boundary = _plain_boundary(content_type)
@@ -116,7 +116,7 @@ def split_multipart_files(
     delimiter = b"\r\n--" + boundary
     if not body.startswith(opening + b"\r\n"):  # preamble, padding, an empty form: full parser
         return None
-    files: list[tuple[str | None, bytes | memoryview]] = []
+    files: list[tuple[str | None, bytes | bytearray | memoryview]] = []
     view = memoryview(body) if isinstance(body, bytearray) else None  # parts of a big body: no copies
     start = len(opening) + 2
     while True:

@@ -213,7 +213,8 @@ def install_error_handlers(app: FastAPI) -> None:
         assert answer is not None  # registered for the table's types only
         return error_response(answer.status, answer.code, answer.detail, answer.headers)
 
-    for error_type in (ServiceError, *DOMAIN_ERRORS):
+    known: list[type[Exception]] = [ServiceError, *DOMAIN_ERRORS]
+    for error_type in known:
         app.add_exception_handler(error_type, known_error)
 
     @app.exception_handler(RequestValidationError)

@@ -11,12 +11,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from service.jobs.record import JobState
-from trainer.config import PRESETS
+from trainer.config import PRESET_NAMES
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
 Optimizer = Literal[OPTIMIZERS]  # type: ignore[valid-type]
 Schedule = Literal[SCHEDULES]  # type: ignore[valid-type]
-Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+Preset = Literal[PRESET_NAMES]  # type: ignore[valid-type]
 
 
 def _whole(value: Any) -> Any:

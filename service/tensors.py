@@ -34,8 +34,11 @@ MAX_BATCH = 1024
 OUTPUT_NAMES = ("probabilities", "label")
 # What each datatype's tensor holds: its shape after the batch dimension and its binary layout.
 INPUT_TAILS = {"FP32": [784], "UINT8": [28, 28]}
-INPUT_LAYOUTS = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
-OUTPUT_LAYOUTS = {"probabilities": ("FP32", np.dtype("<f4")), "label": ("INT64", np.dtype("<i8"))}
+INPUT_LAYOUTS: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
+OUTPUT_LAYOUTS: dict[str, tuple[str, np.dtype[Any]]] = {
+    "probabilities": ("FP32", np.dtype("<f4")),
+    "label": ("INT64", np.dtype("<i8")),
+}
 HEADER = "Inference-Header-Content-Length"
 # The extension's own parameters: they steer the encoding, so they are not echoed back.
 EXTENSION_PARAMETERS = frozenset({"binary_data_output"})

@@ -9,7 +9,7 @@ large work on the app's pool of threads, so probes and small requests are answer
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import numpy as np
 from fastapi import Request
@@ -62,17 +62,16 @@ async def split_uploads(
         ).parse()
     except MultiPartException as exc:
         raise BadRequest(f"malformed multipart body: {exc.message}") from None
-    parts = [item for item in form.getlist("file") if isinstance(item, UploadFile)]
-    if not parts:
-        raise BadRequest("the multipart body has no file in a field named 'file'")
-    uploads = []
-    for upload in parts:
-        uploads.append((upload.filename, await upload.read()))
-        await upload.close()
-    return uploads
+    try:  # every part closed, files in other fields too (each is a spooled temporary file)
+        parts = [item for item in form.getlist("file") if isinstance(item, UploadFile)]
+        if not parts:
+            raise BadRequest("the multipart body has no file in a field named 'file'")
+        return [(upload.filename, await upload.read()) for upload in parts]
+    finally:
+        await form.close()
 
 
-async def single_chunk(body: bytes) -> AsyncIterator[bytes]:
+async def single_chunk(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 

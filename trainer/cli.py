@@ -13,8 +13,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from trainer.config import (
     DATASETS,
@@ -337,6 +338,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 failed, 2 bad usage)."""
     from trainer import commands  # heavy imports (numpy work, plots) only after parsing
+
+    run: Callable[[argparse.Namespace, Any], int]
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["worker"]:  # the queue worker of a cluster: its own options (trainer.cluster.worker)

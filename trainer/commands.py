@@ -30,8 +30,9 @@ class UserFacingError(Exception):
     """A failure to report in one line (missing data, unknown version, diverged run)."""
 
 
-def seed_form(args: argparse.Namespace, config: TrainConfig) -> int:
+def seed_form(args: argparse.Namespace, config: TrainConfig | None) -> int:
     """The research script: train, print the test accuracy; `-save` publishes weights, plots, log."""
+    assert config is not None  # the CLI builds it from the positional arguments
     dataset = _dataset(args)
     result = _train(config, dataset, show=args.debug)
     print(

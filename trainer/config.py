@@ -221,6 +221,9 @@ PRESETS: dict[str, TrainConfig] = {
 }
 
 
+PRESET_NAMES = tuple(PRESETS)
+
+
 def preset(name: str) -> TrainConfig:
     try:
         return PRESETS[name]

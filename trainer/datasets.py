@@ -442,7 +442,7 @@ def _write_cache(path: Path, key: str, arrays: Mapping[str, np.ndarray]) -> None
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         tmp = Path(tmp_name)
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, key=np.array(key), **arrays)
+            np.savez(f, key=np.array(key), **arrays)  # type: ignore[arg-type]  # stubs: `allow_pickle`
             f.flush()
             os.fsync(f.fileno())
         tmp.chmod(_FILE_MODE)

@@ -76,7 +76,8 @@ class FontSet:
 def has_digits(path: Path) -> bool:
     """True when the font maps all of 0-9 to glyphs (else Pillow would draw empty boxes)."""
     try:
-        with TTFont(path, lazy=True) as font:
+        # The file opened here, not by TTFont, which leaves it open when it refuses it.
+        with open(path, "rb") as file, TTFont(file, lazy=True) as font:
             cmap = font.getBestCmap() or {}
     except (OSError, TTLibError):
         return False

@@ -132,13 +132,18 @@ def make_optimizer(
     momentum: float = 0.9,
 ) -> Optimizer:
     """Build an optimiser by its CLI name."""
-    common = {"weight_decay": weight_decay, "decay_slices": decay_slices}
     if name == "sgd":
-        return SGD(size, **common)
+        return SGD(size, weight_decay=weight_decay, decay_slices=decay_slices)
     if name in ("momentum", "nesterov"):
-        return Momentum(size, momentum=momentum, nesterov=name == "nesterov", **common)
+        return Momentum(
+            size,
+            momentum=momentum,
+            nesterov=name == "nesterov",
+            weight_decay=weight_decay,
+            decay_slices=decay_slices,
+        )
     if name == "adam":
-        return Adam(size, **common)
+        return Adam(size, weight_decay=weight_decay, decay_slices=decay_slices)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 

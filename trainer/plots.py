@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 import matplotlib
 import numpy as np
@@ -48,7 +48,9 @@ TITLE, LABEL, TICK = 14, 12, 11  # font sizes in points
 Out = Path | BinaryIO
 
 
-def _figure(size: tuple[int, int] = SIZE, layout: str | None = "constrained") -> Figure:
+def _figure(
+    size: tuple[int, int] = SIZE, layout: Literal["constrained", "compressed", "tight"] | None = "constrained"
+) -> Figure:
     """A fresh figure of `size` pixels on its own Agg canvas, laid out without overlaps.
 
     Image grids without tick labels pass `layout=None` and place their axes by hand: the
@@ -142,9 +144,8 @@ def plot_accuracy(curves: Curves, out: Out) -> None:
     """Train / validation / test accuracy over the run: is it still learning, is it overfitting?"""
     fig = _figure()
     ax = fig.add_subplot()
-    series = [curves.train_accuracy, curves.val_accuracy, curves.test_accuracy]
-    series = [_percent(values, "accuracies") for values in series]
-    _curves(ax, curves.x, series)
+    accuracies = [curves.train_accuracy, curves.val_accuracy, curves.test_accuracy]
+    _curves(ax, curves.x, [_percent(values, "accuracies") for values in accuracies])
     title = "Accuracy during training"
     if curves.test_accuracy:
         title += f" (final test {100 * curves.test_accuracy[-1]:.2f} %)"
@@ -291,7 +292,7 @@ def plot_robustness(
         ax.barh(rows, refusals, left=right + wrong, color="0.8", hatch="///", edgecolor="0.55", linewidth=0,
                 label="refused (no digit found, ...)")  # fmt: skip
         for row, value in zip(rows, right, strict=True):
-            ax.text(101, row, f"{value:.1f} %", va="center", fontsize=TICK - 1)
+            ax.text(101, float(row), f"{value:.1f} %", va="center", fontsize=TICK - 1)
         ax.set_yticks(rows, names, fontsize=TICK - 1)
         ax.set_ylim(len(names) - 0.5, -0.5)  # the suite's order, top to bottom
         ax.set_xlim(0, 112)

@@ -145,7 +145,9 @@ def variant_samples(
 
 def digitize_all(files: Iterable[bytes]) -> tuple[np.ndarray, np.ndarray, Counter[str]]:
     """Each file through `images.digitize`: (accepted (k, 784) uint8, accepted mask, refusal codes)."""
-    rows, accepted, refusals = [], [], Counter()
+    rows: list[np.ndarray] = []
+    accepted: list[bool] = []
+    refusals: Counter[str] = Counter()
     for data in files:
         try:
             rows.append(images.digitize(data).reshape(784))
@@ -228,7 +230,7 @@ def run_suite(
         if not fonts.faces:
             notes.append("fonts skipped: no handwriting font is installed (make robustness-fonts)")
             names = [n for n in names if n != FONTS]
-    scores = []
+    scores: list[VariantScore] = []
     for name in names:
         if progress:
             progress(name, len(scores), len(names))

@@ -283,9 +283,13 @@ class ThreadTuner:
         typical = {m: _typical(v) for m, v in self._measured.items() if v}
         typical.update({m: _typical(v) for m, v in self._spent.items() if m not in typical})
         current = typical.get(self.mode, float("inf"))
-        best = min((m for m in self._measured if m != self.mode), key=typical.get, default=None)
-        switch = best is not None and typical[best] < current * (1 - self.margin)
-        if switch:
+        best = min(
+            (m for m in self._measured if m != self.mode),
+            key=lambda m: typical.get(m, float("inf")),
+            default=None,
+        )
+        switch = best is not None and typical.get(best, float("inf")) < current * (1 - self.margin)
+        if switch and best is not None:
             self.mode = best
         self.interval_s = self.min_interval_s if switch else min(2 * self.interval_s, self.max_interval_s)
         self._reference = 0.0

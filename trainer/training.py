@@ -137,6 +137,7 @@ def train(
         total_steps = config.iters
         eval_every = config.eval_every or max(1, total_steps // 20)
     else:
+        assert config.epochs is not None  # validate(): epochs or iters
         total_steps = config.epochs * batches_per_epoch
         # A long run is evaluated every few epochs: a curve needs no more points, and each
         # evaluation costs about a tenth of an epoch.
@@ -204,7 +205,7 @@ def train(
                         step=done,
                         total_steps=total_steps,
                         epoch=len(curves.x) if config.iters is not None else done // batches_per_epoch,
-                        epochs=evaluations if config.iters is not None else config.epochs,
+                        epochs=evaluations if config.epochs is None else config.epochs,
                         elapsed_s=elapsed,
                         eta_s=elapsed / done * (total_steps - done),
                         loss=loss_sum / loss_count,

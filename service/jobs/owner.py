@@ -36,7 +36,7 @@ def process_start_time(pid: int) -> str | None:
 def is_zombie(pid: int) -> bool:
     """Dead, waiting for its parent to reap it (an orphan whose new parent never does, say)."""
     fields = _stat_fields(pid)
-    return bool(fields) and fields[0] in ("Z", "X")
+    return fields is not None and len(fields) > 0 and fields[0] in ("Z", "X")
 
 
 def pid_exists(pid: int) -> bool:

@@ -152,7 +152,7 @@ INFER_BODY = {
         }
     ],
 }
-INFER_ANSWER = {
+INFER_ANSWER: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "The outputs asked for (all by default), each as JSON `data` or, when asked "
         "with `binary_data` (or the request's `binary_data_output`), as bytes after the JSON: the "

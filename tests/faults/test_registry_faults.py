@@ -290,7 +290,7 @@ def test_a_publisher_killed_while_writing_leaves_nothing_under_a_version_name(
         poll(marker.exists, 60.0, 0.02, "the publisher to be half way")
     finally:
         publisher.send_signal(signal.SIGKILL)
-        publisher.wait(10)
+        publisher.communicate(timeout=10)  # reaps it and closes its pipes
 
     assert under_version_names(registry) == complete("v0001")
     assert registry.versions() == ["v0001"]

@@ -163,7 +163,7 @@ class _Trap:
         self.path = path
 
     def __reduce__(self):
-        return (open, (str(self.path), "w"))
+        return (os.makedirs, (str(self.path), 0o777, True))  # leaves no open file behind
 
 
 @pytest.mark.parametrize("where", ["w1", "meta"])

@@ -84,7 +84,10 @@ def starlette_parts(content_type: str, body: bytes) -> list[tuple[str | None, by
 
         headers = Headers({"content-type": content_type})
         form = await MultiPartParser(headers, stream(), max_files=64, max_fields=16).parse()
-        return [(f.filename, await f.read()) for f in form.getlist("file") if isinstance(f, UploadFile)]
+        try:
+            return [(f.filename, await f.read()) for f in form.getlist("file") if isinstance(f, UploadFile)]
+        finally:
+            await form.close()
 
     return asyncio.run(parse())
 
