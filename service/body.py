@@ -18,7 +18,6 @@ import functools
 
 from fastapi import Request
 from python_multipart.multipart import TOKEN_CHARS, parse_options_header
-from starlette.formparsers import _user_safe_decode
 from starlette.requests import ClientDisconnect
 
 from service.errors import BadRequest, Busy, PayloadTooLarge
@@ -178,7 +177,18 @@ def _file_part_name(block: bytes) -> str | None:
     _, options = parse_options_header(disposition)
     if options.get(b"name") != b"file" or b"filename" not in options:
         return None
-    return _user_safe_decode(options[b"filename"], "utf-8")
+    return file_name_text(options[b"filename"])
+
+
+def file_name_text(raw: bytes) -> str:
+    """A part's file name as Starlette's parser decodes it: UTF-8, else Latin-1 (which never fails).
+
+    Written out rather than imported: Starlette's own helper is private and may change.
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
 
 
 _cached_file_part_name = functools.lru_cache(maxsize=1024)(_file_part_name)

@@ -187,17 +187,27 @@ class ModelStore:
         """
         checked = _Checked(self._load)
         previous, current = self.registry.promote(normalize_version(version), load=checked)
-        self._swap(checked.models[current])
-        self.refresh()  # nothing to load now: it only takes the pointer's new stamp and generation
+        self._adopt(checked.models[current])
         return previous, current
 
     def rollback(self) -> tuple[str, str]:
         """Move the pointer back to the version current before, checked as `promote` checks it."""
         checked = _Checked(self._load)
         previous, current = self.registry.rollback(load=checked)
-        self._swap(checked.models[current])
-        self.refresh()
+        self._adopt(checked.models[current])
         return previous, current
+
+    def _adopt(self, model: LoadedModel) -> None:
+        """Serve `model`, which the pointer now names, with the pointer's new stamp and generation.
+
+        The refresh finds the version already loaded and only reads the pointer; the swap comes
+        after it, so the listener sees the generation that goes with the version.
+        """
+        with self._refresh_lock:
+            self._current = model
+            self._refresh()
+            if self._current is model:  # not replaced by a version promoted meanwhile by another
+                self._swap(model)
 
     def _swap(self, model: LoadedModel) -> None:
         """Serve `model` (loaded and checked) from now on; requests in flight keep the one they took."""

@@ -380,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: nothing was published", file=sys.stderr)
         return 130
+    finally:
+        commands.close_registries(args)
 
 
 def print_json(data: object) -> None:

@@ -256,8 +256,9 @@ def _dataset(args: argparse.Namespace) -> Dataset:
 
 
 def _registry(args: argparse.Namespace, dataset_name: str) -> BaseRegistry:
+    """The registry the command works on; `close_registries(args)` closes it (a database connection)."""
     try:
-        return open_registry(
+        registry = open_registry(
             getattr(args, "registry", None) or args.models_dir,
             args.model or dataset_name,
             database_url=getattr(args, "database_url", None),
@@ -265,6 +266,16 @@ def _registry(args: argparse.Namespace, dataset_name: str) -> BaseRegistry:
         )
     except RegistryError as exc:
         raise UserFacingError(str(exc)) from exc
+    args.__dict__.setdefault("opened_registries", []).append(registry)
+    return registry
+
+
+def close_registries(args: argparse.Namespace) -> None:
+    """Close what `_registry` opened for this command (the PostgreSQL pointer holds a connection)."""
+    for registry in args.__dict__.pop("opened_registries", []):
+        close = getattr(registry, "close", None)
+        if close is not None:
+            close()
 
 
 def _train(

@@ -113,3 +113,16 @@ def test_the_fast_split_gives_starlettes_parts_from_bytes_and_from_a_buffer() ->
             got = split_multipart_files(content_type, given, 64)
             assert got is not None
             assert [(name, bytes(data)) for name, data in got] == want
+
+
+def test_a_file_name_is_decoded_as_starlettes_parser_decodes_it() -> None:
+    for raw in (b"chiffre-sept.png", "sieben-ä.png".encode(), "sept-é.png".encode("latin-1")):
+        boundary = b"b0undary"
+        body = (
+            b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="' + raw
+            + b'"\r\nContent-Type: image/png\r\n\r\n\x89PNG-ish\r\n--' + boundary + b"--\r\n"
+        )  # fmt: skip
+        content_type = "multipart/form-data; boundary=b0undary"
+        got = split_multipart_files(content_type, body, 64)
+        assert got is not None
+        assert [(name, bytes(data)) for name, data in got] == starlette_parts(content_type, body)
