@@ -62,6 +62,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await asyncio.to_thread(state.listener.stop)
             if state.jobs is not None:
                 await asyncio.to_thread(state.jobs.stop)
+            if (close_registry := getattr(state.registry, "close", None)) is not None:
+                close_registry()  # the PostgreSQL pointer's connection
 
     app = FastAPI(
         title="MNIST digit service",
