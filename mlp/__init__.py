@@ -1,5 +1,6 @@
 """A multilayer perceptron written by hand in NumPy, and its weight file format."""
 
+from mlp.explain import gradient_times_input
 from mlp.layers import Dense, Dropout, ReLU, SoftmaxCrossEntropy, energy, softmax
 from mlp.network import DTYPE, INPUT_SCALE, MLP, as_input, param_names, validate_sizes
 from mlp.weights import FORMAT_VERSION, WeightFileError, load_weights, read_meta, save_weights
@@ -16,6 +17,7 @@ __all__ = [
     "WeightFileError",
     "as_input",
     "energy",
+    "gradient_times_input",
     "load_weights",
     "param_names",
     "read_meta",
