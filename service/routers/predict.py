@@ -26,10 +26,20 @@ from starlette.routing import request_response
 
 from registry import VERSION_REF
 from service.errors import error_responses
+from service.explain import explanations
 from service.metrics import Metrics
 from service.model_store import Answers, LoadedModel
 from service.state import AppState
 from service.uploads import IMAGE_TYPES, Upload, digitize_uploads, read_uploads
+
+
+class Explanation(BaseModel):
+    digit: int = Field(description="The digit explained (the answer).")
+    map: list[list[float]] = Field(
+        description="28x28, gradient x input of the answer's logit: positive where the pixel argued for "
+        "the answer, negative where it argued against, 0 where there is no ink."
+    )
+    png: str = Field(description="The map drawn over the digit (red for, blue against) as a data: URL.")
 
 
 class Prediction(BaseModel):
@@ -43,6 +53,9 @@ class Prediction(BaseModel):
         "probably not a digit at all). Null for a version published without the calibration."
     )
     input: list[list[int]] | None = Field(None, description="With debug=1: the 28x28 the network saw.")
+    explanation: Explanation | None = Field(
+        None, description="With explain=1: how much each pixel of the 28x28 pushed towards the answer."
+    )
 
 
 class PredictResponse(BaseModel):
@@ -63,6 +76,7 @@ class PredictQuery(BaseModel):
         description="Version to ask, e.g. v0003 (or 0003, 3, current); default current",
     )
     debug: bool = Field(False, description="Also return the 28x28 input the network saw")
+    explain: bool = Field(False, description="Also return why: each pixel's push towards the answer")
 
 
 NO_QUERY = PredictQuery()
@@ -166,7 +180,7 @@ async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> 
         answers = await request.app.state.predict_batcher.answer(model, digits)
     else:
         answers = model.answer(digits)
-    content = answer(state, model, uploads, digits, answers, query.debug)
+    content = answer(state, model, uploads, digits, answers, query)
     return Response(json_bytes(content), media_type="application/json")
 
 
@@ -176,10 +190,12 @@ def answer(
     uploads: list[Upload],
     digits: np.ndarray,
     answers: Answers,
-    debug: bool,
+    query: PredictQuery,
 ) -> dict:
     probabilities = answers.probabilities
-    best = probabilities.argmax(axis=1).tolist()
+    answer_digits = probabilities.argmax(axis=1)
+    best = answer_digits.tolist()
+    why = explanations(model.net, digits, answer_digits) if query.explain else None
     rounded = probabilities.round(6)
     scores = None if answers.digit_scores is None else answers.digit_scores.round(4).tolist()
     metrics = state.metrics
@@ -198,8 +214,10 @@ def answer(
         }
         if scores is not None:
             metrics.digit_score.observe(scores[i])
-        if debug:
+        if query.debug:
             item["input"] = digits[i].tolist()
+        if why is not None:
+            item["explanation"] = why[i]
         predictions.append(item)
     return {"model": state.registry.model, "version": model.version, "predictions": predictions}
 

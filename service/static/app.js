@@ -161,7 +161,8 @@ async function sendForPrediction(blob, filename) {
   const form = new FormData();
   form.append("file", blob, filename);
   try {
-    const answer = await api("/predict?debug=1", { method: "POST", body: form });
+    const query = $("#explain").checked ? "debug=1&explain=1" : "debug=1";
+    const answer = await api(`/predict?${query}`, { method: "POST", body: form });
     if (request <= appliedRequest) return; // a newer drawing already answered
     appliedRequest = request;
     showPrediction(answer);
@@ -208,12 +209,21 @@ function showPrediction(answer) {
   prediction.probabilities.forEach((p, d) => setBar(d, p, d === prediction.digit));
   $("#version").textContent = answer.version;
   drawSeen(prediction.input);
+  showWhy(prediction.explanation);
+}
+
+/** The explanation's overlay (red: pixels that pushed towards the answer, blue: against). */
+function showWhy(explanation) {
+  $("#why-figure").hidden = !explanation;
+  if (explanation) $("#why").src = explanation.png;
+  else $("#why").removeAttribute("src");
 }
 
 function resetResult() {
   $("#digit").textContent = "–";
   for (let d = 0; d < 10; d++) setBar(d, 0, false);
   drawSeen(null);
+  showWhy(null);
 }
 
 /** Paints the 28x28 grey levels (0..255, white ink on black, as in MNIST) the network got. */
@@ -373,6 +383,7 @@ function wire() {
   pad.addEventListener("pointercancel", endStroke);
   $("#clear").addEventListener("click", clearAll);
   $("#predict").addEventListener("click", predictDrawing);
+  $("#explain").addEventListener("change", () => hasInk && predictDrawing());
   document.addEventListener("keydown", (e) => {
     // Escape inside a text field belongs to that field (e.g. the token), not to the pad.
     if (e.key === "Escape" && !e.target.closest("input, select, textarea")) clearAll();

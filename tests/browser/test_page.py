@@ -128,6 +128,27 @@ def test_uploaded_picture_is_read(page: Page, artifacts: Path, tmp_path: Path) -
     shot(page, artifacts, "03-uploaded")
 
 
+def test_show_why_draws_the_explanation_over_what_the_network_saw(page: Page, artifacts: Path) -> None:
+    draw(page, DIGITS[7])
+    assert "explanation" not in predict(page)["predictions"][0]
+    expect(page.locator("#why-figure")).to_be_hidden()
+    with page.expect_request(lambda r: is_predict(r) and "explain=1" in r.url) as sent:
+        page.locator("#explain").check()  # ticking it asks again, with explain=1
+    response = sent.value.response()
+    assert response is not None and response.status == 200
+    answer = response.json()
+    assert_shows(page, answer, 7, DIGITS[7].source)
+    [item] = answer["predictions"]
+    assert item["explanation"]["digit"] == 7
+    expect(page.locator("#why-figure")).to_be_visible()
+    expect(page.locator("#why")).to_have_attribute("src", item["explanation"]["png"])
+    page.wait_for_function(LOADED, arg="#why")
+    assert page.evaluate("() => document.querySelector('#why').naturalWidth") == 224
+    shot(page, artifacts, "03b-why")
+    page.locator("#clear").click()
+    expect(page.locator("#why-figure")).to_be_hidden()
+
+
 def test_clear_then_predict_asks_for_a_drawing(page: Page, artifacts: Path) -> None:
     draw(page, DIGITS[7])
     assert_shows(page, predict(page), 7, DIGITS[7].source)

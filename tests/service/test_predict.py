@@ -7,6 +7,7 @@ JSON body `{"error", "detail"}`; nothing a client sends may produce a 500.
 
 from __future__ import annotations
 
+import base64
 import io
 import resource
 import struct
@@ -137,6 +138,29 @@ def test_debug_returns_the_28x28_the_network_saw(api: TestClient, digit_image: D
     assert seen.shape == (28, 28)
     assert seen.min() == 0 and seen.max() == 255  # white ink on black, stretched as in MNIST
     assert seen[0].sum() == seen[-1].sum() == 0  # the digit sits in the middle, borders empty
+
+
+def test_explain_maps_each_pixel_of_what_the_network_saw_and_draws_it(
+    api: TestClient, digit_image: DigitImage
+) -> None:
+    response = predict_file(api, digit_image(3), debug=1, explain=1)
+
+    assert response.status_code == 200, response.text
+    prediction = response.json()["predictions"][0]
+    why = prediction["explanation"]
+    assert why["digit"] == prediction["digit"] == 3
+    pixel_map, seen = np.array(why["map"]), np.array(prediction["input"])
+    assert pixel_map.shape == (28, 28) and np.isfinite(pixel_map).all()
+    assert (pixel_map[seen == 0] == 0).all()  # no ink, no push either way
+    assert pixel_map.sum() > 0  # taken together, the ink argued for the answer
+    header, data = why["png"].split(",", 1)
+    assert header == "data:image/png;base64"
+    overlay = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert overlay.format == "PNG" and overlay.size == (224, 224) and overlay.mode == "RGB"
+    strongest = np.unravel_index(np.abs(pixel_map).argmax(), pixel_map.shape)
+    red, _green, blue = np.asarray(overlay)[strongest[0] * 8 + 4, strongest[1] * 8 + 4].tolist()
+    assert (red > 2 * blue) if pixel_map[strongest] > 0 else (blue > 2 * red)
+    assert "explanation" not in predict_file(api, digit_image(3)).json()["predictions"][0]
 
 
 def test_a_version_can_be_chosen(
