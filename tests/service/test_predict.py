@@ -450,7 +450,7 @@ def test_the_predict_route_is_documented_and_refuses_other_methods(api: TestClie
     declared parameters still produce the OpenAPI document."""
     operation = api.get("/openapi.json").json()["paths"]["/predict"]["post"]
     assert {"multipart/form-data", "image/png", "image/jpeg"} <= set(operation["requestBody"]["content"])
-    assert {p["name"] for p in operation["parameters"]} == {"version", "debug"}
+    assert {p["name"] for p in operation["parameters"]} == {"version", "debug", "explain"}
     assert set(operation["responses"]) >= {"200", "413", "415", "422"}
     response = api.get("/predict")
     assert_error(response, 405)
