@@ -113,8 +113,8 @@ class Settings(BaseSettings):
     )
     predict_batching: bool = Field(
         True,
-        description="One network pass for the /predict calls that arrive in the same event-loop turn "
-        "(under load only; a lone request never waits).",
+        description="One network pass for the /predict and V2 infer calls (of fewer than 32 rows) that "
+        "arrive in the same event-loop turn (under load only; a lone request never waits).",
     )
 
     def open_registry(self, who: str | None = None) -> BaseRegistry:

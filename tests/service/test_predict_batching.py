@@ -193,3 +193,23 @@ def test_v2_and_predict_requests_in_flight_together_share_passes(
         np.testing.assert_allclose(response.json()["outputs"][0]["data"], alone, atol=2e-6)
     assert [r.json()["predictions"][0]["digit"] for r in together[1::2]] == list(range(8))
     assert batched_requests(metrics)[0] > 0
+
+
+def test_a_v2_request_of_32_rows_or_more_runs_its_own_pass(make_client: MakeClient, publish: Publish) -> None:
+    """Its rows already share the weight reads; joining others would only make a slower, larger pass."""
+    publish()
+    pixels = np.random.default_rng(1).integers(0, 256, (32, 28, 28), dtype=np.uint8).ravel().tolist()
+    request = {"inputs": [{"name": "x", "datatype": "UINT8", "shape": [32, 28, 28], "data": pixels}]}
+    with make_client() as client:
+
+        async def concurrent() -> list[httpx.Response]:
+            transport = httpx.ASGITransport(app=client.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                return await asyncio.gather(
+                    *(http.post("/v2/models/mnist/infer", json=request) for _ in range(6))
+                )
+
+        together = client.portal.call(concurrent)
+        metrics = client.get("/metrics").text
+    assert [r.status_code for r in together] == [200] * 6
+    assert batched_requests(metrics) == [0]
