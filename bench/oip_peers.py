@@ -35,7 +35,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,8 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         for _, wrk in wrks.values():
             wrk.close()
     report = summarize(targets, plan, memory, before, args)
-    out = args.out or common.RESULTS / f"oip_peers-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    common.write_json(out, report)
+    out = common.write_json("oip_peers", report, args.out)
     print(markdown(report))
     print(f"\nwritten {out}")
     shutil.rmtree(work, ignore_errors=True)
