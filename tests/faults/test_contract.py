@@ -134,7 +134,7 @@ def test_each_route_documents_the_statuses_it_can_give(make_client: MakeClient, 
         ("post", "/models/rollback"): {"200", "401", "403", "409"},
         ("get", "/weights/w1.png"): {"200", "304", "404", "409", "422", "503"},
         ("get", "/readyz"): {"200", "503"},
-        ("post", "/v2/models/{name}/infer"): {"200", "400", "404", "409", "413", "503"},
+        ("post", "/v2/models/{name}/infer"): {"200", "400", "404", "409", "413", "415", "503"},
         ("get", "/v2/models/{name}/versions/{version}"): {"200", "404", "409"},
     }
     for (method, path), statuses in expected.items():

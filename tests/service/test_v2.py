@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import zlib
 from typing import Any
 
 import numpy as np
@@ -397,3 +399,48 @@ def test_a_binary_body_without_the_header_says_what_is_missing(api: TestClient, 
     body, _ = binary_request({"inputs": [binary_tensor("UINT8", [4, 28, 28], images.size)]}, images.tobytes())
     message = assert_v2_error(api.post(INFER, content=body), 400)
     assert HEADER in message
+
+
+# -- gzip and deflate bodies (tritonclient's compression options) -------------------------------
+
+
+def test_gzip_and_deflate_bodies_both_ways(api: TestClient, images: np.ndarray) -> None:
+    many = np.tile(images, (8, 1, 1))  # an answer over 1 KiB: compressed when asked
+    plain = json.dumps(fp32(many)).encode()
+    expected = outputs_of(api.post(INFER, json=fp32(many)))["label"]["data"]
+    assert expected == [0, 3, 7, 9] * 8
+    for coding, packed in (("gzip", gzip.compress(plain)), ("deflate", zlib.compress(plain))):
+        response = api.post(
+            INFER, content=packed, headers={"Content-Encoding": coding, "Accept-Encoding": coding}
+        )
+        assert response.headers["content-encoding"] == coding  # httpx inflated it for .content
+        assert outputs_of(response)["label"]["data"] == expected
+    # binary tensors inside a gzip body: the header counts the JSON of the inflated body
+    data = images.tobytes()
+    body, headers = binary_request({"inputs": [binary_tensor("UINT8", [4, 28, 28], len(data))]}, data)
+    response = api.post(INFER, content=gzip.compress(body), headers={**headers, "Content-Encoding": "gzip"})
+    assert outputs_of(response)["label"]["data"] == [0, 3, 7, 9]
+
+
+def test_a_short_answer_is_not_compressed_and_no_is_respected(api: TestClient, images: np.ndarray) -> None:
+    one = api.post(INFER, json=uint8(images[:1]), headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in one.headers  # under 1 KiB
+    refused = api.post(
+        INFER, json=fp32(np.tile(images, (8, 1, 1))), headers={"Accept-Encoding": "gzip;q=0, identity"}
+    )
+    assert "content-encoding" not in refused.headers
+
+
+def test_bad_compressed_bodies(make_client: MakeClient, publish: Publish, images: np.ndarray) -> None:
+    publish()
+    with make_client(max_v2_body_bytes=64 * 1024) as client:
+        bomb = gzip.compress(b" " * (10 * 1024 * 1024))  # 10 MiB of spaces in ~10 kB
+        cases = [
+            (gzip.compress(b"{}")[:-4], "gzip", 400),  # cut short
+            (b"not gzip at all", "gzip", 400),
+            (b"{}", "br", 415),
+            (bomb, "gzip", 413),
+        ]
+        for body, coding, status in cases:
+            response = client.post(INFER, content=body, headers={"Content-Encoding": coding})
+            assert len(assert_v2_error(response, status)) < 300, (coding, status)

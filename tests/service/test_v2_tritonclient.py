@@ -161,6 +161,20 @@ def test_a_version_pinned_request_is_answered_by_that_version(
     assert not np.allclose(current, result.as_numpy("probabilities"), atol=1e-4)  # another network
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_compressed_requests_and_answers(
+    client: triton.InferenceServerClient, versions: dict[str, MLP], digits: np.ndarray, algorithm: str
+) -> None:
+    for tensor in (fp32_input(digits), fp32_input(digits, binary=False)):
+        result = client.infer(
+            "mnist",
+            [tensor],
+            request_compression_algorithm=algorithm,
+            response_compression_algorithm=algorithm,
+        )
+        check(result, versions["v0001"], digits)
+
+
 def test_the_id_and_parameters_come_back(client: triton.InferenceServerClient, digits: np.ndarray) -> None:
     result = client.infer(
         "mnist", [uint8_input(digits[:2])], request_id="req-42", parameters={"trace": "t-1", "n": 3}
