@@ -2,8 +2,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-MNIST_DATA_DIR ?= $(wildcard ../shared/data/mnist)
-export MNIST_DATA_DIR
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Debian's handwriting fonts the robustness suite renders digits from (trainer/font_digits.py;

@@ -19,7 +19,11 @@ Dataset = Literal[DATASETS]  # type: ignore[valid-type]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MNIST_", env_file=None, extra="ignore")
+    # An empty variable means unset, for every setting: `MNIST_DATA_DIR=` (what a Makefile's empty
+    # expansion or a compose file's `${VAR:-}` gives) must mean "download", never "the current folder".
+    model_config = SettingsConfigDict(
+        env_prefix="MNIST_", env_file=None, extra="ignore", env_ignore_empty=True
+    )
 
     models_dir: Path = Field(Path("models"), description="Registry of model versions (the trainer's output).")
     registry_url: str | None = Field(

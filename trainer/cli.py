@@ -57,6 +57,11 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def optional_path(text: str) -> Path | None:
+    """A folder option where an empty value means unset (`--data-dir "$EMPTY"`), never the current folder."""
+    return Path(text) if text.strip() else None
+
+
 def variant_names(text: str) -> tuple[str, ...]:
     """`"clean,scan"` -> ("clean", "scan"); names the suite does not know are refused."""
     from trainer.robustness import NAMES  # the variants' imports only when the option is given
@@ -97,7 +102,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models-dir",
         type=Path,
-        default=Path(os.environ.get(MODELS_DIR_ENV, "models")),
+        default=Path(os.environ.get(MODELS_DIR_ENV) or "models"),
         help=f"registry folder (env {MODELS_DIR_ENV}; default: models)",
     )
     parser.add_argument(
@@ -123,7 +128,7 @@ def add_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=DATASETS, default="mnist")
     parser.add_argument(
         "--data-dir",
-        type=Path,
+        type=optional_path,
         default=None,
         help="folder with the four *-ubyte.gz files (env MNIST_DATA_DIR); else download",
     )
@@ -135,7 +140,7 @@ def add_robustness_sample(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--robustness-sample",
         type=non_negative_int,
-        default=os.environ.get(ROBUSTNESS_SAMPLE_ENV, str(ROBUSTNESS_SAMPLE)),
+        default=os.environ.get(ROBUSTNESS_SAMPLE_ENV) or str(ROBUSTNESS_SAMPLE),
         metavar="N",
         help="test digits per robustness variant measured when publishing; 0 skips the suite "
         f"(env {ROBUSTNESS_SAMPLE_ENV}; default {ROBUSTNESS_SAMPLE})",
@@ -278,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--data-dir",
-        type=Path,
+        type=optional_path,
         default=None,
         help="folder with the four MNIST *-ubyte.gz files (env MNIST_DATA_DIR); else download",
     )

@@ -167,16 +167,18 @@ def load_dataset(
     progress: bool = True,
     *,
     checksums: Mapping[str, str] | None = None,
+    data_dir_source: str = "the data folder (--data-dir)",
 ) -> Dataset:
     """Find the four files (see the module docstring for the order), verify, parse and cache them.
 
     `checksums` (gz file name -> sha256) replaces the canonical values, for data of your own;
-    the content check for recompressed files is then off.
+    the content check for recompressed files is then off. `data_dir_source` is how an error names
+    the setting `data_dir` came from (the service's is MNIST_DATA_DIR, not a flag the user never saw).
     """
     spec = dataset_spec(name)
     expected, content = _expectations(spec, checksums)
     cache_folder = Path(cache_dir) / spec.name
-    folder, files = _resolve(spec, data_dir, cache_folder, download, progress, expected)
+    folder, files = _resolve(spec, data_dir, data_dir_source, cache_folder, download, progress, expected)
     log.info("loading %s from %s", spec.name, folder)
 
     cache_path = cache_folder / f"{spec.name}-uint8.npz"
@@ -283,13 +285,14 @@ def _require(spec: DatasetSpec, folder: Path, how: str) -> tuple[Path, dict[str,
 def _resolve(
     spec: DatasetSpec,
     data_dir: Path | None,
+    data_dir_source: str,
     cache_folder: Path,
     download: bool,
     progress: bool,
     expected: dict[str, str],
 ) -> tuple[Path, dict[str, Path]]:
     if data_dir is not None:
-        return _require(spec, Path(data_dir).expanduser(), "the data folder (--data-dir)")
+        return _require(spec, Path(data_dir).expanduser(), data_dir_source)
     env = os.environ.get(spec.env_var, "").strip()
     if env:
         return _require(spec, Path(env).expanduser(), f"${spec.env_var}")

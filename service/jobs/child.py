@@ -185,6 +185,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
             cache_dir=Path(spec.cache_dir),
             download=True,
             progress=False,
+            data_dir_source="the service's MNIST_DATA_DIR",
         )
         claim = JobClaim(store, spec.job_id, spec.parent_pid, lambda: stop.reason)
         with tuned_blas_threads(config.sizes) as threads:

@@ -342,6 +342,8 @@ def test_failures_are_recorded_with_a_one_line_reason(make_client: Client, tmp_p
         no_data = wait_for(client, submit(client, QUICK)["id"], ended)
     assert no_data["state"] == "failed"
     assert "nowhere" in no_data["error"] and "\n" not in no_data["error"]
+    # It names the setting the service was given, not the trainer's flag nobody passed.
+    assert "MNIST_DATA_DIR" in no_data["error"] and "--data-dir" not in no_data["error"]
 
 
 # -- restarts ------------------------------------------------------------------------------------

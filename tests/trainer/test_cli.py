@@ -21,7 +21,8 @@ from testkit import write_idx
 
 from registry import Registry, open_registry
 from trainer import datasets
-from trainer.cli import main
+from trainer.cli import build_parser, main
+from trainer.config import ROBUSTNESS_SAMPLE
 from trainer.datasets import FILES
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -587,3 +588,12 @@ def test_the_robustness_command_calibrates_a_version_published_without_it(
     assert main(robustness_args(local_mnist, models, tiny_fashion)) == 0
     assert registry.manifest("v0001")["digit_score"] == calibration
     registry.load("v0001")  # the weights are untouched
+
+
+def test_empty_folder_settings_mean_unset(clean_env, monkeypatch):
+    """`MNIST_MODELS_DIR=` and `--data-dir ""` are unset, never the current folder."""
+    monkeypatch.setenv("MNIST_MODELS_DIR", "")
+    monkeypatch.setenv("MNIST_ROBUSTNESS_SAMPLE", "")
+    args = build_parser().parse_args(["train", "--data-dir", ""])
+    assert args.models_dir == Path("models") and args.data_dir is None
+    assert args.robustness_sample == ROBUSTNESS_SAMPLE
