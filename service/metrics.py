@@ -95,10 +95,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
+        # Labelled by model only: a label per version left a `0.0` accuracy behind for every version
+        # served before (a label set cannot be removed in multiprocess mode). mnist_model_info names
+        # the version.
         self.model_accuracy = Gauge(
             "mnist_model_test_accuracy",
-            "Test accuracy recorded in the served version's manifest.",
-            ["model", "version"],
+            "Test accuracy recorded in the manifest of the version this process serves (NaN when it "
+            "has none); mnist_model_info names that version.",
+            ["model"],
             registry=r,
             multiprocess_mode="liveall",
         )
@@ -159,10 +163,9 @@ class Metrics:
         """
         if self._served is not None:
             self.model_info.labels(*self._served).set(0)
-            self.model_accuracy.labels(*self._served).set(0)
         self._served = (model, version)
         self.model_info.labels(model, version).set(1)
-        self.model_accuracy.labels(model, version).set(accuracy if accuracy is not None else float("nan"))
+        self.model_accuracy.labels(model).set(accuracy if accuracy is not None else float("nan"))
         self.served_file_intact.labels(model).set(1)
 
     def exposition(self) -> bytes:

@@ -32,6 +32,8 @@ from service.model_store import Answers, LoadedModel
 from service.state import AppState
 from service.uploads import IMAGE_TYPES, Upload, digitize_uploads, read_uploads
 
+PROBABILITY_DECIMALS = 6  # the one precision of `probabilities` and `confidence`
+
 
 class Explanation(BaseModel):
     digit: int = Field(description="The digit explained (the answer).")
@@ -45,8 +47,8 @@ class Explanation(BaseModel):
 class Prediction(BaseModel):
     filename: str | None = Field(None, description="The part's file name, for multipart uploads.")
     digit: int = Field(description="The most likely digit.")
-    confidence: float = Field(description="Its probability.")
-    probabilities: list[float] = Field(description="Probability of each digit 0..9.")
+    confidence: float = Field(description="Its probability (the same number as in `probabilities`).")
+    probabilities: list[float] = Field(description="Probability of each digit 0..9, to six decimals.")
     digit_score: float | None = Field(
         description="How much the image looked like a handwritten digit to this model: the share of real "
         "held-out digits it finds less digit-like (0..1; 0.5 is a typical digit, below about 0.01 it is "
@@ -196,19 +198,21 @@ def answer(
     answer_digits = probabilities.argmax(axis=1)
     best = answer_digits.tolist()
     why = explanations(model.net, digits, answer_digits) if query.explain else None
-    rounded = probabilities.round(6)
+    # Six decimals for every probability and the confidence alike, rounded in float64: a float32
+    # rounded to 1e-6 is still 9.999999974752427e-07 once it becomes a Python float.
+    rounded = probabilities.astype(np.float64).round(PROBABILITY_DECIMALS)
     scores = None if answers.digit_scores is None else answers.digit_scores.round(4).tolist()
     metrics = state.metrics
     predictions = []
     for i, (filename, _) in enumerate(uploads):
         digit = best[i]
-        confidence = float(probabilities[i, digit])
+        confidence = float(rounded[i, digit])
         digit_counter(metrics, digit).inc()
         metrics.confidence.observe(confidence)
         item = {
             "filename": filename,
             "digit": digit,
-            "confidence": round(confidence, 6),
+            "confidence": confidence,
             "probabilities": rounded[i].tolist(),
             "digit_score": None if scores is None else scores[i],
         }

@@ -107,7 +107,7 @@ def test_model_info_loads_and_jobs(api: TestClient) -> None:
     families = scrape(api)
 
     assert value(families, "mnist_model_info", model="mnist", version="v0001") == 1
-    assert value(families, "mnist_model_test_accuracy", version="v0001") == 0.9
+    assert value(families, "mnist_model_test_accuracy", model="mnist") == 0.9
     assert value(families, "mnist_model_loads_total", outcome="success") == 1
     assert value(families, "mnist_model_loads_total", outcome="failure") in (None, 0)
     jobs = {s.labels["state"]: s.value for s in families["mnist_training_jobs"].samples}
@@ -124,6 +124,11 @@ def test_model_info_follows_a_promotion(api: TestClient, publish: Any) -> None:
     assert value(families, "mnist_model_info", version="v0002") == 1
     assert value(families, "mnist_model_info", version="v0001") == 0
     assert value(families, "mnist_model_loads_total", outcome="success") == 2
+    # One accuracy, the served version's: no 0.0 left behind for the version served before.
+    accuracy = [s for s in families["mnist_model_test_accuracy"].samples]
+    assert [(s.labels, s.value) for s in accuracy] == [
+        ({"model": "mnist"}, api.get("/models/v0002").json()["test_accuracy"])
+    ]
 
 
 def test_start_up_ends_a_paused_collector_and_freezes_what_it_built(

@@ -49,7 +49,11 @@ def assert_prediction(item: dict[str, Any]) -> None:
     assert len(probabilities) == 10 and all(0 <= p <= 1 for p in probabilities)
     assert sum(probabilities) == pytest.approx(1, abs=1e-4)
     assert item["digit"] == int(np.argmax(probabilities))
-    assert item["confidence"] == pytest.approx(max(probabilities), abs=1e-6)
+    # One precision (six decimals) for both, as JSON carries them: no float32 noise such as
+    # 9.999999974752427e-07, and the confidence is the very number among the probabilities.
+    assert item["confidence"] == max(probabilities) == probabilities[item["digit"]]
+    for p in [*probabilities, item["confidence"]]:
+        assert p == round(p, 6), p
 
 
 # -- PNG chunks, for hostile files with valid checksums ------------------------------------------
