@@ -29,7 +29,7 @@ from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
 from service.offload import WorkPool
 from service.openapi import install_openapi
-from service.routers import health, models, predict, train, ui, v2, weights, workers
+from service.routers import docs, health, models, predict, train, ui, v2, weights, workers
 from service.routers.metrics import router as metrics_router
 from service.settings import Settings
 from service.state import AppState
@@ -70,6 +70,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="A NumPy MLP that reads handwritten digits, its training jobs and its model versions.",
         version="1.0.0",
         lifespan=lifespan,
+        # FastAPI's pages load their scripts from a CDN; service.routers.docs serves them offline.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics = metrics
     app.state.predict_batcher = PredictBatcher(metrics)
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers.router,
         v2.router,
         ui.router,
+        docs.router,
     )
     for router in included:
         app.include_router(router)

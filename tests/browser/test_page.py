@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from browser_helpers import NEW, SHIPPED, TOKEN, Digit, Server, digit_picture, digits_to_draw, on_canvas
-from playwright.sync_api import Page, Request, expect
+from playwright.sync_api import Browser, Page, Request, Route, expect
 
 pytestmark = pytest.mark.browser
 
@@ -296,6 +296,33 @@ RECORD_JOB = """() => {
   new MutationObserver(() => jobStates.push(state.textContent))
     .observe(state, { childList: true, characterData: true, subtree: true });
 }"""
+
+
+def test_the_api_docs_render_with_no_internet(browser: Browser, server: Server, artifacts: Path) -> None:
+    """/docs in Chromium with every request beyond the service refused: Swagger UI still renders."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    refused: list[str] = []
+
+    def only_the_service(route: Route) -> None:
+        if route.request.url.startswith(server.url + "/"):
+            route.continue_()
+        else:
+            refused.append(route.request.url)
+            route.abort()
+
+    try:
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.route("**/*", only_the_service)
+        page.goto(server.url + "/docs")
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("MNIST digit service")
+        expect(page.locator(".opblock").first).to_be_visible()
+        assert page.locator(".opblock").count() >= 20  # every route of the API
+        page.screenshot(path=artifacts / "docs-offline.png")
+        assert (refused, errors) == ([], [])
+    finally:
+        context.close()
 
 
 def test_train_and_promote(page: Page, artifacts: Path, server: Server) -> None:
