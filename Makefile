@@ -44,8 +44,8 @@ test: setup browser  ## lint, then the whole test suite (unit, HTTP, end-to-end,
 	$(PY) -m mypy
 	$(PY) -m pytest
 
-baseline: setup  ## retrain the shipped baseline model on real MNIST and promote it
-	$(PY) -m trainer train --preset baseline --promote
+baseline: setup  ## retrain the shipped baseline (models/, for maintainers) on real MNIST and promote it
+	$(PY) -m trainer train --preset baseline --promote --models-dir models
 
 fashion-mnist:  ## Debian's Fashion-MNIST, the "not a digit" set the robustness suite scores (AUROC)
 	@[ -d /usr/share/datasets/fashion-mnist ] || { $(SUDO) apt-get update -q && \

@@ -4,9 +4,9 @@
 # and stop the service. The exit status says whether all of that worked (the client's exit codes:
 # `python -m client --help`).
 #
-# It serves what `make run` serves (MNIST_MODELS_DIR, default models/); its state (job records, the
-# generated token, the log) goes to a temporary folder, removed at the end, so it never touches the
-# state of a service you run yourself. PY names the Python to use, DEMO_PORT a port, DEMO_READY_S how long to wait.
+# It serves what `make run` serves (MNIST_MODELS_DIR, default state/models/, a copy of the shipped
+# models/ made on first use); its other state (job records, the generated token, the log) goes to a
+# temporary folder, removed at the end, so it never touches the state of a service you run yourself. PY names the Python to use, DEMO_PORT a port, DEMO_READY_S how long to wait.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

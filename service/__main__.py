@@ -26,6 +26,7 @@ APP = "service.app:create_app"
 def main() -> None:
     import uvicorn
 
+    from registry.shipped import seed_default
     from service.settings import Settings
 
     settings = Settings()
@@ -34,6 +35,7 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    seed_default(settings.models_dir, settings.model_name)  # before any worker opens the registry
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         folder = settings.state_dir / "prometheus"
         shutil.rmtree(folder, ignore_errors=True)  # values of a previous run's processes are stale

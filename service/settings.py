@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from registry import BaseRegistry, open_registry
+from registry.shipped import DEFAULT_ROOT
 from trainer.config import DATASETS, ROBUSTNESS_SAMPLE
 
 Dataset = Literal[DATASETS]  # type: ignore[valid-type]
@@ -25,7 +26,11 @@ class Settings(BaseSettings):
         env_prefix="MNIST_", env_file=None, extra="ignore", env_ignore_empty=True
     )
 
-    models_dir: Path = Field(Path("models"), description="Registry of model versions (the trainer's output).")
+    models_dir: Path = Field(
+        DEFAULT_ROOT,
+        description="Registry of model versions (the trainer's output); the default one starts as a "
+        "copy of the shipped `models/`.",
+    )
     registry_url: str | None = Field(
         None,
         pattern=r"^s3://[^/]+(/.*)?$",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from registry.shipped import DEFAULT_ROOT
 from trainer.config import (
     DATASETS,
     OVERRIDABLE,
@@ -102,8 +103,9 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--models-dir",
         type=Path,
-        default=Path(os.environ.get(MODELS_DIR_ENV) or "models"),
-        help=f"registry folder (env {MODELS_DIR_ENV}; default: models)",
+        default=Path(os.environ.get(MODELS_DIR_ENV) or DEFAULT_ROOT),
+        help=f"registry folder (env {MODELS_DIR_ENV}; default: {DEFAULT_ROOT}, which starts as a copy of "
+        "the shipped models/)",
     )
     parser.add_argument(
         "--registry",

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from mlp.atomicfile import atomic_write_bytes
 from registry import BaseRegistry, RegistryError, open_registry
+from registry.shipped import seed_default
 from trainer.config import ConfigError, TrainConfig
 from trainer.datasets import Dataset, DatasetError, download, load_dataset
 from trainer.evaluation import DIGIT_SCORE_KEY, NOISE_LEVELS, digit_score_calibration, evaluate, noise_curve
@@ -257,10 +258,14 @@ def _dataset(args: argparse.Namespace) -> Dataset:
 
 def _registry(args: argparse.Namespace, dataset_name: str) -> BaseRegistry:
     """The registry the command works on; `close_registries(args)` closes it (a database connection)."""
+    model = args.model or dataset_name
+    location = getattr(args, "registry", None)
+    if not location:
+        seed_default(args.models_dir, model)  # the default registry starts as a copy of the shipped one
     try:
         registry = open_registry(
-            getattr(args, "registry", None) or args.models_dir,
-            args.model or dataset_name,
+            location or args.models_dir,
+            model,
             database_url=getattr(args, "database_url", None),
             who=f"trainer@{socket.gethostname()} pid {os.getpid()}",
         )

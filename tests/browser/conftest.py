@@ -1,8 +1,9 @@
 """Fixtures of the browser tests: a real `python -m service` under uvicorn, and Debian's Chromium.
 
 One server and one browser per module; every test gets a fresh context (so a fresh sessionStorage)
-and page. The server serves a temp copy of the repository's `models/` (its current version is the
-shipped baseline) and trains on a tiny synthetic, un-gzipped IDX dataset, so a training job needs no download.
+and page. The server serves a temp registry seeded from the shipped baseline (`models/`, as a first
+run's `state/models/` is) and trains on a tiny synthetic, un-gzipped IDX dataset, so a training job
+needs no download.
 
 Chromium is never downloaded (`playwright install` is not used): the tests drive /usr/bin/chromium
 and fail, not skip, when it is missing.
@@ -11,7 +12,6 @@ and fail, not skip, when it is missing.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +23,8 @@ import pytest
 from browser_helpers import ROOT, TOKEN, Server
 from playwright.sync_api import Browser, Error, Page, expect, sync_playwright
 from testkit import start_service, write_idx
+
+from registry.shipped import seed
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -52,7 +54,7 @@ def server(
 ) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("browser-service")
     models = tmp / "models"
-    shutil.copytree(ROOT / "models", models, ignore=shutil.ignore_patterns(".lock", ".*.tmp"))
+    seed(models, "mnist")  # the shipped baseline, as a first run gets it; never the user's registry
     data = tmp / "tiny-mnist"
     data.mkdir()
     write_idx(data, "train", *digits(TRAIN_IMAGES, seed=0))

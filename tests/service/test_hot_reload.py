@@ -150,7 +150,7 @@ def test_refresh_only_reloads_when_the_pointer_changes(registry: Registry, two_v
     first = store.current
     assert store.refresh() is False and store.current is first
 
-    registry.promote("v0001")  # rewritten pointer, same version: nothing to load
+    point_at(registry, "v0001")  # rewritten pointer, same version: nothing to load
     assert store.refresh() is False and store.current is first
 
 
@@ -176,9 +176,9 @@ def test_get_by_version_is_cached_and_validated(registry: Registry, two_versions
         store.get()  # nothing loaded yet
     store.refresh()
 
-    other = store.get("2")
+    other = store.get("v0002")
     assert other.version == "v0002" and store.get("v0002") is other
     assert store.get("v0001") is store.current
-    for bad in ("v0009", "abc", "../v0001"):
+    for bad in ("v0009", "abc", "../v0001", "2"):
         with pytest.raises(RegistryError):
             store.get(bad)

@@ -595,5 +595,5 @@ def test_empty_folder_settings_mean_unset(clean_env, monkeypatch):
     monkeypatch.setenv("MNIST_MODELS_DIR", "")
     monkeypatch.setenv("MNIST_ROBUSTNESS_SAMPLE", "")
     args = build_parser().parse_args(["train", "--data-dir", ""])
-    assert args.models_dir == Path("models") and args.data_dir is None
+    assert args.models_dir == Path("state/models") and args.data_dir is None
     assert args.robustness_sample == ROBUSTNESS_SAMPLE
