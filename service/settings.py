@@ -118,12 +118,15 @@ class Settings(BaseSettings):
         ge=0,
         le=10_000,
         description="MNIST test digits per robustness variant measured when a training job publishes "
-        "(0 skips the suite; at the default it adds 10-15 s to a job).",
+        "(0 skips the suite; at the default it adds 10-15 s to a job). The trainer CLI reads it too "
+        "(`--robustness-sample`).",
     )
     predict_batching: bool = Field(
         True,
         description="One network pass for the /predict and V2 infer calls (of fewer than 32 rows) that "
-        "arrive in the same event-loop turn (under load only; a lone request never waits).",
+        "arrive in the same event-loop turn (under load only; a lone request never waits). `false` makes "
+        "every answer independent of what else was in flight (a batched row can differ in the last bit "
+        "of a float).",
     )
 
     def open_registry(self, who: str | None = None) -> BaseRegistry:

@@ -11,7 +11,7 @@
 # removes everything it created on exit (set SMOKE_KEEP=1 to keep the image for a look).
 #
 # The training step needs the real MNIST files: MNIST_DATA_DIR=<folder with the four
-# *-ubyte.gz files> (the Makefile and .ci/run export ../shared/data/mnist when it exists). Without
+# *-ubyte.gz files> (.ci/run exports ../shared/data/mnist when it exists). Without
 # it the step is skipped with a message (SMOKE_DOWNLOAD=1 lets the trainer download MNIST instead).
 #
 # Knobs: COMPOSE, BASE_IMAGE, DOCKER_BUILD_NETWORK, MNIST_DATA_DIR, SMOKE_PORT, SMOKE_TIMEOUT
@@ -44,7 +44,7 @@ info "compose: $COMPOSE ($("${COMPOSE_CMD[@]}" version 2>/dev/null | head -1))"
 info "engine:  $(docker version -f '{{.Server.Version}}' 2>/dev/null)"
 
 # The real MNIST for the training step, as an absolute path (compose resolves relative ones
-# against the compose file's folder, the Makefile may hand us ../shared/data/mnist).
+# against the compose file's folder, and MNIST_DATA_DIR may be relative).
 HOST_DATA=""
 if [ -n "${MNIST_DATA_DIR:-}" ]; then
   [ -f "$MNIST_DATA_DIR/train-images-idx3-ubyte.gz" ] ||
