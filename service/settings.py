@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     model_name: str = Field("mnist", description="Which model of the registry this service serves.")
     dataset: Dataset | None = Field(
         None,
-        description="What training jobs train on; unset: the model's name if it names a dataset, else mnist.",
+        description="What training jobs train on (`mnist`, `fashion-mnist`); unset: the model's name if it "
+        "names a dataset, else `mnist` (so `MNIST_MODEL_NAME=mnist-wide` trains on MNIST).",
     )
     token: SecretStr | None = Field(
         None, description="Bearer token for mutating endpoints; unset: generated once into the state folder."
