@@ -4,9 +4,11 @@ Used by the trainer (publishing) and the service (loading, promoting, watching) 
 nothing of training or HTTP. See :mod:`registry.versions` for the layout on disk.
 """
 
-from registry.base import VERSION_REF, BaseRegistry, PlotWriter, normalize_version, utc_now
+from registry.base import VERSION_RULE, BaseRegistry, PlotWriter, parse_version, utc_now
 from registry.catalog import Catalog, VersionInfo
 from registry.errors import (
+    AlreadyCurrent,
+    BadVersionName,
     CorruptPointer,
     CorruptVersion,
     NothingToRollBack,
@@ -19,7 +21,9 @@ from registry.pointer import Pointer
 from registry.versions import Registry, sha256_of
 
 __all__ = [
-    "VERSION_REF",
+    "VERSION_RULE",
+    "AlreadyCurrent",
+    "BadVersionName",
     "BaseRegistry",
     "Catalog",
     "CorruptPointer",
@@ -32,8 +36,8 @@ __all__ = [
     "StoreUnavailable",
     "VersionInfo",
     "VersionNotFound",
-    "normalize_version",
     "open_registry",
+    "parse_version",
     "sha256_of",
     "utc_now",
 ]

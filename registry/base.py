@@ -18,12 +18,19 @@ from typing import Any
 
 from mlp import MLP, load_weights
 from registry.catalog import Catalog, VersionInfo, summarize
-from registry.errors import CorruptPointer, CorruptVersion, RegistryError, VersionNotFound
-from registry.pointer import Pointer
+from registry.errors import (
+    AlreadyCurrent,
+    BadVersionName,
+    CorruptPointer,
+    CorruptVersion,
+    RegistryError,
+    VersionNotFound,
+)
+from registry.pointer import Pointer, is_version_name
 
-VERSION_PATTERN = re.compile(r"^v?(\d{1,6})$")
-# What `resolve` accepts from a client: a version name (v0003, 0003, 3) or "current".
-VERSION_REF = r"^(current|v?\d{1,6})$"
+# What `resolve` accepts from a client: a version's name exactly as listed (pointer.CANONICAL_VERSION),
+# or "current". One spelling per version, so a URL, a log line and a manifest never disagree.
+VERSION_RULE = "versions are named v0001, v0002, ... exactly as listed (or 'current' where one is read)"
 MODEL_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PLOT_NAME_PATTERN = re.compile(r"^[a-z0-9_]{1,32}$")
 # What `publish` writes about the weights themselves; `annotate` may add anything but these.
@@ -40,12 +47,22 @@ PlotWriter = Callable[[Path, MLP], list[str]]
 Loader = Callable[[str], tuple[MLP, dict[str, Any]]]
 
 
-def normalize_version(version: str | int) -> str:
-    """`3`, `"3"`, `"0003"` and `"v0003"` all name `"v0003"`."""
-    match = VERSION_PATTERN.match(str(version).strip())
-    if not match or int(match.group(1)) == 0:
-        raise VersionNotFound(f"{str(version)[:20]!r} is not a version name; versions look like v0001")
-    return f"v{int(match.group(1)):04d}"
+def parse_version(version: str) -> str:
+    """`version` itself when it is a version's name (`v0003`); BadVersionName for anything else.
+
+    No loose spellings (`3`, `0003`, `v3`, `V0003`): each of them once answered as some version
+    while close cousins were a 404, so the rule is the name exactly as the registry lists it.
+    BadVersionName is a VersionNotFound (a 404 for a client), whose message states the rule.
+    """
+    if not is_version_name(version):
+        raise BadVersionName(f"{str(version)[:20]!r} is not a version name: {VERSION_RULE}")
+    return version
+
+
+def refuse_current(model: str, previous: str | None, version: str) -> None:
+    """A promote of the current version moves nothing: AlreadyCurrent, never "previous: itself"."""
+    if previous == version:
+        raise AlreadyCurrent(f"{version} is already the current version of {model!r}")
 
 
 def check_model_name(model: str) -> str:
@@ -178,7 +195,7 @@ class BaseRegistry(ABC):
             if current is None:
                 raise VersionNotFound(f"model {self.model!r} has no current version; promote one")
             return current
-        version = normalize_version(version)
+        version = parse_version(version)
         if version not in self.versions():
             raise VersionNotFound(f"model {self.model!r} has no version {version}")
         return version

@@ -24,7 +24,7 @@ from datetime import UTC
 from typing import Any
 
 from mlp import MLP
-from registry.base import HISTORY_KEPT, BaseRegistry, Loader, PlotWriter, normalize_version
+from registry.base import HISTORY_KEPT, BaseRegistry, Loader, PlotWriter, parse_version, refuse_current
 from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, StoreUnavailable
 from registry.pointer import Pointer
 
@@ -152,13 +152,14 @@ class DatabasePointerRegistry(BaseRegistry):
         return self._query(lambda cur: self._read_row(cur)["generation"])
 
     def promote(self, version: str, load: Loader | None = None) -> tuple[str | None, str]:
-        version = normalize_version(version)
+        version = parse_version(version)
         _, manifest = (load or self.load)(version)  # never point at a version that would not load
 
         def move(cur: Any) -> tuple[str | None, str]:
             row = self._read_row(cur, for_update=True)
             previous, history = row["version"], list(row["history"])
-            if previous and previous != version:
+            refuse_current(self.model, previous, version)
+            if previous:
                 history.append(previous)
             self._write_row(
                 cur, "promote", version, previous, manifest.get("sha256"), history[-HISTORY_KEPT:]

@@ -11,6 +11,14 @@ class VersionNotFound(RegistryError):
     pass
 
 
+class BadVersionName(VersionNotFound):
+    """Not a version name at all (`V0001`, `v1`, `3`): nothing is found by it; the message says the rule."""
+
+
+class AlreadyCurrent(RegistryError):
+    """Promoting the version that is already current: nothing to do, and no `previous` to report."""
+
+
 class NothingToRollBack(RegistryError):
     pass
 

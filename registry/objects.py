@@ -33,13 +33,13 @@ from registry.base import (
     HISTORY_KEPT,
     NUMBERED,
     PUBLISHED_KEYS,
-    VERSION_PATTERN,
     BaseRegistry,
     Loader,
     PlotWriter,
     check_model_name,
     check_plot_name,
-    normalize_version,
+    parse_version,
+    refuse_current,
     utc_now,
 )
 from registry.errors import (
@@ -50,7 +50,7 @@ from registry.errors import (
     StoreUnavailable,
     VersionNotFound,
 )
-from registry.pointer import NO_POINTER, Pointer, parse_pointer
+from registry.pointer import NO_POINTER, Pointer, is_version_name, parse_pointer
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client  # not installed: only a name for the type checker
@@ -104,11 +104,11 @@ class ObjectRegistry(BaseRegistry):
 
     def versions(self) -> list[str]:
         names = {entry["name"] for entry in self._entries()}
-        found = [n[:-5] for n in names if n.endswith(".json") and VERSION_PATTERN.match(n[:-5])]
+        found = [n[:-5] for n in names if n.endswith(".json") and is_version_name(n[:-5])]
         return sorted(v for v in found if f"{v}.npz" in names)
 
     def manifest(self, version: str) -> dict[str, Any]:
-        return self._manifest_and_etag(normalize_version(version))[0]
+        return self._manifest_and_etag(parse_version(version))[0]
 
     def pointer(self) -> Pointer:
         data, _ = self._get("current")
@@ -123,7 +123,7 @@ class ObjectRegistry(BaseRegistry):
         return pointer
 
     def read_weights(self, version: str) -> bytes:
-        version = normalize_version(version)
+        version = parse_version(version)
         data, _ = self._get(f"{version}.npz")
         if data is None:
             raise VersionNotFound(f"model {self.model!r} has no weight file for {version}")
@@ -133,15 +133,15 @@ class ObjectRegistry(BaseRegistry):
         return self._etag("current")
 
     def weights_stamp(self, version: str) -> Hashable | None:
-        return self._etag(f"{normalize_version(version)}.npz")
+        return self._etag(f"{parse_version(version)}.npz")
 
     def read_plot(self, version: str, name: str) -> bytes | None:
-        return self._get(f"{normalize_version(version)}/{check_plot_name(name)}.png")[0]
+        return self._get(f"{parse_version(version)}/{check_plot_name(name)}.png")[0]
 
     # -- writing -------------------------------------------------------------------------------
 
     def write_plot(self, version: str, name: str, data: bytes) -> None:
-        self._put(f"{normalize_version(version)}/{check_plot_name(name)}.png", data, "image/png")
+        self._put(f"{parse_version(version)}/{check_plot_name(name)}.png", data, "image/png")
 
     def publish(
         self,
@@ -203,7 +203,7 @@ class ObjectRegistry(BaseRegistry):
     def annotate(self, version: str, key: str, value: Any, plot: str | None = None) -> dict[str, Any]:
         """Add (or replace) one measurement of a version: the manifest is replaced `If-Match` its
         etag, so two annotators cannot lose each other's key; the weights never change."""
-        version = normalize_version(version)
+        version = parse_version(version)
         if key in PUBLISHED_KEYS or not ANNOTATION_KEY_PATTERN.match(key):
             raise RegistryError(f"{key!r} cannot be annotated: it is not a free manifest key")
         if plot is not None and self._etag(f"{version}/{check_plot_name(plot)}.png") is None:
@@ -220,12 +220,13 @@ class ObjectRegistry(BaseRegistry):
 
     def promote(self, version: str, load: Loader | None = None) -> tuple[str | None, str]:
         """Make `version` current; returns (previous, new). A corrupt pointer is overwritten."""
-        version = normalize_version(version)
+        version = parse_version(version)
         (load or self.load)(version)  # never point at a version that would not load
 
         def move(pointer: Pointer) -> tuple[Pointer, str | None]:
+            refuse_current(self.model, pointer.version, version)
             history = list(pointer.history)
-            if pointer.version and pointer.version != version:
+            if pointer.version:
                 history.append(pointer.version)
             return Pointer(version, tuple(history[-HISTORY_KEPT:]), utc_now()), pointer.version
 

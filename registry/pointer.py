@@ -15,12 +15,17 @@ from typing import Any
 
 from registry.errors import CorruptPointer
 
-CANONICAL_VERSION = re.compile(r"^v(?:\d{4}|[1-9]\d{4,5})$")  # as normalize_version writes them
+# The one rule for a version's name, as the registry writes it and every caller must spell it:
+# "v" and four digits (v0001 ... v9999), past v9999 the number without leading zeros (v10000).
+CANONICAL_VERSION = re.compile(r"^v(?:\d{4}|[1-9]\d{4,5})$")
 
 
 def is_version_name(value: Any) -> bool:
-    """`"v0003"` yes; `3`, `"3"`, `"v3"`, `"v00003"` no: a pointer holds names exactly as written."""
-    return isinstance(value, str) and bool(CANONICAL_VERSION.match(value)) and value != "v0000"
+    """`"v0003"` yes; `3`, `"3"`, `"v3"`, `"v00003"` no: a pointer holds names exactly as written.
+
+    `v0000` is well formed, it just never exists: versions are numbered from 1.
+    """
+    return isinstance(value, str) and bool(CANONICAL_VERSION.match(value))
 
 
 @dataclass(frozen=True)

@@ -40,17 +40,17 @@ from registry.base import (
     HISTORY_KEPT,
     NUMBERED,
     PUBLISHED_KEYS,
-    VERSION_PATTERN,
     BaseRegistry,
     Loader,
     PlotWriter,
     check_model_name,
     check_plot_name,
-    normalize_version,
+    parse_version,
+    refuse_current,
     utc_now,
 )
 from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
-from registry.pointer import NO_POINTER, Pointer, parse_pointer
+from registry.pointer import NO_POINTER, Pointer, is_version_name, parse_pointer
 
 STAGING_PREFIX = ".staging-"
 STAGING_LOCK = ".publisher"  # flock-ed by the live publisher: a free lock means a dead one
@@ -81,21 +81,21 @@ class Registry(BaseRegistry):
         """Complete versions, oldest first."""
         if not self.folder.is_dir():
             return []
-        found = [p.stem for p in self.folder.glob("v*.json") if VERSION_PATTERN.match(p.stem)]
+        found = [p.stem for p in self.folder.glob("v*.json") if is_version_name(p.stem)]
         return sorted(v for v in found if (self.folder / f"{v}.npz").is_file())
 
     def weights_path(self, version: str) -> Path:
-        return self.folder / f"{normalize_version(version)}.npz"
+        return self.folder / f"{parse_version(version)}.npz"
 
     def plot_path(self, version: str, name: str) -> Path:
-        return self.folder / normalize_version(version) / f"{check_plot_name(name)}.png"
+        return self.folder / parse_version(version) / f"{check_plot_name(name)}.png"
 
     @property
     def where(self) -> str:
         return str(self.folder)
 
     def read_weights(self, version: str) -> bytes:
-        version = normalize_version(version)
+        version = parse_version(version)
         try:
             return self.weights_path(version).read_bytes()
         except FileNotFoundError:
@@ -126,7 +126,7 @@ class Registry(BaseRegistry):
 
     def manifest(self, version: str) -> dict[str, Any]:
         """A version's manifest: a JSON object, or CorruptVersion saying why not."""
-        version = normalize_version(version)
+        version = parse_version(version)
         path = self.folder / f"{version}.json"
         try:
             manifest = json.loads(path.read_bytes())
@@ -217,7 +217,7 @@ class Registry(BaseRegistry):
         stays the same model. `plot`, a picture already written into the version's plot folder, is
         listed in `plots`. The keys that describe the weights themselves cannot be changed.
         """
-        version = normalize_version(version)
+        version = parse_version(version)
         if key in PUBLISHED_KEYS or not ANNOTATION_KEY_PATTERN.match(key):
             raise RegistryError(f"{key!r} cannot be annotated: it is not a free manifest key")
         if plot is not None and not self.plot_path(version, plot).is_file():
@@ -240,7 +240,7 @@ class Registry(BaseRegistry):
         repairs it (its history is lost with it, so there is nothing to roll back to until the
         next promote).
         """
-        version = normalize_version(version)
+        version = parse_version(version)
         (load or self.load)(version)
         with self._locked():
             try:
@@ -248,8 +248,9 @@ class Registry(BaseRegistry):
             except CorruptPointer:
                 pointer = NO_POINTER
             previous = pointer.version
+            refuse_current(self.model, previous, version)
             history = list(pointer.history)
-            if previous and previous != version:
+            if previous:
                 history.append(previous)
             self._write_pointer(Pointer(version, tuple(history[-HISTORY_KEPT:]), utc_now()))
         return previous, version

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import images
 from registry import (
+    AlreadyCurrent,
     CorruptPointer,
     CorruptVersion,
     NothingToRollBack,
@@ -144,6 +145,7 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
         )
     },
     VersionNotFound: (404, "version_not_found"),
+    AlreadyCurrent: (409, "already_current"),
     NothingToRollBack: (409, "nothing_to_roll_back"),
     CorruptVersion: (409, "corrupt_version"),
     CorruptPointer: (409, "corrupt_pointer"),

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mlp import MLP, energy, softmax
-from registry import BaseRegistry, CorruptVersion, RegistryError, VersionNotFound, normalize_version
+from registry import BaseRegistry, CorruptVersion, RegistryError, VersionNotFound, parse_version
 
 log = logging.getLogger("service.models")
 
@@ -186,7 +186,7 @@ class ModelStore:
         swapped in is the one that was checked. Other processes follow through the pointer.
         """
         checked = _Checked(self._load)
-        previous, current = self.registry.promote(normalize_version(version), load=checked)
+        previous, current = self.registry.promote(parse_version(version), load=checked)
         self._adopt(checked.models[current])
         return previous, current
 

@@ -15,7 +15,22 @@ from service.state import AppState, State
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=TokenFirstRoute)
 
-VersionPath = Annotated[str, Path(description="v0003, 0003 or 3", max_length=16)]
+# The registry's one parser judges the name: anything but a version's name as listed is a 404
+# `version_not_found` whose detail states the rule, the same answer wherever a version is named.
+VersionPath = Annotated[
+    str,
+    Path(
+        description="A version's name exactly as listed (v0003), or `current`",
+        max_length=16,
+    ),
+]
+VersionName = Annotated[
+    str,
+    Path(
+        description="A version's name exactly as listed: v0003",
+        max_length=16,
+    ),
+]
 # A version's weights never change, nor do the plots drawn when it was published; these are drawn
 # again when the version is measured again (`python -m trainer robustness`), so browsers revalidate.
 REMEASURED_PLOTS = frozenset({"robustness"})
@@ -97,7 +112,7 @@ async def plot(version: VersionPath, name: str, state: State) -> Response:
     dependencies=[TokenRequired],
     responses=error_responses(401, 403, 404, 409, 422),
 )
-async def promote(version: VersionPath, state: State) -> PointerMove:
+async def promote(version: VersionName, state: State) -> PointerMove:
     # Read, validated and warmed up once, before the pointer moves; this worker switches now, the
     # others within a second (through the pointer).
     previous, current = await asyncio.to_thread(state.models.promote, version)

@@ -11,6 +11,7 @@ the same error on every other route.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
@@ -168,7 +169,12 @@ INFER_ANSWER: dict[int | str, dict[str, Any]] = {
 # Any name or version is looked up (an unknown one, of whatever length, is the protocol's 404), so no
 # request to these routes is refused by FastAPI's own validation with a body of the other shape.
 Name = Annotated[str, Path(description="The model's name: mnist.")]
-Version = Annotated[str, Path(description="A version name: v0003, 0003 or 3.")]
+Version = Annotated[
+    str,
+    Path(
+        description="A version's name exactly as listed (v0003), current, or Triton's number for it (3).",
+    ),
+]
 
 
 class V2ErrorOut(BaseModel):
@@ -214,12 +220,27 @@ def v2_error(status: int, message: str, headers: dict[str, str] | None = None) -
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
+TRITON_VERSION = re.compile(r"^[1-9]\d{0,5}$")
+
+
 def model_version(state: AppState, name: str, version: str | None) -> str:
     if name != state.registry.model:
         raise V2Error(404, f"unknown model {short(name)}; this server serves {state.registry.model!r}")
     if version is None and state.models.current is None:
         raise V2Error(503, "no model version is loaded yet")
-    return state.models.get(version).version  # the table answers VersionNotFound 404, CorruptVersion 409
+    # the table answers VersionNotFound 404, CorruptVersion 409
+    return state.models.get(triton_version(version)).version
+
+
+def triton_version(version: str | None) -> str | None:
+    """Triton's clients name versions by number (`model_version="2"`): here that is v0002.
+
+    Only on the V2 routes, as an adapter to that protocol's convention; every other route takes a
+    version by its name exactly as listed (registry.parse_version).
+    """
+    if version is not None and TRITON_VERSION.match(version):
+        return f"v{int(version):04d}"
+    return version
 
 
 def guarded(handler: Any) -> Any:

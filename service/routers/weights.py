@@ -51,7 +51,13 @@ async def picture(state: AppState, request: Request, name: str, version: str | N
     return Response(state.cache[key][0], media_type="image/png", headers=headers)
 
 
-VersionQuery = Annotated[str | None, Query(description="Version, e.g. v0003; default current", max_length=16)]
+VersionQuery = Annotated[
+    str | None,
+    Query(
+        description="Version, e.g. v0003 (as listed) or current; default current",
+        max_length=16,
+    ),
+]
 PNG = {
     200: {"content": {"image/png": {}}},
     304: {"description": "Not modified (ETag matched)"},

@@ -170,17 +170,19 @@ def test_predict_refuses_a_version_that_is_not_a_version_name_and_echoes_at_most
     response = client.post(
         "/predict", params={"version": version}, content=digit_png(), headers={"Content-Type": "image/png"}
     )
-    assert response.status_code == 422, response.text[:300]
-    assert response.json()["error"] == "validation_error"
+    # Over 16 characters the query's own bound refuses it (422); shorter, the one version-name rule
+    # finds nothing by that name (404, the rule in the message).
+    expected = (422, "validation_error") if len(version) > 16 else (404, "version_not_found")
+    assert (response.status_code, response.json()["error"]) == expected, response.text[:300]
     assert len(response.content) < 400, len(response.content)
     assert version[:40] not in response.text or len(version) <= 8
 
 
 @pytest.mark.parametrize(
     ("version", "status"),
-    [("v0001", 200), ("1", 200), ("0001", 200), ("current", 200), ("v0002", 404), ("v999999", 404)],
+    [("v0001", 200), ("current", 200), ("1", 404), ("0001", 404), ("v0002", 404), ("v999999", 404)],
 )
-def test_predict_accepts_every_form_of_a_version_name(client: TestClient, version: str, status: int) -> None:
+def test_predict_accepts_a_version_by_its_one_name(client: TestClient, version: str, status: int) -> None:
     response = client.post(
         "/predict", params={"version": version}, content=digit_png(), headers={"Content-Type": "image/png"}
     )

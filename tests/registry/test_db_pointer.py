@@ -12,7 +12,14 @@ import psycopg
 import pytest
 
 from mlp import MLP
-from registry import CorruptPointer, CorruptVersion, NothingToRollBack, Registry, open_registry
+from registry import (
+    AlreadyCurrent,
+    CorruptPointer,
+    CorruptVersion,
+    NothingToRollBack,
+    Registry,
+    open_registry,
+)
 from registry.dbpointer import DatabasePointerRegistry, DatabaseUnavailable, PointerListener
 
 SIZES = [784, 8, 10]
@@ -73,6 +80,8 @@ def test_promote_and_rollback_move_the_row_and_log_who_did_it(registry, folder):
     assert registry.pointer().generation == 0 and registry.current() is None
     assert registry.promote(v1) == (None, v1)
     assert registry.promote(v2) == (v1, v2)
+    with pytest.raises(AlreadyCurrent):  # nothing to move: no row written, no generation taken
+        registry.promote(v2)
     pointer = registry.pointer()
     assert (pointer.version, pointer.history, pointer.generation) == (v2, (v1,), 2)
     assert pointer.updated_by == "tester@host" and pointer.sha256 == registry.manifest(v2)["sha256"]

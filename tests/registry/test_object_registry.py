@@ -17,6 +17,7 @@ import pytest
 
 from mlp import MLP
 from registry import (
+    AlreadyCurrent,
     CorruptPointer,
     CorruptVersion,
     NothingToRollBack,
@@ -73,7 +74,7 @@ def test_publish_writes_weights_plots_and_manifest_under_the_prefix(registry):
     version = publish(registry, 1, preset="fast")
     assert version == "v0001"
     assert keys(registry) == ["v0001.json", "v0001.npz", "v0001/curves.csv", "v0001/w1.png"]
-    manifest = registry.manifest("1")
+    manifest = registry.manifest("v0001")
     assert manifest["version"] == "v0001" and manifest["preset"] == "fast" and manifest["plots"] == ["w1"]
     assert manifest["sha256"] == hashlib.sha256(registry.read_weights("v0001")).hexdigest()
     net, loaded_manifest = registry.load("v0001")
@@ -109,6 +110,8 @@ def test_promote_rollback_and_the_pointer_stamp(registry):
     assert stamp is not None
     assert registry.promote(v2) == (v1, v2)
     assert registry.pointer_stamp() != stamp
+    with pytest.raises(AlreadyCurrent):  # nothing to move: said, not reported as a move from itself
+        registry.promote(v2)
     assert registry.publish(small_net(3), {}) == "v0003"
     assert registry.manifest("v0003")["parent"] == v2
     assert registry.rollback() == (v2, v1)

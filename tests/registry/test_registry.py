@@ -12,12 +12,14 @@ import pytest
 
 from mlp import MLP, read_meta
 from registry import (
+    AlreadyCurrent,
+    BadVersionName,
     CorruptVersion,
     NothingToRollBack,
     Registry,
     RegistryError,
     VersionNotFound,
-    normalize_version,
+    parse_version,
     sha256_of,
 )
 
@@ -52,21 +54,19 @@ def listing(folder: Path) -> list[str]:
 # -- names ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [3, "3", "0003", "v3", "v0003", " v0003 "])
-def test_normalize_version_accepts_the_usual_spellings(name):
-    assert normalize_version(name) == "v0003"
-
-
-def test_normalize_version_keeps_large_numbers():
-    assert normalize_version("v12345") == "v12345"
+@pytest.mark.parametrize("name", ["v0003", "v0001", "v9999", "v10000", "v12345"])
+def test_a_version_name_is_v_and_four_digits_or_more(name):
+    assert parse_version(name) == name
 
 
 @pytest.mark.parametrize(
-    "name", ["", "0", "v0", "vv3", "abc", "-1", "v1234567", "3.0", "../v0001", "current"]
-)
-def test_normalize_version_refuses_other_names(name):
-    with pytest.raises(VersionNotFound, match="not a version name"):
-        normalize_version(name)
+    "name",
+    ["", "0", "3", "0003", "v3", "v003", "v001", "V0003", " v0003 ", "v01234", "vv3", "abc", "-1",
+     "v1234567", "3.0", "../v0001", "current", 3],
+)  # fmt: skip
+def test_every_other_spelling_is_refused_by_the_one_rule(name):
+    with pytest.raises(BadVersionName, match="is not a version name: versions are named v0001, v0002"):
+        parse_version(name)
 
 
 @pytest.mark.parametrize("model", ["", "Mnist", "../etc", "a b", "x" * 65])
@@ -96,7 +96,7 @@ def test_publish_writes_weights_manifest_and_plots_with_a_matching_checksum(regi
     # the npz describes itself: the same record (without the plot list and its own checksum)
     embedded = read_meta(folder / "v0001.npz")["metadata"]
     assert embedded["version"] == "v0001" and embedded["test_accuracy"] == 0.91
-    assert registry.manifest("1") == manifest
+    assert registry.manifest("v0001") == manifest
     assert registry.plot_path("v0001", "w1") == folder / "v0001" / "w1.png"
     loaded, loaded_manifest = registry.load("v0001")
     np.testing.assert_array_equal(loaded.flat_params, net.flat_params)
@@ -182,8 +182,8 @@ def test_concurrent_publishers_get_unique_versions_that_all_load(tmp_path):
 def test_promote_and_rollback_move_the_pointer(registry):
     v1, v2, v3 = (publish(registry, s) for s in range(3))
     assert registry.promote(v1) == (None, v1)
-    assert registry.promote("2") == (v1, v2)
-    assert registry.promote(3) == (v2, v3)
+    assert registry.promote(v2) == (v1, v2)
+    assert registry.promote(v3) == (v2, v3)
     assert registry.current() == v3
     assert registry.pointer().history == (v1, v2)
     assert registry.rollback() == (v3, v2)
@@ -199,7 +199,8 @@ def test_promote_and_rollback_move_the_pointer(registry):
 def test_promoting_the_current_version_again_adds_no_history(registry):
     v1 = publish(registry, 0)
     registry.promote(v1)
-    assert registry.promote(v1) == (v1, v1)
+    with pytest.raises(AlreadyCurrent, match="v0001 is already the current version"):
+        registry.promote(v1)  # never "previous: v0001"
     with pytest.raises(NothingToRollBack):
         registry.rollback()
 

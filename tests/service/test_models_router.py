@@ -60,14 +60,16 @@ def test_an_empty_registry_lists_nothing(make_client: MakeClient) -> None:
         }
 
 
-def test_a_manifest_by_any_spelling_of_its_version(three: TestClient, registry: Registry) -> None:
+def test_a_manifest_by_its_name(three: TestClient, registry: Registry) -> None:
     with three as client:
-        answers = [client.get(f"/models/{name}") for name in ("v0001", "0001", "1")]
+        response = client.get("/models/v0001")
+        loose = [client.get(f"/models/{name}") for name in ("0001", "1", "v1", "V0001", "v001")]
 
-    for response in answers:
-        assert response.status_code == 200, response.text
-        manifest = response.json()
-        assert manifest == registry.manifest("v0001")
+    assert response.status_code == 200, response.text
+    manifest = response.json()
+    assert manifest == registry.manifest("v0001")
+    for answer in loose:  # one spelling per version: the name as listed
+        assert_error(answer, 404, "version_not_found")
     assert manifest["version"] == "v0001"
     assert manifest["sha256"] == registry.manifest("v0001")["sha256"] and len(manifest["sha256"]) == 64
     assert manifest["sizes"] == [784, 32, 10] and manifest["plots"] == ["accuracy", "w1"]
@@ -77,7 +79,7 @@ def test_a_manifest_by_any_spelling_of_its_version(three: TestClient, registry: 
 def test_a_plot_is_served_as_png(three: TestClient) -> None:
     with three as client:
         response = client.get("/models/v0001/plots/accuracy.png")
-        also = client.get("/models/1/plots/w1.png")
+        also = client.get("/models/v0001/plots/w1.png")
 
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
@@ -119,13 +121,15 @@ def test_unknown_plots_are_a_404(three: TestClient) -> None:
             assert_error(response, 404)
 
 
-def test_bad_or_unknown_versions_are_a_404(three: TestClient) -> None:
+def test_unknown_versions_and_bad_names_are_a_404(three: TestClient) -> None:
     with three as client:
-        for version in ("abc", "v0", "0", "v0009", "..%2Fx", "..%2F..%2Fcurrent", "v1234567", "%20"):
+        assert_error(client.get("/models/v0009"), 404, "version_not_found")
+        assert_error(client.post("/models/v0009/promote", headers=AUTH), 404, "version_not_found")
+        for version in ("abc", "v0", "0", "3", "v3", "V0001", "v1234567", "%20"):
             response = client.get(f"/models/{version}")
             assert response.status_code == 404, (version, response.text)
-            assert_error(response, 404)
-            assert_error(client.post(f"/models/{version}/promote", headers=AUTH), 404)
+            assert_error(response, 404, "version_not_found")
+            assert_error(client.post(f"/models/{version}/promote", headers=AUTH), 404, "version_not_found")
         too_long = client.get("/models/v" + "0" * 20 + "1")  # refused by the path parameter's validation
         assert_error(too_long, 422, "validation_error")
         assert client.get("/models").json()["current"] == "v0002"
@@ -155,7 +159,7 @@ def test_moving_the_pointer_needs_the_token(three: TestClient, registry: Registr
 
 def test_promote_then_rollback_move_current(three: TestClient, registry: Registry) -> None:
     with three as client:
-        promoted = client.post("/models/3/promote", headers=AUTH)
+        promoted = client.post("/models/v0003/promote", headers=AUTH)
 
         assert promoted.status_code == 200, promoted.text
         assert promoted.json() == {"model": "mnist", "current": "v0003", "previous": "v0002"}
@@ -172,6 +176,13 @@ def test_promote_then_rollback_move_current(three: TestClient, registry: Registr
         assert again.json() == {"model": "mnist", "current": "v0001", "previous": "v0002"}
         assert_error(client.post("/models/rollback", headers=AUTH), 409, "nothing_to_roll_back")
         assert registry.current() == "v0001"
+
+
+def test_promoting_the_current_version_is_a_409(three: TestClient, registry: Registry) -> None:
+    with three as client:
+        body = assert_error(client.post("/models/v0002/promote", headers=AUTH), 409, "already_current")
+    assert "v0002 is already the current version" in body["detail"]
+    assert registry.pointer().history == ("v0001",)  # nothing moved, no history added
 
 
 def test_rollback_with_nothing_before_is_a_409(make_client: MakeClient, publish: Publish) -> None:

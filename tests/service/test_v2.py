@@ -95,7 +95,7 @@ def test_model_metadata(api: TestClient) -> None:
 
 
 def test_version_metadata_and_readiness(api: TestClient) -> None:
-    for spelling in ("v0001", "1"):
+    for spelling in ("v0001", "1"):  # Triton's clients send the number
         body = api.get(f"/v2/models/mnist/versions/{spelling}").json()
         assert body["version"] == "v0001" and body["name"] == "mnist"
         ready = api.get(f"/v2/models/mnist/versions/{spelling}/ready")
@@ -109,10 +109,17 @@ def test_unknown_models_and_versions_are_a_404(api: TestClient) -> None:
         "/v2/models/fashion/ready",
         "/v2/models/fashion/versions/v0001",
         "/v2/models/mnist/versions/v0009",
-        "/v2/models/mnist/versions/abc",
         "/v2/models/mnist/versions/v0009/ready",
     ):
         assert_v2_error(api.get(path), 404)
+    for name in (
+        "abc",
+        "01",
+        "0001",
+        "v1",
+        "V0001",
+    ):  # not a name (registry.parse_version) nor Triton's number
+        assert_v2_error(api.get(f"/v2/models/mnist/versions/{name}"), 404)
 
 
 # -- inference -----------------------------------------------------------------------------------

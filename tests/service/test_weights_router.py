@@ -33,13 +33,13 @@ def rendered(tmp_path_factory: pytest.TempPathFactory, trained_net: Any) -> Iter
                 f"/weights/{name}.png", params={"version": version} if version else {}
             )
             for name in ("w1", "w2")
-            for version in (None, "v0001", "2")
+            for version in (None, "v0001", "v0002")
         }
         yield {"client": client, "answers": answers}
 
 
 @pytest.mark.parametrize("name", ["w1", "w2"])
-@pytest.mark.parametrize("version", [None, "v0001", "2"])
+@pytest.mark.parametrize("version", [None, "v0001", "v0002"])
 def test_pictures_are_pngs_with_an_etag(rendered: dict[str, Any], name: str, version: str | None) -> None:
     response = rendered["answers"][(name, version)]
 
@@ -50,7 +50,7 @@ def test_pictures_are_pngs_with_an_etag(rendered: dict[str, Any], name: str, ver
     assert image.width > 100 and image.height > 100
     etag = response.headers["etag"]
     assert etag.startswith('"') and etag.endswith('"')
-    assert f"-{'v0002' if version == '2' else 'v0001'}-" in etag
+    assert f"-{'v0002' if version == 'v0002' else 'v0001'}-" in etag
 
 
 def test_the_current_version_is_the_default(rendered: dict[str, Any]) -> None:
@@ -62,33 +62,34 @@ def test_the_current_version_is_the_default(rendered: dict[str, Any]) -> None:
 
 def test_each_version_and_picture_has_its_own_etag_and_image(rendered: dict[str, Any]) -> None:
     answers = rendered["answers"]
-    etags = {answers[(name, v)].headers["etag"] for name in ("w1", "w2") for v in ("v0001", "2")}
+    etags = {answers[(name, v)].headers["etag"] for name in ("w1", "w2") for v in ("v0001", "v0002")}
     assert len(etags) == 4
-    assert answers[("w1", "v0001")].content != answers[("w1", "2")].content
-    assert answers[("w2", "v0001")].content != answers[("w2", "2")].content
+    assert answers[("w1", "v0001")].content != answers[("w1", "v0002")].content
+    assert answers[("w2", "v0001")].content != answers[("w2", "v0002")].content
     assert answers[("w1", "v0001")].content != answers[("w2", "v0001")].content
 
 
 @pytest.mark.parametrize("name", ["w1", "w2"])
 def test_a_matching_if_none_match_is_a_304(rendered: dict[str, Any], name: str) -> None:
     client: TestClient = rendered["client"]
-    first = rendered["answers"][(name, "2")]
+    first = rendered["answers"][(name, "v0002")]
 
-    again = client.get(f"/weights/{name}.png?version=2", headers={"If-None-Match": first.headers["etag"]})
+    again = client.get(f"/weights/{name}.png?version=v0002", headers={"If-None-Match": first.headers["etag"]})
 
     assert again.status_code == 304
     assert again.content == b""
     assert again.headers["etag"] == first.headers["etag"]
-    stale = client.get(f"/weights/{name}.png?version=1", headers={"If-None-Match": first.headers["etag"]})
+    stale = client.get(f"/weights/{name}.png?version=v0001", headers={"If-None-Match": first.headers["etag"]})
     assert stale.status_code == 200 and stale.content == rendered["answers"][(name, "v0001")].content
 
 
-def test_an_unknown_version_is_a_404(rendered: dict[str, Any]) -> None:
+def test_an_unknown_version_or_a_bad_name_is_a_404(rendered: dict[str, Any]) -> None:
     client: TestClient = rendered["client"]
-    for version in ("v0009", "abc"):
+    response = client.get("/weights/w1.png", params={"version": "v0009"})
+    assert (response.status_code, response.json()["error"]) == (404, "version_not_found"), response.text
+    for version in ("abc", "2", "V0002", "v2"):  # not a version's name: one rule, see registry.parse_version
         response = client.get("/weights/w1.png", params={"version": version})
-        assert response.status_code == 404, response.text
-        assert response.json()["error"] == "version_not_found"
+        assert (response.status_code, response.json()["error"]) == (404, "version_not_found"), response.text
 
 
 def test_no_model_yet_is_a_503(make_client: MakeClient) -> None:

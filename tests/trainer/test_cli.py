@@ -271,8 +271,12 @@ def test_list_promote_rollback_and_evaluate(local_mnist, models, fast_plots, cap
 
     assert main(["promote", "v0001", *m]) == 0
     assert capsys.readouterr().out.strip() == "mnist: current is now v0001 (was none)"
-    assert main(["promote", "2", *m]) == 0
+    assert main(["promote", "v0002", *m]) == 0
     assert capsys.readouterr().out.strip() == "mnist: current is now v0002 (was v0001)"
+    assert main(["promote", "v0002", *m]) == 1  # already current: said, not reported as a move
+    assert "v0002 is already the current version" in capsys.readouterr().err
+    assert main(["promote", "2", *m]) == 1  # one rule for names: v0002, as listed
+    assert "'2' is not a version name" in capsys.readouterr().err
 
     assert main(["list", *m]) == 0
     lines = capsys.readouterr().out.splitlines()
