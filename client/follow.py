@@ -61,9 +61,12 @@ def draw(bar: tqdm, record: dict[str, Any]) -> None:
     details = []
     if progress.get("epochs"):
         done, total = progress.get("epoch") or 0, progress["epochs"]
-        details.append(f"epoch {min(done + 1, total) if training else done}/{total}")
-    if progress.get("accuracy") is not None:
-        details.append(f"accuracy {percent(progress['accuracy'])}")
+        unit = progress.get("unit") or "epoch"  # "evaluation" for a run in iterations (seed preset)
+        details.append(f"{unit} {min(done + 1, total) if training else done}/{total}")
+    if progress.get("test_accuracy") is not None:  # once training ended: the figure GET /models shows
+        details.append(f"test accuracy {percent(progress['test_accuracy'])}")
+    elif progress.get("accuracy") is not None:
+        details.append(f"validation accuracy {percent(progress['accuracy'])}")
     if training and progress.get("eta_seconds") is not None:
         details.append(f"ETA {duration(progress['eta_seconds'])}")
     bar.set_postfix_str(", ".join(details), refresh=False)

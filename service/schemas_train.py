@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from service.jobs.record import JobState
+from service.jobs.record import JobState, ProgressPhase
 from trainer.config import PRESET_NAMES
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
@@ -137,12 +137,26 @@ class TrainRequest(BaseModel):
 
 
 class JobProgress(BaseModel):
-    epoch: int = Field(description="Evaluations done so far (epochs, or checkpoints with iters).")
-    epochs: int | None = Field(description="Evaluations in the whole run.")
+    phase: ProgressPhase | None = Field(
+        description="What the job is doing: loading data, training, then evaluating (test set, noise, "
+        "robustness), plotting and publishing; null while queued."
+    )
+    unit: Literal["epoch", "evaluation"] = Field(
+        description="What `epoch` and `epochs` count: epochs, or, for a run given in iterations (the seed "
+        "preset), the evaluations made every iters/epochs iterations."
+    )
+    epoch: int = Field(description="Epochs (or evaluations, see `unit`) done so far.")
+    epochs: int | None = Field(description="Epochs (or evaluations) in the whole run.")
     percent: float | None = Field(description="Share of the training steps done, 0..100.")
     eta_seconds: float | None = Field(description="Estimated seconds of training left.")
-    accuracy: float | None = Field(description="Latest validation accuracy, 0..1.")
+    accuracy: float | None = Field(
+        description="Latest validation accuracy, 0..1: measured on training images held out, while training."
+    )
     loss: float | None = Field(description="Running training loss.")
+    test_accuracy: float | None = Field(
+        description="Accuracy on the 10,000 test images once training ended (the figure GET /models "
+        "shows for the published version); null before."
+    )
 
 
 class JobOut(BaseModel):

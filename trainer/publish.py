@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ def publish_result(
     robustness_sample: int = ROBUSTNESS_SAMPLE,
     others: np.ndarray | None = None,
     gate: PublishGate | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> Published:
     """Publish a version with its plots and log; promote it if asked (and if it passes the gate).
 
@@ -68,8 +70,11 @@ def publish_result(
     every candidate shows where it is weak before anyone promotes it.
 
     With a `gate`, PublishRefused from `before_publish` stops the publish (nothing is published);
-    a refusal at `promoting` leaves the version published as a candidate.
+    a refusal at `promoting` leaves the version published as a candidate. `on_phase` hears
+    "evaluating", "plotting" and "publishing" as each begins (a job shows them as its progress).
     """
+    phase = on_phase or (lambda _: None)
+    phase("evaluating")
     noise_accuracy = noise_curve(result.net, dataset.x_test, dataset.y_test, seed=result.config.seed)
     manifest = {**build_manifest(result, dataset, noise_accuracy), **(extra or {})}
     suite = None
@@ -93,6 +98,8 @@ def publish_result(
     def write_plots(folder: Path, net: MLP) -> list[str]:
         from trainer.plots import write_version_plots  # matplotlib is slow to import; only here
 
+        phase("plotting")
+
         atomic_write_bytes(folder / "curves.csv", curves_csv(result))
         names = write_version_plots(
             folder,
@@ -103,12 +110,13 @@ def publish_result(
             NOISE_LEVELS,
             noise_accuracy,
         )
-        if suite is None:
-            return names
-        from trainer.robustness import PLOT_NAME, write_plot
+        if suite is not None:
+            from trainer.robustness import PLOT_NAME, write_plot
 
-        atomic_write(folder / f"{PLOT_NAME}.png", lambda f: write_plot(suite, f))
-        return [*names, PLOT_NAME]
+            atomic_write(folder / f"{PLOT_NAME}.png", lambda f: write_plot(suite, f))
+            names = [*names, PLOT_NAME]
+        phase("publishing")  # what follows is the registry's commit (and the promotion, if asked)
+        return names
 
     version = registry.publish(
         result.net, manifest, write_plots, before_commit=gate.before_publish if gate else None

@@ -42,6 +42,9 @@ class Progress:
     loss: float  # running mean training loss
     accuracy: float | None  # latest validation (or test) accuracy, None before the first evaluation
     evaluated: bool  # True when this snapshot carries a fresh evaluation
+    # What `epoch` counts: epochs, or, in the seed form (iterations), evaluations made every
+    # total_steps / epochs iterations: "evaluation 3/20" is iteration 600 of 4000, never "iteration 3".
+    unit: str = "epoch"
 
     @property
     def percent(self) -> float:
@@ -211,6 +214,7 @@ def train(
                         loss=loss_sum / loss_count,
                         accuracy=accuracy,
                         evaluated=evaluated,
+                        unit="evaluation" if config.iters is not None else "epoch",
                     )
                 )
             if evaluated:

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from registry import open_registry
+from service.jobs import joblog
 from service.jobs.claim import JobClaim
 from service.jobs.errors import JobNotOwned
 from service.jobs.params import build_config
-from service.jobs.record import JobState
+from service.jobs.record import EMPTY_PROGRESS, JobState, ProgressPhase
 from service.jobs.store import JobStore
 from trainer.config import ConfigError
 from trainer.datasets import DatasetError, load_dataset
@@ -106,15 +107,32 @@ class ProgressWriter:
     ):
         self.store, self.job_id, self.interval_s, self.clock = store, job_id, interval_s, clock
         self.last = -math.inf
+        self.snapshot: dict[str, Any] = dict(EMPTY_PROGRESS)
 
     def __call__(self, progress: Progress) -> None:
         now = self.clock()
         last_step = progress.step == progress.total_steps
+        if progress.evaluated:  # one line per evaluation in the job's log (GET /train/{id}/log)
+            log.info(
+                "%s %d/%d: loss %.4f, validation accuracy %s",
+                progress.unit, progress.epoch, progress.epochs, progress.loss,
+                "-" if progress.accuracy is None else f"{progress.accuracy:.2%}",
+            )  # fmt: skip
         if not (progress.evaluated or last_step) and now - self.last < self.interval_s:
             return
         self.last = now
+        self._store({**self.snapshot, **progress_json(progress), "phase": "training"})
+
+    def phase(self, name: ProgressPhase, **fields: Any) -> None:
+        """The job moved on to `name` (the training figures stay as they were last reported)."""
+        if self.snapshot.get("phase") != name:
+            log.info("%s", name)
+        self._store({**self.snapshot, **fields, "phase": name})
+
+    def _store(self, snapshot: dict[str, Any]) -> None:
+        self.snapshot = snapshot
         try:
-            self.store.update_progress(self.job_id, progress_json(progress))
+            self.store.update_progress(self.job_id, snapshot)
         except sqlite3.Error as exc:  # progress is informative: a busy database must not stop training
             log.warning("could not store progress: %s", exc)
 
@@ -126,6 +144,7 @@ def progress_json(progress: Progress) -> dict[str, Any]:
         return round(float(value), digits) if value is not None and math.isfinite(value) else None
 
     return {
+        "unit": progress.unit,
         "epoch": progress.epoch,
         "epochs": progress.epochs,
         "percent": number(progress.percent, 1),
@@ -143,6 +162,10 @@ def run(spec: ChildSpec) -> None:
     logging.basicConfig(
         level=spec.log_level, format=f"%(asctime)s %(levelname)s job {spec.job_id[:8]} %(name)s: %(message)s"
     )
+    try:
+        joblog.attach(Path(spec.db_path), spec.job_id)
+    except OSError as exc:  # the log is for people; a full disk must not fail the job by itself
+        log.warning("could not open the job's log file: %s", exc)
     store = JobStore(Path(spec.db_path))
     store.set_worker_pid(spec.job_id, os.getpid())  # the runner does too; this way it is never missing
     threading.Thread(target=watch, args=(spec, store, stop), name="job-watch", daemon=True).start()
@@ -179,6 +202,9 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
             return Outcome("failed", error="the job record disappeared")
         params = record.params
         config = build_config(params, spec.dataset)
+        log.info("job %s: %s", spec.job_id, params)
+        progress = ProgressWriter(store, spec.job_id)
+        progress.phase("loading data")
         dataset = load_dataset(
             config.dataset,
             data_dir=Path(spec.data_dir) if spec.data_dir else None,
@@ -187,6 +213,8 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
             progress=False,
             data_dir_source="the service's MNIST_DATA_DIR",
         )
+        log.info("%s from %s: %d training and %d test images", dataset.name, dataset.source,
+                 len(dataset.y_train), len(dataset.y_test))  # fmt: skip
         claim = JobClaim(store, spec.job_id, spec.parent_pid, lambda: stop.reason)
         with tuned_blas_threads(config.sizes) as threads:
             result = train(
@@ -195,10 +223,15 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
                 dataset.y_train,
                 dataset.x_test,
                 dataset.y_test,
-                progress=ProgressWriter(store, spec.job_id),
+                progress=progress,
                 should_stop=stop,
                 threads=threads,
             )
+            test_accuracy = round(result.test.accuracy, 4)
+            log.info(
+                "test accuracy %.2f%% on %d test images", 100 * result.test.accuracy, len(dataset.y_test)
+            )
+            progress.phase("evaluating", test_accuracy=test_accuracy)
             others = None
             if spec.robustness_sample and dataset.name == "mnist":
                 others, note = load_others(cache_dir=Path(spec.cache_dir))
@@ -220,6 +253,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
                 robustness_sample=spec.robustness_sample,
                 others=others,
                 gate=claim,
+                on_phase=progress.phase,
             )
         log.info("published %s (%s)", published.version, published.reason)
         return Outcome("succeeded", version=published.version, promoted=published.promoted)

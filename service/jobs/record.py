@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -10,9 +11,16 @@ JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobPhase = Literal["publishing"]  # set (under the store's lock) once a running job commits to publishing
 STATES: tuple[JobState, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
-PROGRESS_KEYS = ("epoch", "epochs", "percent", "eta_seconds", "accuracy", "loss")
+# What a running job is doing: the training steps are one phase of several; after them the job
+# evaluates (test set, noise, robustness suite), draws its plots and publishes, which takes seconds.
+ProgressPhase = Literal["loading data", "training", "evaluating", "plotting", "publishing"]
+PROGRESS_PHASES: tuple[ProgressPhase, ...] = typing.get_args(ProgressPhase)
+PROGRESS_KEYS = (
+    "phase", "unit", "epoch", "epochs", "percent", "eta_seconds", "accuracy", "loss", "test_accuracy",
+)  # fmt: skip
 EMPTY_PROGRESS: dict[str, Any] = {
-    "epoch": 0, "epochs": None, "percent": 0.0, "eta_seconds": None, "accuracy": None, "loss": None,
+    "phase": None, "unit": "epoch", "epoch": 0, "epochs": None, "percent": 0.0, "eta_seconds": None,
+    "accuracy": None, "loss": None, "test_accuracy": None,
 }  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
 from registry import RegistryError
+from service.jobs import joblog
 from service.jobs.errors import JobFinished, JobNotFound, RunnerStopped
 from service.jobs.owner import Owner, stop_process
 from service.jobs.record import JobRecord, JobState
@@ -57,6 +58,10 @@ class JobRunner(Protocol):
 
     def list(self, limit: int = 100) -> Sequence[JobRecord]:
         """Records, newest first."""
+        ...
+
+    def log(self, job_id: str) -> str:
+        """The job's own log so far (JobNotFound if unknown)."""
         ...
 
     def cancel(self, job_id: str) -> JobRecord:
@@ -117,6 +122,10 @@ class ProcessJobRunner:
 
     def list(self, limit: int = 100) -> Sequence[JobRecord]:
         return self.store.recent(limit)
+
+    def log(self, job_id: str) -> str:
+        record = self.get(job_id)  # JobNotFound for an id the store never made
+        return joblog.read(self.store.path, record.id)
 
     def cancel(self, job_id: str) -> JobRecord:
         """Flag the job, then wait (bounded) for its owner to stop it, so the answer shows the ending.

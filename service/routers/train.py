@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
+from fastapi.responses import PlainTextResponse
 
 from service.auth import TokenFirstRoute, TokenRequired
 from service.errors import NotReady, error_responses
@@ -98,6 +99,19 @@ def list_jobs(
 )
 def get_job(job_id: JobIdPath, state: State) -> dict[str, Any]:
     return runner_of(state).get(job_id).to_json()
+
+
+@router.get(
+    "/train/{job_id}/log",
+    summary="A training job's own log: its data, each evaluation, its phases and how it ended",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "The log so far (empty while queued)."},
+        **error_responses(404, 422, 503, _404=NO_JOB, _503=SHUTTING_DOWN),
+    },
+)
+def job_log(job_id: JobIdPath, state: State) -> PlainTextResponse:
+    return PlainTextResponse(runner_of(state).log(job_id), headers={"Cache-Control": "no-cache"})
 
 
 @router.delete(

@@ -69,9 +69,11 @@ def test_train_wait_follows_the_job_with_a_progress_bar(server: Server, mnist: M
     )
     frames = run.err.split("\r")  # tqdm redraws its line
     # While it ran, the bar said so (how far the first poll finds it depends on the machine's speed).
-    assert any(re.match(r"(queued|training|finishing) +\d+%\|", f.strip()) for f in frames), run.err
+    stages = "queued|loading data|training|evaluating|plotting|publishing"
+    assert any(re.match(rf"({stages}) +\d+%\|", f.strip()) for f in frames), run.err
     last = frames[-1].strip() or frames[-2].strip()
-    assert re.match(r"succeeded 100%\|█+\| \d\d:\d\d, epoch 2/2, accuracy \d+\.\d\d %", last), last
+    assert re.match(r"succeeded 100%\|█+\| \d\d:\d\d, epoch 2/2, test accuracy \d+\.\d\d %", last), last
+    assert f"test accuracy {100 * accuracy:.2f} %" in last  # the job's figure is the published version's
 
     listed = mnist("jobs", env=server.env())
     assert listed.code == 0

@@ -33,7 +33,18 @@ def test_the_bar_shows_the_jobs_phase_epoch_accuracy_and_eta() -> None:
         draw(bar, record())
         frame = stream.getvalue().split("\r")[-1]
     assert frame.startswith("training  40%|")
-    assert frame.endswith("00:00, epoch 2/3, accuracy 97.12 %, ETA 1:15")
+    assert frame.endswith("00:00, epoch 2/3, validation accuracy 97.12 %, ETA 1:15")
+
+
+def test_the_bar_says_evaluations_for_a_run_in_iterations_and_test_accuracy_once_known() -> None:
+    stream = io.StringIO()
+    seed_form = record(phase="evaluating", percent=100.0)
+    seed_form["progress"].update(unit="evaluation", epoch=20, epochs=20, test_accuracy=0.9123)
+    with tqdm(total=100, bar_format=BAR_FORMAT, file=stream, ncols=100) as bar:
+        draw(bar, seed_form)
+        frame = stream.getvalue().split("\r")[-1]
+    assert frame.startswith("evaluating 100%|")
+    assert frame.endswith("evaluation 20/20, test accuracy 91.23 %")
 
 
 def test_the_stage_is_the_phase_when_the_service_reports_one() -> None:

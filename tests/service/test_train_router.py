@@ -211,6 +211,34 @@ def test_jobs_publish_a_candidate_or_promote_it(make_client: Client, tmp_path: P
             time.sleep(0.05)
 
 
+def test_a_job_shows_its_phases_its_test_accuracy_and_its_own_log(client: TestClient) -> None:
+    queued = submit(client, QUICK)
+    assert queued["progress"]["phase"] is None and queued["progress"]["test_accuracy"] is None
+    assert client.get(f"/train/{queued['id']}/log").status_code == 200
+    seen = set()
+
+    def record_phase(job: dict[str, Any]) -> bool:
+        seen.add(job["progress"]["phase"])
+        return ended(job)
+
+    job = wait_for(client, queued["id"], record_phase)
+
+    assert job["state"] == "succeeded", job
+    # The figure the job reports is the test accuracy GET /models shows, not the validation one.
+    published = client.get(f"/models/{job['version']}").json()["test_accuracy"]
+    assert job["progress"]["test_accuracy"] == round(published, 4)
+    assert job["progress"]["phase"] == "publishing"  # the last phase it went through
+    assert seen <= {None, "loading data", "training", "evaluating", "plotting", "publishing"}
+    log = client.get(f"/train/{job['id']}/log")
+    assert log.status_code == 200 and log.headers["content-type"].startswith("text/plain")
+    lines = log.text.splitlines()
+    order = ["loading data", "epoch 1/2: loss", "epoch 2/2: loss", "test accuracy", "evaluating", "plotting",
+             "publishing", f"published {job['version']}", "succeeded"]  # fmt: skip
+    positions = [next(i for i, line in enumerate(lines) if step in line) for step in order]
+    assert positions == sorted(positions), log.text
+    assert client.get("/train/" + "0" * 32 + "/log").json()["error"] == "job_not_found"
+
+
 def test_a_model_named_other_than_its_dataset_trains_on_mnist(make_client: Client, tmp_path: Path) -> None:
     # The registry allows any model name; the name was once passed as the dataset: 422 on every job.
     with make_client(model_name="mnist-wide") as client:
