@@ -35,7 +35,8 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    seed_default(settings.models_dir, settings.model_name)  # before any worker opens the registry
+    if settings.registry_url is None:  # the default local registry starts as a copy of the shipped one
+        seed_default(settings.models_dir, settings.model_name)  # before any worker opens it
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         folder = settings.state_dir / "prometheus"
         shutil.rmtree(folder, ignore_errors=True)  # values of a previous run's processes are stale
