@@ -10,18 +10,27 @@ ROBUSTNESS_FONTS := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-klee font
   fonts-rufscript fonts-humor-sans fonts-kristi fonts-tomsontalks fonts-yusei-magic \
   fonts-kaushanscript fonts-dancingscript
 
-.PHONY: help setup browser robustness-fonts fashion-mnist run demo test lint baseline robustness bench docker-smoke clean
+.PHONY: help runtime setup browser robustness-fonts fashion-mnist run demo test lint baseline robustness bench docker-smoke clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets (this text)
 	@awk -F ':.*## ' '/^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# Two installs: what serving and training need (requirements.txt), and that plus the test and lint
+# tools (requirements-dev.txt). `make run` needs only the first.
+$(VENV)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	touch $@
+	touch $@ $(VENV)/.runtime
 
-setup: $(VENV)/.installed  ## create .venv with the pinned dependencies
+runtime: $(VENV)/.runtime  ## create .venv with what serving and training need (no test or lint tools)
+
+setup: $(VENV)/.installed  ## create .venv with the pinned dependencies, test and lint tools included
 
 browser:  ## Debian's Chromium, which the browser tests drive (never a downloaded browser)
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
@@ -32,10 +41,10 @@ robustness-fonts:  ## Debian's handwriting fonts for the robustness suite's `fon
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -q && \
 	  $(SUDO) apt-get install -y -q --no-install-recommends $$missing; fi
 
-run: setup  ## serve the shipped baseline model on http://127.0.0.1:8000
+run: runtime  ## serve the shipped baseline model on http://127.0.0.1:8000
 	$(PY) -m service
 
-demo: setup  ## start the service, read the example digits (examples/) with the client, stop it
+demo: runtime  ## start the service, read the example digits (examples/) with the client, stop it
 	PY=$(PY) bash examples/demo.sh
 
 test: setup browser  ## lint, then the whole test suite (unit, HTTP, end-to-end, browser)
@@ -44,7 +53,7 @@ test: setup browser  ## lint, then the whole test suite (unit, HTTP, end-to-end,
 	$(PY) -m mypy
 	$(PY) -m pytest
 
-baseline: setup  ## retrain the shipped baseline (models/, for maintainers) on real MNIST and promote it
+baseline: runtime  ## retrain the shipped baseline (models/, for maintainers) on real MNIST and promote it
 	$(PY) -m trainer train --preset baseline --promote --models-dir models
 
 fashion-mnist:  ## Debian's Fashion-MNIST, the "not a digit" set the robustness suite scores (AUROC)

@@ -38,7 +38,15 @@ def test_make_help_lists_every_target_with_its_comment() -> None:
         assert done.returncode == 0, done.stderr
         listed = dict(re.findall(r"^  make (\S+) +(.+)$", done.stdout, re.M))
         assert listed == documented
-    assert {"help", "setup", "run", "demo", "test"} <= set(listed)
+    assert {"help", "runtime", "setup", "run", "demo", "test"} <= set(listed)
+
+
+def test_make_run_installs_only_what_serving_needs() -> None:
+    """`make run` and `make demo` build .venv from requirements.txt alone: no test or lint tools."""
+    for target in ("run", "demo"):
+        planned = make("-n", "-W", "requirements.txt", target, "VENV=/nonexistent-venv")
+        assert planned.returncode == 0, planned.stderr
+        assert "-r requirements.txt" in planned.stdout and "requirements-dev.txt" not in planned.stdout
 
 
 def demo_env(tmp_path: Path, models: Path, **extra: str) -> dict[str, str]:
@@ -48,8 +56,11 @@ def demo_env(tmp_path: Path, models: Path, **extra: str) -> dict[str, str]:
 
 
 def run_demo(env: dict[str, str]) -> subprocess.CompletedProcess:
-    # `-o .venv/.installed`: the test's own Python has every dependency; make does not build .venv.
-    return make("-o", ".venv/.installed", "demo", f"PY={sys.executable}", env=env, timeout=DEMO_DEADLINE_S)
+    # `-o`: the test's own Python has every dependency; make does not build .venv.
+    return make(
+        "-o", ".venv/.runtime", "-o", ".venv/.installed", "demo", f"PY={sys.executable}",
+        env=env, timeout=DEMO_DEADLINE_S,
+    )  # fmt: skip
 
 
 def assert_stopped(port: int, tmp_path: Path) -> None:
