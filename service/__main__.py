@@ -23,13 +23,65 @@ gc.disable()
 APP = "service.app:create_app"
 
 
-def main() -> None:
-    import uvicorn
+USAGE = """usage: python -m service [token]
 
-    from registry.shipped import seed_default
+  (no argument)  serve the API with the MNIST_* settings (see the README's Service configuration)
+  token          print the API token the service uses (MNIST_TOKEN, else the one it generated into
+                 its state folder, made now if it does not exist yet), for scripts and `docker compose exec`
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ["token"]:
+        return print_token()
+    if argv:
+        print(USAGE, file=sys.stderr if argv[0] not in ("-h", "--help") else sys.stdout, end="")
+        return 0 if argv[0] in ("-h", "--help") else 2
+    return serve()
+
+
+def print_token() -> int:
+    """The token, alone on stdout: `TOKEN=$(python -m service token)` needs no log-line surgery."""
+    from service.auth import load_or_create_token
     from service.settings import Settings
 
     settings = Settings()
+    configured = settings.token.get_secret_value() if settings.token else None
+    print(load_or_create_token(settings.state_dir, configured))
+    return 0
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Whether something already listens on host:port (uvicorn alone would only print an errno)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def serve() -> int:
+    import uvicorn
+
+    from registry.shipped import seed_default
+    from service.accesslog import log_config
+    from service.settings import Settings
+
+    settings = Settings()
+    if port_taken(settings.host, settings.port):
+        print(
+            f"error: {settings.host}:{settings.port} is already in use (another service, or this one "
+            f"still running?). Stop it, or choose another port: MNIST_PORT=8001 (and MNIST_HOST for "
+            "the interface).",
+            file=sys.stderr,
+        )
+        return 1
     if settings.workers > 1:
         gc.enable()  # this process only supervises; each worker imports and starts the app itself
     logging.basicConfig(
@@ -55,16 +107,18 @@ def main() -> None:
         "timeout_graceful_shutdown": int(settings.shutdown_drain_s) or None,
         "proxy_headers": True,
         "ws": "none",  # no websocket endpoints: do not import a websocket library at start-up
+        "log_config": log_config(),  # uvicorn's own, with successful health probes left out
     }
     if settings.workers == 1:
         uvicorn.run(APP, **options)
-        return
+        return 0
     # Several workers: uvicorn's supervisor, but one that stops accepting the moment SIGTERM comes.
     from service.supervisor import DrainingMultiprocess
 
     config = uvicorn.Config(APP, **options)
     DrainingMultiprocess(config, sockets=[config.bind_socket()]).run()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -54,6 +54,7 @@ _CACHE_FORMAT = 1
 _FILE_MODE = 0o644  # mkstemp makes 0600; a service running as another user must read these
 _MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # the largest file is 26 MB; stop a runaway mirror
 _USER_AGENT = "mnist-service-trainer/0.1 (urllib)"  # some mirrors refuse urllib's default
+OFFLINE_ADVICE_ENV = "MNIST_OFFLINE_ADVICE"  # what to do when no mirror answers (docker-compose.yml sets it)
 
 
 @dataclass(frozen=True)
@@ -523,10 +524,13 @@ def _fetch(
             if attempt < attempts:
                 time.sleep(backoff * 2 ** (attempt - 1))
     tried = "\n  ".join(failures)
-    raise DatasetError(
-        f"could not download {file_name} ({spec.name}) into {dest}; tried:\n  {tried}\n"
+    # Inside a container the paths above mean nothing on the host: the image says what to do there.
+    advice = os.environ.get(OFFLINE_ADVICE_ENV, "").strip() or (
         f"Copy the four .gz files into {dest} by hand, or set {spec.env_var}=<folder holding "
         "them> (or pass --data-dir)."
+    )
+    raise DatasetError(
+        f"could not download {file_name} ({spec.name}) into {dest}; tried:\n  {tried}\n{advice}"
     )
 
 

@@ -359,6 +359,20 @@ def test_all_mirrors_bad(tmp_path: Path, server: Server) -> None:
     assert list((tmp_path / "dl").iterdir()) == []  # nothing under a final name, no temp files
 
 
+def test_a_container_says_what_to_do_on_the_host_when_nothing_downloads(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docker-compose.yml sets MNIST_OFFLINE_ADVICE: paths inside the container mean nothing outside."""
+    monkeypatch.setenv("MNIST_OFFLINE_ADVICE", "MNIST_HOST_DATA=/your/folder docker compose run ...")
+    files = tiny_gz()
+    with pytest.raises(DatasetError) as info:
+        download("mnist", tmp_path / "dl", mirrors=[f"{server.base}/missing/"], checksums=sums_of(files),
+                 progress=False, backoff=0)  # fmt: skip
+    message = str(info.value)
+    assert message.endswith("MNIST_HOST_DATA=/your/folder docker compose run ...")
+    assert "by hand" not in message
+
+
 def test_transient_errors_are_retried(tmp_path: Path, server: Server) -> None:
     files = tiny_gz()
     answers = iter([(503, b"busy"), (500, b"oops")])
