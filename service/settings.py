@@ -34,15 +34,16 @@ class Settings(BaseSettings):
     registry_url: str | None = Field(
         None,
         pattern=r"^s3://[^/]+(/.*)?$",
-        description="Registry on S3-compatible object storage, s3://bucket/prefix; replaces models_dir. "
-        "Credentials the usual AWS way.",
+        description="Registry on S3-compatible object storage, `s3://bucket/prefix`; replaces "
+        "`MNIST_MODELS_DIR`. Credentials the usual AWS way. See [Scaling out](#scaling-out).",
     )
     s3_endpoint_url: str | None = Field(
-        None, description="Endpoint of an S3-compatible store (MinIO, ...); unset: AWS_ENDPOINT_URL or AWS."
+        None,
+        description="Endpoint of an S3-compatible store (MinIO, ...); unset: `AWS_ENDPOINT_URL`, else AWS.",
     )
     database_url: str | None = Field(
         None,
-        description="PostgreSQL (postgresql://...) holding what the cluster shares: the `current` pointer "
+        description="PostgreSQL (`postgresql://...`) holding what the cluster shares: the `current` pointer "
         "(a promote reaches every replica through it). Unset: the embedded single-machine mode.",
     )
     state_dir: Path = Field(Path("state"), description="Job database, generated token, metrics scratch.")
