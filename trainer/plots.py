@@ -24,7 +24,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, LogNorm, Normalize
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
-from matplotlib.ticker import LogLocator, NullFormatter, StrMethodFormatter
+from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
 from mlp.atomicfile import atomic_write
 from trainer.datasets import DIGITS
@@ -150,6 +150,7 @@ def plot_accuracy(curves: Curves, out: Out) -> None:
     if curves.test_accuracy:
         title += f" (final test {100 * curves.test_accuracy[-1]:.2f} %)"
     _style(ax, title, curves.x_label, "accuracy (%)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and iterations: 1, 2, 3, never 1.25
     if ax.get_ylim()[1] > 100:
         ax.set_ylim(top=100.5)
     _save(fig, out)
@@ -168,6 +169,7 @@ def plot_loss(curves: Curves, out: Out) -> None:
         ax.yaxis.set_major_formatter(StrMethodFormatter("{x:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
     _style(ax, "Loss during training", curves.x_label, "loss (cross-entropy, nats per image)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _save(fig, out)
 
 

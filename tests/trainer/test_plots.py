@@ -152,3 +152,15 @@ def test_write_version_plots_writes_all_six_and_leaves_no_temp_files(tmp_path: P
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.png" for n in plots.PLOT_NAMES)
     for name in names:
         assert png_size(folder / f"{name}.png") == plots.SIZE
+
+
+@pytest.mark.parametrize("draw", [plots.plot_accuracy, plots.plot_loss])
+def test_the_epoch_axis_shows_whole_epochs(draw, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five epochs once read 1.0, 1.5, 2.0, ...: a quarter epoch is no point of the run."""
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, out: drawn.append(fig))
+    curves = Curves(x=[1, 2, 3, 4, 5], train_accuracy=[0.9, 0.95, 0.96, 0.97, 0.98],
+                    train_loss=[0.5, 0.3, 0.2, 0.15, 0.1])  # fmt: skip
+    draw(curves, io.BytesIO())
+    ticks = [t for t in drawn[0].axes[0].get_xticks() if 1 <= t <= 5]
+    assert ticks and all(float(t).is_integer() for t in ticks), ticks
