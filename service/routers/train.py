@@ -104,7 +104,7 @@ def get_job(job_id: JobIdPath, state: State) -> dict[str, Any]:
 @router.get(
     "/train/{job_id}/log",
     summary="A training job's own log: its data, each evaluation, its phases and how it ended",
-    response_class=PlainTextResponse,
+    response_class=Response,
     responses={
         200: {"content": {"text/plain": {}}, "description": "The log so far (empty while queued)."},
         **error_responses(404, 422, 503, _404=NO_JOB, _503=SHUTTING_DOWN),
