@@ -193,7 +193,7 @@ function buildBars() {
 function setBar(d, probability, isBest) {
   const row = $(`#bars [data-digit="${d}"]`);
   const percent = probability * 100;
-  const text = `${percent < 10 && percent > 0 ? percent.toFixed(1) : percent.toFixed(0)}%`;
+  const text = `${percent.toFixed(1)}%`; // one format for every digit: 0.0%, 3.2%, 96.8%
   row.dataset.probability = String(probability);
   row.classList.toggle("best", isBest);
   row.querySelector(".bar-fill").style.width = `${percent}%`;
@@ -221,6 +221,7 @@ function showWhy(explanation) {
 
 function resetResult() {
   $("#digit").textContent = "–";
+  $("#version").textContent = "–"; // no answer on screen, so no model answered it
   for (let d = 0; d < 10; d++) setBar(d, 0, false);
   drawSeen(null);
   showWhy(null);
@@ -255,15 +256,28 @@ const loadInside = reporting(async () => {
 let job = null; // the job record on screen
 let pollTimer = null;
 
+/** The preset, plus only the fields the person filled in: an empty field keeps the preset's value. */
 function readTrainForm() {
-  const hidden = $("#hidden").value.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
-  if (!hidden.length || !hidden.every((n) => Number.isInteger(n) && n > 0)) {
-    throw new Error("Hidden layers must be whole numbers separated by commas, like 256, 128");
+  const params = { preset: $("#preset").value, promote: $("#promote").checked };
+  const [hiddenText, epochsText, lrText] = ["#hidden", "#epochs", "#lr"].map((id) => $(id).value.trim());
+  if (hiddenText) {
+    const hidden = hiddenText.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+    if (!hidden.length || !hidden.every((n) => Number.isInteger(n) && n > 0)) {
+      throw new Error("Hidden layers must be whole numbers separated by commas, like 256, 128");
+    }
+    params.hidden = hidden;
   }
-  const [epochs, lr] = [Number($("#epochs").value), Number($("#lr").value)];
-  if (!Number.isInteger(epochs) || epochs < 1) throw new Error("Epochs must be a whole number of at least 1");
-  if (!(lr > 0)) throw new Error("The learning rate must be a number above 0");
-  return { preset: $("#preset").value.trim() || "fast", epochs, hidden, lr, promote: $("#promote").checked };
+  if (epochsText) {
+    const epochs = Number(epochsText);
+    if (!Number.isInteger(epochs) || epochs < 1) throw new Error("Epochs must be a whole number of at least 1");
+    params.epochs = epochs;
+  }
+  if (lrText) {
+    const lr = Number(lrText);
+    if (!(lr > 0)) throw new Error("The learning rate must be a number above 0");
+    params.lr = lr;
+  }
+  return params;
 }
 
 async function startTraining(event) {
@@ -318,9 +332,12 @@ function renderJob(record, stateChanged) {
 
 function describeJob(record) {
   const p = record.progress || {};
-  const parts = [`Job ${record.id.slice(0, 8)}: ${record.state}`];
-  if (p.epoch != null) parts.push(`epoch ${p.epoch} of ${p.epochs ?? "?"}`);
-  if (p.accuracy != null) parts.push(`accuracy ${(p.accuracy * 100).toFixed(1)}%`);
+  const running = record.state === "running" && p.phase;
+  const parts = [`Job ${record.id.slice(0, 8)}: ${record.state}${running ? ` (${p.phase})` : ""}`];
+  // A run in iterations (the seed preset) counts evaluations, not epochs: "evaluation 3 of 20".
+  if (p.epoch != null) parts.push(`${p.unit || "epoch"} ${p.epoch} of ${p.epochs ?? "?"}`);
+  if (p.test_accuracy != null) parts.push(`test accuracy ${(p.test_accuracy * 100).toFixed(2)}%`);
+  else if (p.accuracy != null) parts.push(`validation accuracy ${(p.accuracy * 100).toFixed(1)}%`);
   if (!TERMINAL.has(record.state) && p.eta_seconds != null) parts.push(`about ${formatSeconds(p.eta_seconds)} left`);
   if (record.version) parts.push(`version ${record.version}${record.promoted ? " (promoted)" : ""}`);
   if (record.error) parts.push(record.error);

@@ -19,11 +19,13 @@ const WEAK = 0.9; // a variant read right less often than this is flagged
 const PERCENT = (fraction) => `${(fraction * 100).toFixed(1)}%`;
 
 let shownPlots = null; // the version whose plots are on screen; kept across refreshes
+let currentShown = null; // the current version, whose weight pictures are the ones shown above
 
 /** Loads GET /models and redraws the whole section. Returns the current version. */
 export async function showInside(onError) {
   const models = await api("/models");
   showWeights(models.current);
+  currentShown = models.current;
   renderVersions(models.versions, models.current, onError);
   const known = models.versions.some((v) => v.version === shownPlots);
   await showPlots(known ? shownPlots : models.current);
@@ -67,7 +69,9 @@ async function showPlots(version) {
   heading.textContent = `Plots for ${version}`;
   const grid = document.createElement("div");
   grid.className = "plot-grid";
-  grid.append(...(manifest.plots || []).map((name) => plotFigure(version, name)));
+  // The current version's W1 and W2 are already the two large pictures above: not again here.
+  const above = version === currentShown ? new Set(["w1", "w2"]) : new Set();
+  grid.append(...(manifest.plots || []).filter((name) => !above.has(name)).map((name) => plotFigure(version, name)));
   const parts = [heading];
   if (manifest.robustness) parts.push(robustnessTable(version, manifest.robustness));
   parts.push(grid.children.length ? grid : "No plots for this version.");

@@ -150,11 +150,19 @@ def test_show_why_draws_the_explanation_over_what_the_network_saw(page: Page, ar
 
 
 def test_clear_then_predict_asks_for_a_drawing(page: Page, artifacts: Path) -> None:
+    # Predict is the main action, Clear the secondary one.
+    expect(page.locator("#predict")).not_to_have_class(re.compile(r"\bsecondary\b"))
+    expect(page.locator("#clear")).to_have_class(re.compile(r"\bsecondary\b"))
     draw(page, DIGITS[7])
     assert_shows(page, predict(page), 7, DIGITS[7].source)
+    expect(page.locator("#version")).to_have_text(SHIPPED)
+    # One format for every probability: 0.0%, 3.2%, 96.8% (never "0%" beside "0.4%").
+    values = page.locator("#bars .bar-value").all_text_contents()
+    assert len(values) == 10 and all(re.fullmatch(r"\d{1,3}\.\d%", v) for v in values), values
 
     page.locator("#clear").click()
     expect(page.locator("#digit")).to_have_text("–")
+    expect(page.locator("#version")).to_have_text("–")  # nothing on screen was answered by anyone
     assert page.evaluate(PROBABILITIES) == [0] * 10
     assert not any(page.evaluate(SEEN_PIXELS)), "the 28x28 view should be blank again"
     assert page.evaluate("""() => {
@@ -198,7 +206,10 @@ def test_look_inside(page: Page, artifacts: Path, server: Server) -> None:
     plots = page.locator("#plots")
     expect(plots.locator("h3")).to_have_text(f"Plots for {SHIPPED}")
     images = plots.locator("img")
-    expect(images).to_have_count(len(manifest["plots"]))
+    # W1 and W2 of the current version are the large pictures above, not repeated among its plots.
+    expect(images).to_have_count(len([p for p in manifest["plots"] if p not in ("w1", "w2")]))
+    expect(plots.locator('img[src$="/w1.png"], img[src$="/w2.png"]')).to_have_count(0)
+    assert images.first.bounding_box()["width"] >= 500  # readable: its axis labels are drawn for 800 px
     plots.scroll_into_view_if_needed()
     page.wait_for_function(
         """() => Array.from(document.querySelectorAll("#plots img"))
@@ -338,6 +349,12 @@ def test_train_and_promote(page: Page, artifacts: Path, server: Server) -> None:
 
 def train_and_promote(page: Page, artifacts: Path) -> None:
     page.evaluate(RECORD_JOB)
+    # The preset is a choice of the four the service has; empty fields take the preset's values.
+    options = page.locator("#preset option").evaluate_all("(os) => os.map((o) => o.value)")
+    assert sorted(options) == ["baseline", "best", "fast", "seed"]
+    expect(page.locator("#preset")).to_have_value("fast")
+    for field in ("#epochs", "#hidden", "#lr"):
+        expect(page.locator(field)).to_have_value("")
     fill_tiny_job(page, TOKEN)
     expect(page.locator("#train-promote")).to_be_disabled()
     page.locator("#train-start").click()
@@ -351,6 +368,10 @@ def train_and_promote(page: Page, artifacts: Path) -> None:
     expect(state).to_have_text(re.compile(r": (succeeded|failed|cancelled)\b"), timeout=TRAIN_DEADLINE_MS)
     expect(state).to_contain_text("succeeded")  # else the text says why it failed
     expect(state).to_contain_text(f"version {NEW}")
+    expect(state).to_contain_text("epoch 1 of 1")
+    expect(state).to_contain_text(re.compile(r"test accuracy \d+\.\d\d%"))  # GET /models' figure
+    params = page.evaluate("() => fetch('/train').then((r) => r.json())")["jobs"][0]["params"]
+    assert params == {"preset": "fast", "hidden": [16], "epochs": 1, "promote": False}, params  # no lr sent
     expect(page.locator("#train-progress")).to_have_attribute("value", "100")
     progress = [float(v) for v in page.evaluate("() => progressValues") if v is not None]
     assert progress == sorted(progress) and progress[-1] == 100, progress  # it only moved forwards
