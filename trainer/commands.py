@@ -60,7 +60,7 @@ def train_command(args: argparse.Namespace, config: TrainConfig) -> int:
 
 
 def evaluate_command(args: argparse.Namespace, _: None) -> int:
-    dataset = _dataset(args)
+    dataset = _dataset(args, test_only=True)  # an evaluation reads (and downloads) the test set only
     registry = _registry(args, dataset.name)
     try:
         version = registry.resolve(args.version)
@@ -247,10 +247,14 @@ def download_command(args: argparse.Namespace, _: None) -> int:
 # -- shared steps ---------------------------------------------------------------------------------
 
 
-def _dataset(args: argparse.Namespace) -> Dataset:
+def _dataset(args: argparse.Namespace, test_only: bool = False) -> Dataset:
     try:
         return load_dataset(
-            args.dataset, data_dir=args.data_dir, cache_dir=args.cache_dir, download=not args.no_download
+            args.dataset,
+            data_dir=args.data_dir,
+            cache_dir=args.cache_dir,
+            download=not args.no_download,
+            test_only=test_only,
         )
     except DatasetError as exc:
         raise UserFacingError(str(exc)) from exc

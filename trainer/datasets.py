@@ -42,6 +42,7 @@ TRAIN_LABELS = "train-labels-idx1-ubyte.gz"
 TEST_IMAGES = "t10k-images-idx3-ubyte.gz"
 TEST_LABELS = "t10k-labels-idx1-ubyte.gz"
 FILES = (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES, TEST_LABELS)
+TEST_FILES = (TEST_IMAGES, TEST_LABELS)
 IMAGE_SIDE = 28
 
 DIGITS = tuple(str(d) for d in range(10))
@@ -169,16 +170,26 @@ def load_dataset(
     *,
     checksums: Mapping[str, str] | None = None,
     data_dir_source: str = "the data folder (--data-dir)",
+    test_only: bool = False,
 ) -> Dataset:
     """Find the four files (see the module docstring for the order), verify, parse and cache them.
 
     `checksums` (gz file name -> sha256) replaces the canonical values, for data of your own;
     the content check for recompressed files is then off. `data_dir_source` is how an error names
     the setting `data_dir` came from (the service's is MNIST_DATA_DIR, not a flag the user never saw).
+    `test_only` finds, downloads and parses only the two test files (an evaluation needs no 47 MB of
+    training images); the training arrays are then empty and the parsed-array cache is not used.
     """
     spec = dataset_spec(name)
     expected, content = _expectations(spec, checksums)
     cache_folder = Path(cache_dir) / spec.name
+    if test_only:
+        expected = {f: expected[f] for f in TEST_FILES}
+        files = _resolve(spec, data_dir, data_dir_source, cache_folder, download, progress, expected)[1]
+        sums = {path.name: _sha256(path) for path in files.values()}
+        arrays = _parse_verified(spec, files, sums, expected, content)
+        return Dataset(name=spec.name, **arrays, checksums=sums, source=str(files[TEST_IMAGES].parent),
+                       classes=spec.classes)  # fmt: skip
     folder, files = _resolve(spec, data_dir, data_dir_source, cache_folder, download, progress, expected)
     log.info("loading %s from %s", spec.name, folder)
 
@@ -257,11 +268,11 @@ def _candidates(gz_name: str) -> tuple[str, ...]:
     return (gz_name, raw, f"{dotted}.gz", dotted)
 
 
-def _find_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
-    """Map each of the four gz names to the file in `folder` that holds it; list the missing."""
+def _find_files(folder: Path, wanted: Sequence[str] = FILES) -> tuple[dict[str, Path], list[str]]:
+    """Map each wanted gz name (all four by default) to the file in `folder` holding it; list the missing."""
     found: dict[str, Path] = {}
     missing: list[str] = []
-    for gz_name in FILES:
+    for gz_name in wanted:
         path = next((folder / c for c in _candidates(gz_name) if (folder / c).is_file()), None)
         if path is None:
             missing.append(gz_name)
@@ -270,8 +281,10 @@ def _find_files(folder: Path) -> tuple[dict[str, Path], list[str]]:
     return found, missing
 
 
-def _require(spec: DatasetSpec, folder: Path, how: str) -> tuple[Path, dict[str, Path]]:
-    files, missing = _find_files(folder)
+def _require(
+    spec: DatasetSpec, folder: Path, how: str, wanted: Sequence[str] = FILES
+) -> tuple[Path, dict[str, Path]]:
+    files, missing = _find_files(folder, wanted)
     if missing:
         what = (
             f"has neither {', '.join(missing)} nor un-gzipped copies" if folder.is_dir() else "does not exist"
@@ -292,15 +305,16 @@ def _resolve(
     progress: bool,
     expected: dict[str, str],
 ) -> tuple[Path, dict[str, Path]]:
+    wanted = tuple(expected)  # the four files, or the two test files of an evaluation
     if data_dir is not None:
-        return _require(spec, Path(data_dir).expanduser(), data_dir_source)
+        return _require(spec, Path(data_dir).expanduser(), data_dir_source, wanted)
     env = os.environ.get(spec.env_var, "").strip()
     if env:
-        return _require(spec, Path(env).expanduser(), f"${spec.env_var}")
+        return _require(spec, Path(env).expanduser(), f"${spec.env_var}", wanted)
 
     searched = [f"${spec.env_var} (not set)"]
     for folder in (*spec.system_dirs, cache_folder):
-        files, missing = _find_files(folder)
+        files, missing = _find_files(folder, wanted)
         if not missing:
             return folder, files
         searched.append(f"{folder} ({'missing ' + ', '.join(missing) if folder.is_dir() else 'absent'})")
@@ -311,7 +325,7 @@ def _resolve(
             f"put them in {cache_folder}, or allow downloading."
         )
     _download(spec, cache_folder, spec.mirrors, expected, 3, progress)
-    return cache_folder, _find_files(cache_folder)[0]
+    return cache_folder, _find_files(cache_folder, wanted)[0]
 
 
 # --- verify and parse ------------------------------------------------------------------------
@@ -339,6 +353,10 @@ def _parse_verified(
         ("train", TRAIN_IMAGES, TRAIN_LABELS),
         ("test", TEST_IMAGES, TEST_LABELS),
     ):
+        if images_name not in parsed:  # a test-only load: no training images were asked for
+            arrays[f"x_{split}"] = np.zeros((0, IMAGE_SIDE * IMAGE_SIDE), np.uint8)
+            arrays[f"y_{split}"] = np.zeros(0, np.uint8)
+            continue
         images, labels = parsed[images_name], parsed[labels_name]
         x, y = _check_pair(spec, files[images_name], images, files[labels_name], labels)
         arrays[f"x_{split}"], arrays[f"y_{split}"] = x, y

@@ -479,3 +479,29 @@ def test_real_fashion_mnist_from_debian(tmp_path: Path) -> None:
     assert ds.x_train.shape == (60000, 784) and ds.x_test.shape == (10000, 784)
     assert np.bincount(ds.y_train).tolist() == [6000] * 10
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
+
+
+def test_an_evaluation_downloads_and_reads_only_the_test_files(
+    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`trainer evaluate` once fetched the 47 MB of training images it never looks at."""
+    files = tiny_gz()
+    spec = dataclasses.replace(datasets._SPECS["mnist"], mirrors=(server.serve("/good", files),))
+    monkeypatch.setitem(datasets._SPECS, "mnist", spec)
+    ds = load_dataset(cache_dir=tmp_path / "cache", progress=False, checksums=sums_of(files), test_only=True)
+    assert sorted(server.requests) == sorted(f"/good/{name}" for name in datasets.TEST_FILES)
+    expected = tiny_arrays(0)
+    np.testing.assert_array_equal(ds.x_test, expected["x_test"].reshape(-1, 784))
+    np.testing.assert_array_equal(ds.y_test, expected["y_test"])
+    assert ds.x_train.shape == (0, 784) and ds.y_train.shape == (0,)
+    # A folder holding only the test files is enough, too.
+    only_test = tmp_path / "only-test"
+    only_test.mkdir()
+    for name in datasets.TEST_FILES:
+        (only_test / name).write_bytes(files[name])
+    local = load_dataset(
+        data_dir=only_test, cache_dir=tmp_path / "c2", checksums=sums_of(files), test_only=True
+    )
+    np.testing.assert_array_equal(local.y_test, expected["y_test"])
+    with pytest.raises(DatasetError, match="train-images"):
+        load_dataset(data_dir=only_test, cache_dir=tmp_path / "c2", checksums=sums_of(files))
