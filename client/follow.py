@@ -66,7 +66,8 @@ def draw(bar: tqdm, record: dict[str, Any]) -> None:
     if progress.get("test_accuracy") is not None:  # once training ended: the figure GET /models shows
         details.append(f"test accuracy {percent(progress['test_accuracy'])}")
     elif progress.get("accuracy") is not None:
-        details.append(f"validation accuracy {percent(progress['accuracy'])}")
+        on = progress.get("accuracy_on") or "validation"  # the seed preset measures on the test set
+        details.append(f"{on} accuracy {percent(progress['accuracy'])}")
     if training and progress.get("eta_seconds") is not None:
         details.append(f"ETA {duration(progress['eta_seconds'])}")
     bar.set_postfix_str(", ".join(details), refresh=False)

@@ -152,6 +152,10 @@ class JobProgress(BaseModel):
     accuracy: float | None = Field(
         description="Latest validation accuracy, 0..1: measured on training images held out, while training."
     )
+    accuracy_on: Literal["validation", "test"] = Field(
+        description="Which images `accuracy` is measured on: held-out training images, or the test set "
+        "for a run that holds none out (the seed preset)."
+    )
     loss: float | None = Field(description="Running training loss.")
     test_accuracy: float | None = Field(
         description="Accuracy on the 10,000 test images once training ended (the figure GET /models "

@@ -299,10 +299,9 @@ def _train(
         bar.set_postfix_str(f"eval {p.epoch}/{p.epochs} loss {p.loss:.4f} val {accuracy}", refresh=False)
         bar.refresh()
         if p.evaluated and show:
-            bar.write(
-                f"{'iteration' if config.iters else 'epoch'} {p.epoch}/{p.epochs}: "
-                f"train loss {p.loss:.4f}, validation accuracy {accuracy}"
-            )
+            # The seed form evaluates every iters/20 iterations: "iteration 200/4000", not "1/20".
+            where = f"iteration {p.step}/{p.total_steps}" if config.iters else f"epoch {p.epoch}/{p.epochs}"
+            bar.write(f"{where}: train loss {p.loss:.4f}, {p.accuracy_on} accuracy {accuracy}")
 
     try:
         return train(

@@ -45,6 +45,9 @@ class Progress:
     # What `epoch` counts: epochs, or, in the seed form (iterations), evaluations made every
     # total_steps / epochs iterations: "evaluation 3/20" is iteration 600 of 4000, never "iteration 3".
     unit: str = "epoch"
+    # Which images `accuracy` was measured on: held-out training images, or, with val_size 0 (the
+    # seed form), the test set itself; a progress line must not call a test figure "validation".
+    accuracy_on: str = "validation"
 
     @property
     def percent(self) -> float:
@@ -215,6 +218,7 @@ def train(
                         accuracy=accuracy,
                         evaluated=evaluated,
                         unit="evaluation" if config.iters is not None else "epoch",
+                        accuracy_on="validation" if len(x_val) else "test",
                     )
                 )
             if evaluated:

@@ -114,8 +114,8 @@ class ProgressWriter:
         last_step = progress.step == progress.total_steps
         if progress.evaluated:  # one line per evaluation in the job's log (GET /train/{id}/log)
             log.info(
-                "%s %d/%d: loss %.4f, validation accuracy %s",
-                progress.unit, progress.epoch, progress.epochs, progress.loss,
+                "%s %d/%d: loss %.4f, %s accuracy %s",
+                progress.unit, progress.epoch, progress.epochs, progress.loss, progress.accuracy_on,
                 "-" if progress.accuracy is None else f"{progress.accuracy:.2%}",
             )  # fmt: skip
         if not (progress.evaluated or last_step) and now - self.last < self.interval_s:
@@ -150,6 +150,7 @@ def progress_json(progress: Progress) -> dict[str, Any]:
         "percent": number(progress.percent, 1),
         "eta_seconds": number(progress.eta_s, 1),
         "accuracy": number(progress.accuracy, 4),
+        "accuracy_on": progress.accuracy_on,
         "loss": number(progress.loss, 4),
     }
 

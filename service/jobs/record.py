@@ -16,11 +16,12 @@ FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
 ProgressPhase = Literal["loading data", "training", "evaluating", "plotting", "publishing"]
 PROGRESS_PHASES: tuple[ProgressPhase, ...] = typing.get_args(ProgressPhase)
 PROGRESS_KEYS = (
-    "phase", "unit", "epoch", "epochs", "percent", "eta_seconds", "accuracy", "loss", "test_accuracy",
+    "phase", "unit", "epoch", "epochs", "percent", "eta_seconds", "accuracy", "accuracy_on", "loss",
+    "test_accuracy",
 )  # fmt: skip
 EMPTY_PROGRESS: dict[str, Any] = {
     "phase": None, "unit": "epoch", "epoch": 0, "epochs": None, "percent": 0.0, "eta_seconds": None,
-    "accuracy": None, "loss": None, "test_accuracy": None,
+    "accuracy": None, "accuracy_on": "validation", "loss": None, "test_accuracy": None,
 }  # fmt: skip
 
 

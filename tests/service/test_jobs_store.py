@@ -64,7 +64,7 @@ def test_a_new_job_is_queued_with_the_contract_shape(store: JobStore) -> None:
     assert body["promoted"] is False
     assert body["progress"] == {
         "phase": None, "unit": "epoch", "epoch": 0, "epochs": None, "percent": 0.0, "eta_seconds": None,
-        "accuracy": None, "loss": None, "test_accuracy": None,
+        "accuracy": None, "accuracy_on": "validation", "loss": None, "test_accuracy": None,
     }  # fmt: skip
     assert store.get(record.id) == record
     assert store.get("no-such-job") is None
@@ -149,7 +149,8 @@ def test_finish_ends_only_a_running_job(store: JobStore) -> None:
 def test_progress_is_stored_while_running_only(store: JobStore) -> None:
     (job_id,) = add(store)
     progress = {"phase": "training", "unit": "epoch", "epoch": 1, "epochs": 3, "percent": 40.0,
-                "eta_seconds": 2.5, "accuracy": 0.9, "loss": 0.3, "test_accuracy": None}  # fmt: skip
+                "eta_seconds": 2.5, "accuracy": 0.9, "accuracy_on": "validation", "loss": 0.3,
+                "test_accuracy": None}  # fmt: skip
     store.update_progress(job_id, progress)
     assert store.get(job_id).progress == {}  # not claimed yet
 

@@ -239,6 +239,17 @@ def test_a_job_shows_its_phases_its_test_accuracy_and_its_own_log(client: TestCl
     assert client.get("/train/" + "0" * 32 + "/log").json()["error"] == "job_not_found"
 
 
+def test_a_seed_job_counts_evaluations_and_names_the_test_set(client: TestClient) -> None:
+    """The seed preset trains by iterations and holds nothing out: "evaluation 20 of 20, test accuracy"."""
+    job = wait_for(client, submit(client, {"preset": "seed", "iters": 100, "hidden": [16]})["id"], ended)
+    assert job["state"] == "succeeded", job
+    progress = job["progress"]
+    assert (progress["unit"], progress["epoch"], progress["epochs"]) == ("evaluation", 20, 20)
+    assert progress["accuracy_on"] == "test"
+    log = client.get(f"/train/{job['id']}/log").text
+    assert "evaluation 20/20: loss" in log and "test accuracy" in log and "validation accuracy" not in log
+
+
 def test_a_model_named_other_than_its_dataset_trains_on_mnist(make_client: Client, tmp_path: Path) -> None:
     # The registry allows any model name; the name was once passed as the dataset: 422 on every job.
     with make_client(model_name="mnist-wide") as client:

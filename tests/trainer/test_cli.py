@@ -120,7 +120,12 @@ def test_seed_form_with_save_publishes_a_version_with_plots_and_manifest(local_m
     out, err = capsys.readouterr()
     assert "test accuracy" in out and "after 200 iterations" in out
     assert "saved v0001 (candidate" in out
-    assert "iteration 20/20: train loss" in out + err  # -debug prints each evaluation
+    # -debug prints each evaluation: by iteration, of the 200 asked for (not "20/20"), and the
+    # accuracy is the test set's, as the seed form holds no validation images out.
+    assert "iteration 10/200: train loss" in out + err and "iteration 200/200: train loss" in out + err
+    assert "iteration 20/20:" not in out + err
+    assert "test accuracy" in (out + err).split("iteration 200/200")[1].splitlines()[0]
+    assert "validation accuracy" not in out + err
 
     registry = Registry(models)
     assert registry.versions() == ["v0001"]
@@ -164,7 +169,7 @@ def test_seed_form_save_without_debug(local_mnist, models, fast_plots, capsys):
     assert main(seed_args(local_mnist, models, "40", "-save")) == 0
     out, err = capsys.readouterr()
     assert "saved v0001" in out
-    assert "iteration 1/20" not in out + err  # no progress without -debug
+    assert "iteration 2/40" not in out + err  # no progress without -debug
     assert Registry(models).manifest("v0001")["hyperparameters"]["iters"] == 40
 
 
