@@ -335,7 +335,7 @@ function describeJob(record) {
   const running = record.state === "running" && p.phase;
   const parts = [`Job ${record.id.slice(0, 8)}: ${record.state}${running ? ` (${p.phase})` : ""}`];
   // A run in iterations (the seed preset) counts evaluations, not epochs: "evaluation 3 of 20".
-  if (p.epoch != null) parts.push(`${p.unit || "epoch"} ${p.epoch} of ${p.epochs ?? "?"}`);
+  if (p.epochs != null) parts.push(`${p.unit || "epoch"} ${p.epoch} of ${p.epochs}`); // known once it runs
   if (p.test_accuracy != null) parts.push(`test accuracy ${(p.test_accuracy * 100).toFixed(2)}%`);
   else if (p.accuracy != null) parts.push(`${p.accuracy_on || "validation"} accuracy ${(p.accuracy * 100).toFixed(1)}%`);
   if (!TERMINAL.has(record.state) && p.eta_seconds != null) parts.push(`about ${formatSeconds(p.eta_seconds)} left`);
