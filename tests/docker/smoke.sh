@@ -212,6 +212,9 @@ until [ -n "$TOKEN" ]; do
   sleep 1
 done
 info "log line: $(compose logs --no-color api 2>&1 | grep -m1 'MNIST_TOKEN=' | sed 's/MNIST_TOKEN=.*/MNIST_TOKEN=<redacted>/')"
+printed=$(compose exec -T api python -m service token)
+[ "$printed" = "$TOKEN" ] || fail "'python -m service token' in the container does not print the logged token"
+info "python -m service token prints it too"
 expect 401 POST /models/rollback
 expect 403 POST /models/rollback -H "Authorization: Bearer wrong-$TOKEN"
 info "mutating endpoints refuse no token (401) and a wrong one (403)"
