@@ -98,13 +98,13 @@ class Settings(BaseSettings):
         1.0, gt=0, le=60, description="How often the `current` pointer is checked."
     )
     max_running_jobs: int = Field(
-        1, ge=1, le=16, description="Training jobs running at once (cluster-wide with MNIST_DATABASE_URL)."
+        1, ge=1, le=16, description="Training jobs running at once (cluster-wide with `MNIST_DATABASE_URL`)."
     )
     job_queue_size: int = Field(
         4,
         ge=0,
         le=100,
-        description="Queued jobs beyond the running ones (409 above; cluster-wide with MNIST_DATABASE_URL).",
+        description="Queued jobs beyond the running ones (409 above; cluster-wide with `MNIST_DATABASE_URL`).",
     )
     worker_dead_after_s: float = Field(
         15.0,

@@ -95,7 +95,8 @@ def test_make_demo_fails_when_the_service_cannot_start(tmp_path: Path) -> None:
         done = run_demo(demo_env(tmp_path, tmp_path / "models", DEMO_PORT=str(port)))
     assert done.returncode != 0
     assert "the service stopped before it was ready; the end of its log:" in done.stderr
-    assert "address already in use" in done.stderr  # the log's last lines say why
+    # the log's last line says why, and which setting changes the port
+    assert f"127.0.0.1:{port} is already in use" in done.stderr and "MNIST_PORT=" in done.stderr
     assert "stopped the service" not in done.stdout
     assert_stopped(port, tmp_path)
 
