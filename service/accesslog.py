@@ -24,7 +24,8 @@ class QuietProbes(logging.Filter):
         if not isinstance(args, tuple) or len(args) != 5:  # (client, method, path, http version, status)
             return True
         _, method, path, _, status = args
-        return not (method == "GET" and str(path).split("?")[0] in PROBES and 200 <= int(status) < 300)
+        ok = isinstance(status, int) and 200 <= status < 300
+        return not (ok and method == "GET" and str(path).split("?")[0] in PROBES)
 
 
 def log_config() -> dict[str, Any]:

@@ -104,7 +104,8 @@ class Settings(BaseSettings):
         4,
         ge=0,
         le=100,
-        description="Queued jobs beyond the running ones (409 above; cluster-wide with `MNIST_DATABASE_URL`).",
+        description="Queued jobs beyond the running ones (409 above; cluster-wide with "
+        "`MNIST_DATABASE_URL`).",
     )
     worker_dead_after_s: float = Field(
         15.0,

@@ -187,8 +187,8 @@ def load_dataset(
         expected = {f: expected[f] for f in TEST_FILES}
         files = _resolve(spec, data_dir, data_dir_source, cache_folder, download, progress, expected)[1]
         sums = {path.name: _sha256(path) for path in files.values()}
-        arrays = _parse_verified(spec, files, sums, expected, content)
-        return Dataset(name=spec.name, **arrays, checksums=sums, source=str(files[TEST_IMAGES].parent),
+        test_set = _parse_verified(spec, files, sums, expected, content)
+        return Dataset(name=spec.name, **test_set, checksums=sums, source=str(files[TEST_IMAGES].parent),
                        classes=spec.classes)  # fmt: skip
     folder, files = _resolve(spec, data_dir, data_dir_source, cache_folder, download, progress, expected)
     log.info("loading %s from %s", spec.name, folder)

@@ -30,7 +30,7 @@ from service.jobs import joblog
 from service.jobs.claim import JobClaim
 from service.jobs.errors import JobNotOwned
 from service.jobs.params import build_config
-from service.jobs.record import EMPTY_PROGRESS, JobState, ProgressPhase
+from service.jobs.record import EMPTY_PROGRESS, JobState
 from service.jobs.store import JobStore
 from trainer.config import ConfigError
 from trainer.datasets import DatasetError, load_dataset
@@ -123,7 +123,7 @@ class ProgressWriter:
         self.last = now
         self._store({**self.snapshot, **progress_json(progress), "phase": "training"})
 
-    def phase(self, name: ProgressPhase, **fields: Any) -> None:
+    def phase(self, name: str, **fields: Any) -> None:
         """The job moved on to `name` (the training figures stay as they were last reported)."""
         if self.snapshot.get("phase") != name:
             log.info("%s", name)

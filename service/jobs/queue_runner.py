@@ -95,6 +95,14 @@ class QueueJobRunner:
     def list(self, limit: int = 100) -> Sequence[JobRecord]:
         return [to_record(row) for row in self.queue.db.recent(limit)]
 
+    def log(self, job_id: str) -> str:
+        """A cluster job trains on a worker host, whose output is its log: the API has no copy."""
+        record = self.get(job_id)  # JobNotFound for an unknown id
+        return (
+            f"job {record.id} is trained by a cluster worker (`python -m trainer worker`, see GET /workers); "
+            "its log is that worker's output on its host, not kept by the API.\n"
+        )
+
     def counts(self) -> dict[str, int]:
         return dict.fromkeys(STATES, 0) | self.queue.db.counts()
 
