@@ -27,7 +27,7 @@ def decoded(body: bytes | bytearray, coding: str | None, limit: int) -> bytes | 
         return body
     if name not in WBITS:
         raise UnsupportedMediaType(
-            f"Content-Encoding {coding[:40]!r} is not read here; send gzip, deflate or none"
+            f"Content-Encoding {name[:40]!r} is not read here; send gzip, deflate or none"
         )
     inflater = zlib.decompressobj(WBITS[name])
     try:
