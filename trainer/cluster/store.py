@@ -49,6 +49,27 @@ SCHEMA_LOCK = 0x6A6F6273  # pg_advisory_xact_lock key of the schema creation
 FINAL = ("succeeded", "failed", "cancelled")
 
 
+# (job id, what happened to its worker) -> (state, version, promoted, error): a publishing job's ending
+Settle = Callable[[str, str], tuple[str, str | None, bool, str | None]]
+
+
+def settle_from_registry(registry: Any) -> Settle:
+    """How a job that died while publishing ended: `succeeded` if its version landed (found by the
+    job id its manifest carries; `promoted` if the pointer names it), else `failed`, nothing published."""
+
+    def settle(job_id: str, cause: str) -> tuple[str, str | None, bool, str | None]:
+        landed = registry.versions_with("job", job_id)
+        if not landed:
+            return "failed", None, False, f"{cause} while publishing; nothing was published"
+        try:
+            promoted = registry.current() == landed[-1]
+        except Exception:
+            promoted = False
+        return "succeeded", landed[-1], promoted, None
+
+    return settle
+
+
 class JobsUnavailable(Exception):
     """PostgreSQL did not answer (twice: once more after reconnecting); worth retrying soon."""
 
@@ -239,31 +260,45 @@ class JobsDatabase:
             ).fetchall()
         )
 
-    def fail_dead(self, timeout_s: float) -> list[str]:
-        """Fail the running jobs of workers silent for longer than `timeout_s`; forget those workers."""
+    def fail_dead(self, timeout_s: float, settle: Settle | None = None) -> list[str]:
+        """End the running jobs of workers silent for longer than `timeout_s`; forget those workers.
+
+        A job that was publishing when its worker died may have published: `settle(job_id)` looks
+        in the registry and says how it ended (see `settle_from_registry`); without it, or for any
+        other job, the job is failed (training is not retried).
+        """
 
         def work(cur: Any) -> list[str]:
-            rows = cur.execute(
-                "UPDATE training_jobs j SET state = 'failed', finished_at = now(), error = "
-                "'the worker ' || j.worker || ' stopped sending heartbeats (no sign of life for ' || "
-                "round(extract(epoch FROM now() - w.last_heartbeat)) || ' s); training jobs are not retried' "
-                "FROM training_workers w WHERE j.worker = w.name AND j.state = 'running' "
-                "AND w.last_heartbeat < now() - make_interval(secs => %s) RETURNING j.id",
-                (timeout_s,),
+            dead = cur.execute(
+                "SELECT j.id, j.phase, j.worker, "
+                "round(extract(epoch FROM now() - w.last_heartbeat))::int AS silent_s "
+                "FROM training_jobs j LEFT JOIN training_workers w ON j.worker = w.name "
+                "WHERE j.state = 'running' AND j.worker IS NOT NULL AND ("
+                "(w.name IS NOT NULL AND w.last_heartbeat < now() - make_interval(secs => %s)) OR "
+                "(w.name IS NULL AND j.started_at < now() - make_interval(secs => %s))) "
+                "FOR UPDATE OF j",
+                (timeout_s, timeout_s),
             ).fetchall()
-            orphans = cur.execute(
-                "UPDATE training_jobs SET state = 'failed', finished_at = now(), error = "
-                "'its worker ' || worker || ' is gone; training jobs are not retried' "
-                "WHERE state = 'running' "
-                "AND worker IS NOT NULL AND worker NOT IN (SELECT name FROM training_workers) "
-                "AND started_at < now() - make_interval(secs => %s) RETURNING id",
-                (timeout_s,),
-            ).fetchall()
+            for row in dead:
+                if row["silent_s"] is None:
+                    cause = f"its worker {row['worker']} is gone"
+                else:
+                    cause = f"the worker {row['worker']} stopped sending heartbeats ({row['silent_s']} s ago)"
+                if row["phase"] == "publishing" and settle is not None:
+                    state, version, promoted, error = settle(row["id"], cause)
+                else:
+                    state, version, promoted = "failed", None, False
+                    error = f"{cause}; training jobs are not retried"
+                cur.execute(
+                    "UPDATE training_jobs SET state = %s, version = %s, promoted = %s, error = %s, "
+                    "finished_at = now() WHERE id = %s",
+                    (state, version, promoted, error, row["id"]),
+                )
             cur.execute(
                 "DELETE FROM training_workers WHERE last_heartbeat < now() - make_interval(secs => %s)",
                 (timeout_s,),
             )
-            return [r["id"] for r in [*rows, *orphans]]
+            return [row["id"] for row in dead]
 
         return self._run(work, transaction=True)
 

@@ -24,9 +24,11 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from trainer.cluster.store import JobsDatabase
+from registry import open_registry
+from trainer.cluster.store import JobsDatabase, settle_from_registry
 
 log = logging.getLogger("trainer.worker")
 
@@ -65,6 +67,10 @@ class Worker:
         self.name = f"{self.host}:{os.getpid()}"
         self.current: set[str] = set()
         self._stop = threading.Event()
+        # Where a job that died while publishing is looked for (settle_from_registry).
+        self.registry = open_registry(
+            args.registry or Path(args.models_dir), args.model, database_url=args.database_url, who=self.name
+        )
 
     def child_env(self) -> dict[str, str]:
         env = {**os.environ, "MNIST_DATABASE_URL": self.args.database_url}
@@ -87,7 +93,7 @@ class Worker:
             try:
                 current = sorted(self.current)[0] if self.current else None
                 self.db.heartbeat(self.name, self.host, os.getpid(), self.args.concurrency, current)
-                for job_id in self.db.fail_dead(self.args.dead_after_s):
+                for job_id in self.db.fail_dead(self.args.dead_after_s, settle_from_registry(self.registry)):
                     log.warning("training job %s failed: its worker stopped sending heartbeats", job_id)
             except Exception as exc:  # the database away for a while: keep trying
                 log.warning("heartbeat failed: %s", exc)
@@ -135,7 +141,12 @@ class Worker:
             time.sleep(WATCH_S)
         _signal_group(child.pid, signal.SIGKILL)  # anything the child left in its group goes with it
         code = child.returncode
-        if terminated_at is not None:
+        record = self.db.get(job_id)
+        if record is not None and record["state"] == "running" and record["phase"] == "publishing":
+            cause = f"the training process exited with status {code}"
+            state, version, promoted, error = settle_from_registry(self.registry)(job_id, cause)
+            ended = self.db.finish(job_id, state, version=version, promoted=promoted, error=error)
+        elif terminated_at is not None:
             ended = self.db.finish(
                 job_id, "cancelled", error="cancelled on request" + (" (killed)" if killed else "")
             )
