@@ -20,7 +20,7 @@ from typing import Any
 # imports are therefore inside main(), after this line.
 gc.disable()
 
-APP = "service.app:create_app"
+APP = "service.serve:serving_app"  # one BLAS thread, then create_app()
 
 
 USAGE = """usage: python -m service [token]

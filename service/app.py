@@ -16,7 +16,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.routing import Route
-from threadpoolctl import threadpool_limits
 
 from registry import BaseRegistry, RegistryError
 from service.auth import load_or_create_cluster_token, load_or_create_token
@@ -24,7 +23,7 @@ from service.batcher import PredictBatcher
 from service.body import BodyBudget
 from service.drain import answer_cut_request
 from service.errors import install_error_handlers
-from service.jobs.runner import ProcessJobRunner
+from service.jobs.runner import JobRunner, ProcessJobRunner
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
 from service.offload import WorkPool
@@ -37,14 +36,24 @@ from service.state import AppState
 log = logging.getLogger("service")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app; nothing is read from disk until the lifespan starts."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    runner: JobRunner | None = None,
+    registry: BaseRegistry | None = None,
+) -> FastAPI:
+    """Build the app; nothing is read from disk until the lifespan starts.
+
+    `runner` and `registry` replace the ones the settings name (a test's in-process runner, say);
+    the lifespan starts and stops the runner either way. Building an app changes nothing beyond it:
+    process-wide choices (BLAS threads) are the serving process's (service.serve).
+    """
     settings = settings or Settings()
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = start_services(settings, metrics)
+        state = start_services(settings, metrics, runner=runner, registry=registry)
         app.state.services = state
         end_start_up_collection_pause()
         watcher = asyncio.create_task(watch_pointer(state))
@@ -108,18 +117,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def start_services(settings: Settings, metrics: Metrics) -> AppState:
+def start_services(
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    runner: JobRunner | None = None,
+    registry: BaseRegistry | None = None,
+) -> AppState:
     """Open the registry, load the current model, warm it up, start the job runner."""
-    # One request is one small matrix-vector product: extra BLAS threads only add wake-up latency,
-    # and with several workers they would fight over the same cores.
-    threadpool_limits(limits=1, user_api="blas")
     if settings.database_url and not settings.token:  # one token for the whole cluster
         token = load_or_create_cluster_token(settings.database_url)
     else:
         token = load_or_create_token(
             settings.state_dir, settings.token.get_secret_value() if settings.token else None
         )
-    registry = settings.open_registry(who=f"service@{socket.gethostname()} pid {os.getpid()}")
+    if registry is None:
+        registry = settings.open_registry(who=f"service@{socket.gethostname()} pid {os.getpid()}")
     state = AppState(
         settings=settings,
         registry=registry,
@@ -159,7 +172,9 @@ def start_services(settings: Settings, metrics: Metrics) -> AppState:
 
         state.listener = PointerListener(settings.database_url, registry.model, follow)
         state.listener.start()
-    if settings.database_url:  # the cluster: jobs go to the workers through PostgreSQL
+    if runner is not None:
+        state.jobs = runner
+    elif settings.database_url:  # the cluster: jobs go to the workers through PostgreSQL
         from service.jobs.queue_runner import QueueJobRunner
 
         state.jobs = QueueJobRunner(settings, metrics)

@@ -177,9 +177,12 @@ MakeClient = Callable[..., TestClient]
 
 @pytest.fixture
 def make_client(tmp_path: Path, models_dir: Path) -> MakeClient:
-    """A factory: a TestClient (not yet started) on an app whose folders are in this test's tmp_path."""
+    """A factory: a TestClient (not yet started) on an app whose folders are in this test's tmp_path.
 
-    def make(**overrides: Any) -> TestClient:
+    `runner=` and `registry=` go to `create_app` (an in-process job runner, say); the rest are settings.
+    """
+
+    def make(*, runner: Any = None, registry: Any = None, **overrides: Any) -> TestClient:
         settings = Settings(
             **{
                 "models_dir": models_dir,
@@ -189,7 +192,7 @@ def make_client(tmp_path: Path, models_dir: Path) -> MakeClient:
                 **overrides,
             }
         )
-        return TestClient(create_app(settings))
+        return TestClient(create_app(settings, runner=runner, registry=registry))
 
     return make
 
