@@ -294,7 +294,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repeats of every run")
     parser.add_argument("--kinds", default="json,binary,png", help="request kinds: json, binary, png")
-    parser.add_argument("--match", default="", help="only the loads whose name holds this, e.g. c=64")
+    parser.add_argument(
+        "--match",
+        default="",
+        help="only the loads whose name holds this (or one of these, comma-separated), e.g. c=64",
+    )
     parser.add_argument(
         "--checkout",
         action="append",
@@ -334,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     images, _ = common.load_mnist_test()
     work = Path(tempfile.mkdtemp(prefix="oip-peers-"))
     targets = make_targets(names, weights, args.models_dir, work, checkouts)
-    plan = [load for load in loads(args.kinds.split(",")) if args.match in load.name]
+    wanted = args.match.split(",")
+    plan = [load for load in loads(args.kinds.split(",")) if any(w in load.name for w in wanted)]
     before = common.machine()
     print(f"# {len(targets)} servers, {len(plan)} loads, {args.rounds} rounds of {args.duration} s; {before}")
     wrks: dict[tuple[str, str], tuple[str, Wrk]] = {}
