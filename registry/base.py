@@ -135,6 +135,28 @@ class BaseRegistry(ABC):
     ) -> str:
         """Write a new immutable version and return its name; it is a candidate until promoted."""
 
+    def _version_record(
+        self, version: str, net: MLP, manifest: dict[str, Any], plots: list[str]
+    ) -> dict[str, Any]:
+        """The manifest a new version is published with, whatever the storage: what the caller
+        measured, plus its name, time, parent (the current version; none if the pointer is corrupt)
+        and the network's shape."""
+        try:
+            parent = self.current()
+        except CorruptPointer:
+            parent = None
+        return {
+            "model": self.model,
+            "version": version,
+            "created_at": utc_now(),
+            "parent": parent,
+            **manifest,
+            "sizes": list(net.sizes),
+            "dtype": "float32",
+            "num_params": net.num_params,
+            "plots": plots,
+        }
+
     @abstractmethod
     def annotate(self, version: str, key: str, value: Any, plot: str | None = None) -> dict[str, Any]:
         """Add (or replace) one measurement of a version, after the fact; returns the new manifest."""

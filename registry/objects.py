@@ -163,21 +163,7 @@ class ObjectRegistry(BaseRegistry):
                 before_commit()
             for _ in range(CLAIM_TRIES):
                 version = self._next_version()
-                try:
-                    parent = self.current()
-                except CorruptPointer:
-                    parent = None
-                record = {
-                    "model": self.model,
-                    "version": version,
-                    "created_at": utc_now(),
-                    "parent": parent,
-                    **manifest,
-                    "sizes": list(net.sizes),
-                    "dtype": "float32",
-                    "num_params": net.num_params,
-                    "plots": plots,
-                }
+                record = self._version_record(version, net, manifest, plots)
                 npz = Path(tmp) / f"{version}.npz"
                 save_weights(npz, net, metadata={k: v for k, v in record.items() if k != "plots"})
                 weights = npz.read_bytes()

@@ -184,21 +184,7 @@ class Registry(BaseRegistry):
             with self._locked():
                 self._sweep_locked()
                 version = self._next_version()
-                try:
-                    parent = self.current()
-                except CorruptPointer:
-                    parent = None
-                record = {
-                    "model": self.model,
-                    "version": version,
-                    "created_at": utc_now(),
-                    "parent": parent,
-                    **manifest,
-                    "sizes": list(net.sizes),
-                    "dtype": "float32",
-                    "num_params": net.num_params,
-                    "plots": plots,
-                }
+                record = self._version_record(version, net, manifest, plots)
                 npz, meta_path = stage / "weights.npz", stage / "manifest.json"
                 save_weights(npz, net, metadata={k: v for k, v in record.items() if k != "plots"})
                 record["sha256"] = sha256_of(npz)
