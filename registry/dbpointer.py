@@ -26,6 +26,7 @@ from typing import Any
 from mlp import MLP
 from registry.base import HISTORY_KEPT, BaseRegistry, Loader, PlotWriter, parse_version, refuse_current
 from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, StoreUnavailable
+from registry.pgconnection import SharedConnection
 from registry.pointer import Pointer
 
 log = logging.getLogger("registry.dbpointer")
@@ -79,8 +80,11 @@ class DatabasePointerRegistry(BaseRegistry):
         self.model = storage.model
         self.database_url = database_url
         self.who = who or default_who()
-        self._conn: Any = None
-        self._lock = threading.Lock()  # one connection, used by one thread at a time
+        self._db = SharedConnection(
+            database_url,
+            prepare=ensure_schema,
+            unavailable=lambda why: DatabaseUnavailable(f"PostgreSQL did not answer: {why}".strip()),
+        )
 
     @property
     def where(self) -> str:
@@ -199,10 +203,7 @@ class DatabasePointerRegistry(BaseRegistry):
         return self._query(read)
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
     # -- inside -------------------------------------------------------------------------------
 
@@ -253,37 +254,8 @@ class DatabasePointerRegistry(BaseRegistry):
         cur.execute("SELECT pg_notify(%s, %s)", (CHANNEL, f"{self.model} {generation}"))
 
     def _query(self, work: Callable[[Any], Any], transaction: bool = False) -> Any:
-        """Run `work(cursor)` on this registry's connection; one reconnect when the connection was
-        lost (a restarted server, `pg_terminate_backend`); DatabaseUnavailable when that fails too."""
-        import psycopg
-
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    conn = self._connection()
-                    with conn.cursor() as cur:
-                        if not transaction:
-                            return work(cur)
-                        with conn.transaction():
-                            return work(cur)
-                except psycopg.OperationalError as exc:
-                    if self._conn is not None:
-                        self._conn.close()
-                    self._conn = None
-                    if attempt == 2:
-                        raise DatabaseUnavailable(f"PostgreSQL did not answer: {exc}".strip()) from exc
-        raise AssertionError("unreachable")
-
-    def _connection(self) -> Any:
-        import psycopg
-        from psycopg.rows import dict_row
-
-        if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                self.database_url, autocommit=True, row_factory=dict_row, connect_timeout=5
-            )
-            ensure_schema(self._conn)
-        return self._conn
+        """Run `work(cursor)` on this registry's connection (see registry.pgconnection)."""
+        return self._db.run(work, transaction)
 
 
 class PointerListener:

@@ -11,10 +11,11 @@ Every state change is one statement or one transaction, so two replicas never bo
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+from registry.pgconnection import SharedConnection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS training_jobs (
@@ -92,13 +93,23 @@ class QueueIsFull(Exception):
         )
 
 
+def prepare_schema(conn: Any) -> None:
+    """Create the tables on a new connection, one process at a time (an advisory lock)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute(SCHEMA)
+
+
 class JobsDatabase:
     """The two tables, through one connection used by one thread at a time (reconnects once)."""
 
     def __init__(self, database_url: str):
         self.database_url = database_url
-        self._conn: Any = None
-        self._lock = threading.Lock()
+        self._db = SharedConnection(
+            database_url,
+            prepare=prepare_schema,
+            unavailable=lambda why: JobsUnavailable(f"the job database did not answer: {why}".strip()),
+        )
 
     # -- jobs ------------------------------------------------------------------------------------
 
@@ -305,44 +316,10 @@ class JobsDatabase:
     # -- inside ---------------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        self._db.close()
 
     def _execute(self, query: str, params: tuple) -> None:
         self._run(lambda cur: cur.execute(query, params))
 
     def _run(self, work: Callable[[Any], Any], transaction: bool = False) -> Any:
-        import psycopg
-
-        with self._lock:
-            for attempt in (1, 2):
-                try:
-                    conn = self._connection()
-                    with conn.cursor() as cur:
-                        if not transaction:
-                            return work(cur)
-                        with conn.transaction():
-                            return work(cur)
-                except psycopg.OperationalError as exc:
-                    if self._conn is not None:
-                        self._conn.close()
-                    self._conn = None
-                    if attempt == 2:
-                        raise JobsUnavailable(f"the job database did not answer: {exc}".strip()) from exc
-        raise AssertionError("unreachable")
-
-    def _connection(self) -> Any:
-        import psycopg
-        from psycopg.rows import dict_row
-
-        if self._conn is None or self._conn.closed:
-            conn = psycopg.connect(
-                self.database_url, autocommit=True, row_factory=dict_row, connect_timeout=5
-            )
-            with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                conn.execute(SCHEMA)
-            self._conn = conn
-        return self._conn
+        return self._db.run(work, transaction)
