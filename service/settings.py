@@ -12,11 +12,16 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from images import Limits
 from registry import BaseRegistry, open_registry
 from registry.shipped import DEFAULT_ROOT
 from trainer.config import DATASETS, ROBUSTNESS_SAMPLE
 
 Dataset = Literal[DATASETS]  # type: ignore[valid-type]
+
+
+# The upload limits' defaults are images.Limits' own: one place, whichever side checks first.
+UPLOAD_LIMITS = Limits()
 
 
 class Settings(BaseSettings):
@@ -64,10 +69,12 @@ class Settings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535, description="Port `python -m service` listens on.")
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes.")
     log_level: str = Field("info", description="uvicorn and app log level.")
-    max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest image accepted (413 above).")
+    max_upload_bytes: int = Field(
+        UPLOAD_LIMITS.max_bytes, ge=1024, description="Largest image accepted (413 above)."
+    )
     max_files: int = Field(64, ge=1, le=1024, description="Most images in one /predict request.")
     max_image_pixels: int = Field(
-        16_000_000, ge=784, description="Decompression-bomb guard (width x height)."
+        UPLOAD_LIMITS.max_pixels, ge=784, description="Decompression-bomb guard (width x height)."
     )
     max_inflight_body_bytes: int = Field(
         64 * 1024 * 1024,
