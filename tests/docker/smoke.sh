@@ -315,6 +315,8 @@ step "restart: state and models survive in the volumes"
 compose start api
 wait_health "$CID" healthy
 [ "$(ready_version)" = "$SERVING" ] || fail "after the restart /readyz serves $(ready_version), expected $SERVING"
-expect 200 POST "/models/$SERVING/promote" -H "Authorization: Bearer $TOKEN"
+# Promoting the current version is a 409 `already_current`; it gets that far only with a valid token.
+expect 409 POST "/models/$SERVING/promote" -H "Authorization: Bearer $TOKEN"
+grep -q '"already_current"' "$TMP/body" || fail "promoting the current $SERVING: $(cat "$TMP/body")"
 info "healthy again, still $SERVING, the stored token still works"
 predict "$SERVING"
