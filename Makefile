@@ -10,7 +10,7 @@ ROBUSTNESS_FONTS := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-klee font
   fonts-rufscript fonts-humor-sans fonts-kristi fonts-tomsontalks fonts-yusei-magic \
   fonts-kaushanscript fonts-dancingscript
 
-.PHONY: help runtime setup browser robustness-fonts fashion-mnist run demo test lint baseline robustness bench docker-smoke clean
+.PHONY: help runtime setup browser postgresql robustness-fonts fashion-mnist run demo test lint baseline robustness bench docker-smoke clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets (this text)
@@ -36,6 +36,10 @@ browser:  ## Debian's Chromium, which the browser tests drive (never a downloade
 	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
 	  $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
 
+postgresql:  ## Debian's PostgreSQL binaries: the cluster tests start a throwaway server from them when none answers on 127.0.0.1:5432
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	  $(SUDO) apt-get install -y -q --no-install-recommends postgresql; }
+
 robustness-fonts:  ## Debian's handwriting fonts for the robustness suite's `fonts` variant
 	@missing=$$(for p in $(ROBUSTNESS_FONTS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then $(SUDO) apt-get update -q && \
@@ -47,7 +51,7 @@ run: runtime  ## serve the shipped baseline model on http://127.0.0.1:8000
 demo: runtime  ## start the service, read the example digits (examples/) with the client, stop it
 	PY=$(PY) bash examples/demo.sh
 
-test: setup browser  ## lint, then the whole test suite (unit, HTTP, end-to-end, browser)
+test: setup browser postgresql  ## lint, then the whole test suite (unit, HTTP, end-to-end, browser)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
