@@ -8,9 +8,11 @@ between batches; nothing is written anywhere by this module, so stopping leaves 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +54,23 @@ class Progress:
     @property
     def percent(self) -> float:
         return 100.0 * self.step / self.total_steps
+
+    def as_json(self) -> dict[str, Any]:
+        """What a job record shows of it (finite numbers or null: JSON has no NaN), on every runner."""
+
+        def number(value: float | None, digits: int) -> float | None:
+            return round(float(value), digits) if value is not None and math.isfinite(value) else None
+
+        return {
+            "unit": self.unit,
+            "epoch": self.epoch,
+            "epochs": self.epochs,
+            "percent": number(self.percent, 1),
+            "eta_seconds": number(self.eta_s, 1),
+            "accuracy": number(self.accuracy, 4),
+            "accuracy_on": self.accuracy_on,
+            "loss": number(self.loss, 4),
+        }
 
 
 @dataclass

@@ -121,7 +121,7 @@ class ProgressWriter:
         if not (progress.evaluated or last_step) and now - self.last < self.interval_s:
             return
         self.last = now
-        self._store({**self.snapshot, **progress_json(progress), "phase": "training"})
+        self._store({**self.snapshot, **progress.as_json(), "phase": "training"})
 
     def phase(self, name: str, **fields: Any) -> None:
         """The job moved on to `name` (the training figures stay as they were last reported)."""
@@ -135,24 +135,6 @@ class ProgressWriter:
             self.store.update_progress(self.job_id, snapshot)
         except sqlite3.Error as exc:  # progress is informative: a busy database must not stop training
             log.warning("could not store progress: %s", exc)
-
-
-def progress_json(progress: Progress) -> dict[str, Any]:
-    """The contract's progress object (finite numbers or null: JSON has no NaN)."""
-
-    def number(value: float | None, digits: int) -> float | None:
-        return round(float(value), digits) if value is not None and math.isfinite(value) else None
-
-    return {
-        "unit": progress.unit,
-        "epoch": progress.epoch,
-        "epochs": progress.epochs,
-        "percent": number(progress.percent, 1),
-        "eta_seconds": number(progress.eta_s, 1),
-        "accuracy": number(progress.accuracy, 4),
-        "accuracy_on": progress.accuracy_on,
-        "loss": number(progress.loss, 4),
-    }
 
 
 def run(spec: ChildSpec) -> None:

@@ -206,3 +206,14 @@ def test_a_long_run_is_evaluated_every_few_epochs_and_progress_counts_real_epoch
     assert result.curves.x == [float(e) for e in range(2, 45, 2)] + [45.0]  # every 2 epochs, and the end
     assert [p.epoch for p in seen if p.evaluated][:3] == [2, 4, 6]
     assert seen[-1].epoch == seen[-1].epochs == 45
+
+
+def test_progress_as_a_job_record_shows_it_keeps_its_unit_and_turns_nan_into_null():
+    snapshot = Progress(
+        step=600, total_steps=4000, epoch=3, epochs=20, elapsed_s=1.0, eta_s=float("nan"), loss=0.123456,
+        accuracy=0.912345, evaluated=True, unit="evaluation", accuracy_on="test",
+    )  # fmt: skip
+    assert snapshot.as_json() == {
+        "unit": "evaluation", "epoch": 3, "epochs": 20, "percent": 15.0, "eta_seconds": None,
+        "accuracy": 0.9123, "accuracy_on": "test", "loss": 0.1235,
+    }  # fmt: skip

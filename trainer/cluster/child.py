@@ -53,20 +53,6 @@ class RecordGate:
         yield
 
 
-def progress_json(progress: Progress) -> dict[str, Any]:
-    def number(value: float | None, digits: int) -> float | None:
-        return round(float(value), digits) if value is not None and math.isfinite(value) else None
-
-    return {
-        "epoch": progress.epoch,
-        "epochs": progress.epochs,
-        "percent": number(progress.percent, 1),
-        "eta_seconds": number(progress.eta_s, 1),
-        "accuracy": number(progress.accuracy, 4),
-        "loss": number(progress.loss, 4),
-    }
-
-
 def config_from_record(config: dict[str, Any]) -> TrainConfig:
     """The TrainConfig fixed when the job was accepted (JSON turns its tuple into a list)."""
     return TrainConfig(**{**config, "hidden": tuple(config["hidden"])}).validate()
@@ -91,7 +77,7 @@ def run(job_id: str, env: dict[str, str]) -> int:
             return
         last_write = now
         try:
-            db.update_progress(job_id, progress_json(progress))
+            db.update_progress(job_id, progress.as_json())
         except Exception as exc:  # progress is informative: a database hiccup must not stop training
             log.warning("could not store progress: %s", exc)
 
