@@ -117,7 +117,9 @@ def test_concurrent_uploads_get_the_answers_of_sequential_ones(
 ) -> None:
     """Through the whole app: 24 requests in flight at once, batched or not, read each digit right."""
     publish()
-    images = [digit_image(i % 10) for i in range(24)]
+    # 200x200: decoded at once on the loop. A larger upload is decoded on the pool, whose threads
+    # finish one at a time, so its requests reach the network in turns of their own.
+    images = [digit_image(i % 10, side=200) for i in range(24)]
     with make_client(predict_batching=batching) as client:
         sequential = [
             client.post("/predict", content=png, headers={"Content-Type": "image/png"}) for png in images
