@@ -15,7 +15,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from images import Limits
 from registry import BaseRegistry, open_registry
 from registry.shipped import DEFAULT_ROOT
-from trainer.config import DATASETS, ROBUSTNESS_SAMPLE
+from trainer.config import ROBUSTNESS_SAMPLE
+from trainer.dataset_specs import DATASETS
 
 Dataset = Literal[DATASETS]  # type: ignore[valid-type]
 

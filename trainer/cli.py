@@ -19,7 +19,6 @@ from typing import Any
 
 from registry.shipped import DEFAULT_ROOT
 from trainer.config import (
-    DATASETS,
     OVERRIDABLE,
     PRESETS,
     ROBUSTNESS_LIMIT,
@@ -29,6 +28,7 @@ from trainer.config import (
     TrainConfig,
     preset,
 )
+from trainer.dataset_specs import DATASETS
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
 SUBCOMMANDS = ("train", "evaluate", "robustness", "noise", "list", "promote", "rollback", "download")

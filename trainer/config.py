@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlp import validate_sizes
+from trainer.dataset_specs import DATASETS
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
-DATASETS = ("mnist", "fashion-mnist")
 # Digits per robustness variant measured when a version is published (trainer.robustness; 0: skip),
 # unless the environment variable says otherwise (the trainer CLI and the service both read it).
 ROBUSTNESS_SAMPLE = 200

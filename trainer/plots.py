@@ -27,7 +27,7 @@ from matplotlib.image import AxesImage
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
 from mlp.atomicfile import atomic_write
-from trainer.datasets import DIGITS
+from trainer.dataset_specs import DIGITS
 from trainer.training import Curves
 
 PLOT_NAMES = ("accuracy", "loss", "confusion", "noise", "w1", "w2")

@@ -22,7 +22,7 @@ CACHE_LIMIT = 32
 
 
 def render(model: LoadedModel, name: str) -> bytes:
-    from trainer.datasets import DIGITS
+    from trainer.dataset_specs import DIGITS
     from trainer.plots import plot_digit_maps, plot_w1_tiles  # matplotlib: imported on first use
 
     buffer = io.BytesIO()

@@ -20,10 +20,10 @@ import pytest
 from testkit import write_idx
 
 from registry import Registry, open_registry
-from trainer import datasets
+from trainer import dataset_specs, datasets
 from trainer.cli import build_parser, main
 from trainer.config import ROBUSTNESS_SAMPLE
-from trainer.datasets import FILES
+from trainer.dataset_specs import FILES
 
 PNG = b"\x89PNG\r\n\x1a\n"
 N_TRAIN, N_TEST = 5400, 300  # the fast preset holds out 5000 for validation: leave it some to train on
@@ -68,8 +68,10 @@ def clean_env(monkeypatch, workdir):
 def local_mnist(monkeypatch, data_files, clean_env) -> Path:
     """Accept the synthetic files as MNIST; returns their folder."""
     folder, sums = data_files
-    spec = dataclasses.replace(datasets.dataset_spec("mnist"), sha256=sums, content_sha256={}, mirrors=())
-    monkeypatch.setitem(datasets._SPECS, "mnist", spec)
+    spec = dataclasses.replace(
+        dataset_specs.dataset_spec("mnist"), sha256=sums, content_sha256={}, mirrors=()
+    )
+    monkeypatch.setitem(dataset_specs._SPECS, "mnist", spec)
     return folder
 
 

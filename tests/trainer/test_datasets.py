@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trainer import datasets
-from trainer.datasets import FILES, Dataset, DatasetError, download, load_dataset
+from trainer import dataset_specs, datasets
+from trainer.dataset_specs import FILES
+from trainer.datasets import Dataset, DatasetError, download, load_dataset
 
 REAL_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
 if not REAL_MNIST.is_dir():
@@ -210,10 +211,12 @@ def test_nothing_found_without_download(tmp_path: Path) -> None:
 
 
 def test_fashion_debian_location_and_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    spec = datasets._SPECS["fashion-mnist"]
+    spec = dataset_specs._SPECS["fashion-mnist"]
     system = tmp_path / "usr-share"
     sums = write_tiny(system)
-    monkeypatch.setitem(datasets._SPECS, "fashion-mnist", dataclasses.replace(spec, system_dirs=(system,)))
+    monkeypatch.setitem(
+        dataset_specs._SPECS, "fashion-mnist", dataclasses.replace(spec, system_dirs=(system,))
+    )
     write_tiny(tmp_path / "cache" / "fashion-mnist", seed=1)  # lower priority than the system folder
     ds = load_dataset("fashion-mnist", cache_dir=tmp_path / "cache", download=False, checksums=sums)
     assert ds.source == str(system)
@@ -430,8 +433,8 @@ def test_load_dataset_downloads_into_cache(
     tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     files = tiny_gz()
-    spec = dataclasses.replace(datasets._SPECS["mnist"], mirrors=(server.serve("/good", files),))
-    monkeypatch.setitem(datasets._SPECS, "mnist", spec)
+    spec = dataclasses.replace(dataset_specs._SPECS["mnist"], mirrors=(server.serve("/good", files),))
+    monkeypatch.setitem(dataset_specs._SPECS, "mnist", spec)
     ds = load_dataset(cache_dir=tmp_path / "cache", progress=False, checksums=sums_of(files))
     assert ds.source == str(tmp_path / "cache" / "mnist")
     assert_same(ds)
@@ -457,7 +460,7 @@ def test_real_mnist(tmp_path: Path) -> None:
     assert {a.dtype for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test)} == {np.dtype(np.uint8)}
     assert np.bincount(ds.y_train).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert np.bincount(ds.y_test).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    assert ds.checksums == datasets._SPECS["mnist"].sha256
+    assert ds.checksums == dataset_specs._SPECS["mnist"].sha256
 
     # The second load must be cheap (< 0.2 s). CPU time of this process, best of three, so that
     # other work on a shared machine does not make the test flaky; wall time is usually ~0.07 s.
@@ -486,8 +489,8 @@ def test_an_evaluation_downloads_and_reads_only_the_test_files(
 ) -> None:
     """`trainer evaluate` once fetched the 47 MB of training images it never looks at."""
     files = tiny_gz()
-    spec = dataclasses.replace(datasets._SPECS["mnist"], mirrors=(server.serve("/good", files),))
-    monkeypatch.setitem(datasets._SPECS, "mnist", spec)
+    spec = dataclasses.replace(dataset_specs._SPECS["mnist"], mirrors=(server.serve("/good", files),))
+    monkeypatch.setitem(dataset_specs._SPECS, "mnist", spec)
     ds = load_dataset(cache_dir=tmp_path / "cache", progress=False, checksums=sums_of(files), test_only=True)
     assert sorted(server.requests) == sorted(f"/good/{name}" for name in datasets.TEST_FILES)
     expected = tiny_arrays(0)

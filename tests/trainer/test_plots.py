@@ -12,7 +12,7 @@ from PIL import Image
 
 from mlp import MLP
 from trainer import plots
-from trainer.datasets import DIGITS
+from trainer.dataset_specs import DIGITS
 from trainer.training import Curves
 
 RNG = np.random.default_rng(0)
