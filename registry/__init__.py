@@ -4,7 +4,7 @@ Used by the trainer (publishing) and the service (loading, promoting, watching) 
 nothing of training or HTTP. See :mod:`registry.versions` for the layout on disk.
 """
 
-from registry.base import VERSION_RULE, BaseRegistry, PlotWriter, parse_version, utc_now
+from registry.base import VERSION_RULE, BaseRegistry, PlotWriter, parse_version
 from registry.catalog import Catalog, VersionInfo
 from registry.errors import (
     AlreadyCurrent,
@@ -18,6 +18,7 @@ from registry.errors import (
 )
 from registry.location import open_registry
 from registry.pointer import Pointer
+from registry.timestamps import Clock, format_utc, parse_utc, system_clock, utc_now
 from registry.versions import Registry, sha256_of
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "BadVersionName",
     "BaseRegistry",
     "Catalog",
+    "Clock",
     "CorruptPointer",
     "CorruptVersion",
     "NothingToRollBack",
@@ -36,8 +38,11 @@ __all__ = [
     "StoreUnavailable",
     "VersionInfo",
     "VersionNotFound",
+    "format_utc",
     "open_registry",
+    "parse_utc",
     "parse_version",
     "sha256_of",
+    "system_clock",
     "utc_now",
 ]

@@ -12,7 +12,6 @@ import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from registry.errors import (
     VersionNotFound,
 )
 from registry.pointer import Pointer, is_version_name
+from registry.timestamps import utc_now
 
 # What `resolve` accepts from a client: a version's name exactly as listed (pointer.CANONICAL_VERSION),
 # or "current". One spelling per version, so a URL, a log line and a manifest never disagree.
@@ -75,10 +75,6 @@ def check_plot_name(name: str) -> str:
     if not PLOT_NAME_PATTERN.match(name):
         raise VersionNotFound(f"no plot named {name[:40]!r}")
     return name
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class BaseRegistry(ABC):

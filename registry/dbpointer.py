@@ -20,7 +20,6 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Hashable
-from datetime import UTC
 from typing import Any
 
 from mlp import MLP
@@ -28,6 +27,7 @@ from registry.base import HISTORY_KEPT, BaseRegistry, Loader, PlotWriter, parse_
 from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, StoreUnavailable
 from registry.pgconnection import SharedConnection
 from registry.pointer import Pointer
+from registry.timestamps import format_utc
 
 log = logging.getLogger("registry.dbpointer")
 
@@ -139,7 +139,7 @@ class DatabasePointerRegistry(BaseRegistry):
         pointer = Pointer(
             row["version"],
             tuple(row["history"]),
-            row["updated_at"].astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            format_utc(row["updated_at"]),
             generation=row["generation"],
             sha256=row["sha256"],
             updated_by=row["updated_by"],

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from registry import format_utc
 from service.jobs.errors import JobFinished, JobNotFound, JobPublishing, QueueFull, RunnerStopped
 from service.jobs.params import build_config
 from service.jobs.record import EMPTY_PROGRESS, STATES, JobRecord
@@ -144,9 +145,7 @@ class QueueJobRunner:
 
 
 def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if value is None else format_utc(value)
 
 
 def to_record(row: dict[str, Any]) -> JobRecord:

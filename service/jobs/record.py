@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
+
+from registry import parse_utc
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobPhase = Literal["publishing"]  # set (under the store's lock) once a running job commits to publishing
@@ -25,15 +26,10 @@ EMPTY_PROGRESS: dict[str, Any] = {
 }  # fmt: skip
 
 
-def utc_now() -> str:
-    """ISO 8601 UTC with milliseconds, e.g. 2026-11-30T05:00:00.123Z (sorts as text)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def seconds_between(start: str | None, end: str | None) -> float | None:
     if not start or not end:
         return None
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    return (parse_utc(end) - parse_utc(start)).total_seconds()
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from registry import Clock, system_clock, utc_now
 from service.jobs.errors import JobFinished, JobNotFound, JobNotOwned, JobPublishing, QueueFull
 from service.jobs.owner import Owner, process_start_time
-from service.jobs.record import FINAL_STATES, STATES, JobRecord, JobState, utc_now
+from service.jobs.record import FINAL_STATES, STATES, JobRecord, JobState
 
 ORPHAN_ERROR = "the service stopped while this job was running"
 SCHEMA_VERSION = 2
@@ -61,9 +62,10 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs (state, seq);
 class JobStore:
     """The `jobs` table of `db_path`; created on first use."""
 
-    def __init__(self, db_path: Path, timeout_s: float = 30.0):
+    def __init__(self, db_path: Path, timeout_s: float = 30.0, *, clock: Clock = system_clock):
         self.path = Path(db_path)
         self.timeout_s = timeout_s
+        self.clock = clock  # what the records' times read: a test's fake clock, else the system's
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode = WAL")  # persistent: stored in the file itself
@@ -136,7 +138,7 @@ class JobStore:
                 raise QueueFull(running, queued, max_running, queue_size)
             conn.execute(
                 "INSERT INTO jobs (id, state, params, created_at) VALUES (?, 'queued', ?, ?)",
-                (job_id, json.dumps(params), utc_now()),
+                (job_id, json.dumps(params), utc_now(self.clock)),
             )
         return self._must_get(job_id)
 
@@ -152,7 +154,7 @@ class JobStore:
             conn.execute(
                 "UPDATE jobs SET state = 'running', started_at = ?, owner_pid = ?, owner_host = ?, "
                 "owner_started = ? WHERE id = ?",
-                (utc_now(), owner.pid, owner.host, owner.started, row["id"]),
+                (utc_now(self.clock), owner.pid, owner.host, owner.started, row["id"]),
             )
         return self._must_get(row["id"])
 
@@ -214,7 +216,7 @@ class JobStore:
             cursor = conn.execute(
                 "UPDATE jobs SET state = ?, finished_at = ?, version = ?, promoted = ?, error = ? "
                 "WHERE id = ? AND state = 'running'",
-                (state, utc_now(), version, int(promoted), error, job_id),
+                (state, utc_now(self.clock), version, int(promoted), error, job_id),
             )
         return cursor.rowcount == 1
 
@@ -231,7 +233,7 @@ class JobStore:
                 conn.execute(
                     "UPDATE jobs SET state = 'cancelled', finished_at = ?, cancel_requested = 1, "
                     "error = 'cancelled before it started' WHERE id = ?",
-                    (utc_now(), job_id),
+                    (utc_now(self.clock), job_id),
                 )
             elif row["state"] == "running":
                 conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
@@ -266,7 +268,7 @@ class JobStore:
                 conn.execute(
                     "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? "
                     "WHERE id = ? AND state = 'running'",
-                    (utc_now(), ORPHAN_ERROR, job_id),
+                    (utc_now(self.clock), ORPHAN_ERROR, job_id),
                 )
         return orphans
 

@@ -19,6 +19,8 @@ from registry import (
     Registry,
     RegistryError,
     VersionNotFound,
+    format_utc,
+    parse_utc,
     parse_version,
     sha256_of,
 )
@@ -92,7 +94,7 @@ def test_publish_writes_weights_manifest_and_plots_with_a_matching_checksum(regi
     assert manifest["plots"] == ["accuracy", "w1"]
     assert manifest["test_accuracy"] == 0.91 and manifest["preset"] == "fast"
     assert manifest["parent"] is None
-    assert manifest["created_at"].endswith("Z")
+    assert format_utc(parse_utc(manifest["created_at"])) == manifest["created_at"]  # the one stored form
     # the npz describes itself: the same record (without the plot list and its own checksum)
     embedded = read_meta(folder / "v0001.npz")["metadata"]
     assert embedded["version"] == "v0001" and embedded["test_accuracy"] == 0.91

@@ -12,9 +12,9 @@ from conftest import AUTH, MakeClient, Publish
 from testkit import ROOT
 from threadpoolctl import threadpool_info
 
-from registry import Registry
+from registry import Registry, utc_now
 from service.jobs.errors import JobNotFound
-from service.jobs.record import JobRecord, utc_now
+from service.jobs.record import JobRecord
 
 
 def blas_threads() -> list[int]:

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from service.jobs.child import ProgressWriter
 from service.jobs.errors import JobFinished, JobNotFound, QueueFull
 from service.jobs.owner import Owner, process_start_time, stop_process
 from service.jobs.params import build_config
+from service.jobs.record import seconds_between
 from service.jobs.store import ORPHAN_ERROR, JobStore
 from trainer.config import ConfigError
 from trainer.training import Progress
@@ -29,6 +31,30 @@ PARAMS = {"preset": "fast", "epochs": 1, "promote": False}
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
     return JobStore(tmp_path / "jobs.sqlite3")
+
+
+def test_a_records_times_are_read_from_the_stores_clock(tmp_path: Path) -> None:
+    now = [datetime(2026, 11, 30, 5, 0, 0, tzinfo=UTC)]
+    store = JobStore(tmp_path / "jobs.sqlite3", clock=lambda: now[0])
+    job = store.create(PARAMS, max_running=1, queue_size=4)
+    now[0] += timedelta(seconds=2)
+    store.claim_next(Owner.current(), max_running=1)
+    now[0] += timedelta(seconds=90, milliseconds=500)
+    store.finish(job.id, "failed", error="boom")
+
+    record = store.get(job.id)
+    assert record is not None
+    assert (record.created_at, record.started_at, record.finished_at) == (
+        "2026-11-30T05:00:00.000Z",
+        "2026-11-30T05:00:02.000Z",
+        "2026-11-30T05:01:32.500Z",
+    )
+    assert record.duration_s == 90.5
+
+
+def test_a_duration_reads_times_stored_in_either_form() -> None:
+    assert seconds_between("2026-11-30T05:00:00Z", "2026-11-30T05:00:01.500Z") == 1.5
+    assert seconds_between("2026-11-30T05:00:00.250Z", None) is None
 
 
 def dead_pid() -> int:
