@@ -15,6 +15,7 @@ Starlette's parser, which then answers or refuses as before.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 from fastapi import Request
 from python_multipart.multipart import TOKEN_CHARS, parse_options_header
@@ -50,16 +51,22 @@ class BodyBudget:
         self.held -= size
 
 
-async def read_body(request: Request, limit: int, budget: BodyBudget) -> bytes | bytearray:
+async def read_body(
+    request: Request,
+    limit: int,
+    budget: BodyBudget,
+    too_large: Callable[[str], Exception] = PayloadTooLarge,
+) -> bytes | bytearray:
     """The whole body, held against `budget`; the caller releases `len(body)` when done with it.
 
-    413 as soon as the body is known to exceed `limit` bytes, 503 when `budget` has no room for it,
-    400 when there is none.
+    413 as soon as the body is known to exceed `limit` bytes (`too_large(detail)` is raised: a
+    body that is one image says so with the image's own error), 503 when `budget` has no room for
+    it, 400 when there is none.
     """
     declared = request.headers.get("content-length")
     expected = int(declared) if declared is not None and declared.isdigit() else 0
     if expected > limit:
-        raise PayloadTooLarge(f"the body is {declared} bytes; at most {limit} are accepted")
+        raise too_large(f"the body is {declared} bytes; at most {limit} are accepted")
     budget.reserve(expected)
     reserved = expected
     try:
@@ -78,7 +85,7 @@ async def read_body(request: Request, limit: int, budget: BodyBudget) -> bytes |
                 if chunk:
                     end = size + len(chunk)
                     if end > limit:
-                        raise PayloadTooLarge(f"the body is over {limit} bytes")
+                        raise too_large(f"the body is over {limit} bytes")
                     if end > reserved:
                         budget.reserve(end - reserved)
                         reserved = end
@@ -89,7 +96,7 @@ async def read_body(request: Request, limit: int, budget: BodyBudget) -> bytes |
                 message = await receive()
             del body[size:]  # fewer bytes than announced: the server would have cut the connection
         if len(body) > limit:
-            raise PayloadTooLarge(f"the body is over {limit} bytes")
+            raise too_large(f"the body is over {limit} bytes")
         if not body:
             raise BadRequest("the request has no body; send an image")
         if len(body) > reserved:

@@ -16,7 +16,7 @@ from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from images import ImageError, Limits, PixelBudget, declared_size, digitize
+from images import ImageError, ImageTooLarge, Limits, PixelBudget, declared_size, digitize
 from service.body import BodyBudget, read_body, split_multipart_files
 from service.errors import BadRequest, UnsupportedMediaType
 from service.offload import WorkPool
@@ -33,14 +33,22 @@ Upload = tuple[str | None, bytes | bytearray | memoryview]
 
 async def read_uploads(request: Request, settings: Settings, bodies: BodyBudget) -> tuple[list[Upload], int]:
     """The images of the request as (filename, bytes), after the size and count checks, and the
-    number of body bytes held against `bodies` for them: the caller releases those when done."""
+    number of body bytes held against `bodies` for them: the caller releases those when done.
+
+    One 413 code per situation: an image over `max_upload_bytes` is `image_too_large` whether it
+    came as a raw body (refused while reading) or as a part (refused by `images`); a multipart body
+    over the request's cap is `payload_too_large`, as any other route's body over its cap.
+    """
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "multipart/form-data" and not content_type.startswith("image/"):
         raise UnsupportedMediaType(
             "send multipart/form-data with a 'file' field, or a raw body of type "
             f"{', '.join(IMAGE_TYPES[:5])}; got {content_type or 'no content type'}"
         )
-    body = await read_body(request, settings.max_predict_body_bytes, bodies)
+    if content_type.startswith("image/"):  # the body is one image: its cap, and its error past it
+        body = await read_body(request, settings.max_upload_bytes, bodies, ImageTooLarge)
+    else:
+        body = await read_body(request, settings.max_predict_body_bytes, bodies)
     try:
         return await split_uploads(request, content_type, body, settings), len(body)
     except BaseException:

@@ -360,9 +360,13 @@ def test_an_image_over_the_upload_limit_is_a_413(small_limits: TestClient) -> No
     assert_error(predict_file(small_limits, image), 413, "image_too_large")
 
 
-def test_a_body_over_the_limit_is_a_413(small_limits: TestClient) -> None:
-    huge = b"\x89PNG" + b"\0" * 100_000  # over the whole-body cap (2048 x min(max_files, 8))
-    assert_error(predict_raw(small_limits, huge), 413, "payload_too_large")
+def test_a_raw_image_over_the_upload_limit_is_an_image_too_large_however_big(
+    small_limits: TestClient,
+) -> None:
+    """Once the code of an oversized raw image depended on where it was caught: `image_too_large`
+    up to the multipart body's cap (8 images), `payload_too_large` past it."""
+    huge = b"\x89PNG" + b"\0" * 100_000  # over the whole-body cap (2048 x min(max_files, 8)) too
+    assert_error(predict_raw(small_limits, huge), 413, "image_too_large")
 
     def stream() -> Iterator[bytes]:  # no Content-Length: counted while reading
         for _ in range(100):
@@ -370,16 +374,28 @@ def test_a_body_over_the_limit_is_a_413(small_limits: TestClient) -> None:
 
     chunked = small_limits.post("/predict", content=stream(), headers={"Content-Type": "image/png"})
     assert "content-length" not in chunked.request.headers
-    assert_error(chunked, 413, "payload_too_large")
+    assert_error(chunked, 413, "image_too_large")
 
 
-def test_a_declared_content_length_over_the_limit_is_refused_unread(small_limits: TestClient) -> None:
+def test_a_multipart_body_over_the_request_cap_is_a_payload_too_large(small_limits: TestClient) -> None:
+    image = png_claiming(64, 64) + b"\0" * 1800  # each under the 2048-byte image limit
+    files = [("file", (f"{i}.png", image, "image/png")) for i in range(4)]  # 4 x 1.8 kB > 2048 x 3
+    assert_error(small_limits.post("/predict", files=files), 413, "payload_too_large")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "code"),
+    [("image/png", "image_too_large"), ("multipart/form-data; boundary=x", "payload_too_large")],
+)
+def test_a_declared_content_length_over_the_limit_is_refused_unread(
+    small_limits: TestClient, content_type: str, code: str
+) -> None:
     request = small_limits.build_request(
-        "POST", "/predict", content=b"x", headers={"Content-Type": "image/png"}
+        "POST", "/predict", content=b"x", headers={"Content-Type": content_type}
     )
     request.headers["Content-Length"] = "1000000000"
 
-    body = assert_error(small_limits.send(request), 413, "payload_too_large")
+    body = assert_error(small_limits.send(request), 413, code)
 
     assert "1000000000" in body["detail"]
 
