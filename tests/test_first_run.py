@@ -30,6 +30,8 @@ import numpy as np
 import pytest
 from testkit import ROOT, free_port, write_idx
 
+from trainer.job_states import FINAL_STATES
+
 README = (ROOT / "README.md").read_text()
 # What a clone does not have: the user's and the tools' files (.gitignore), and git itself.
 NOT_IN_A_CLONE = shutil.ignore_patterns(
@@ -38,7 +40,7 @@ NOT_IN_A_CLONE = shutil.ignore_patterns(
 )  # fmt: skip
 READY_S = 90
 JOB_S = 240
-FINAL = ("succeeded", "failed", "cancelled")
+FINAL = FINAL_STATES
 
 
 def block_after(heading: str) -> list[str]:

@@ -7,11 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from registry import parse_utc
+from trainer.job_states import FINAL_STATES, JobState
+from trainer.job_states import STATES as STATES  # the API's and the metrics' way to them
 
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 JobPhase = Literal["publishing"]  # set (under the store's lock) once a running job commits to publishing
-STATES: tuple[JobState, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
-FINAL_STATES: tuple[JobState, ...] = ("succeeded", "failed", "cancelled")
 # What a running job is doing: the training steps are one phase of several; after them the job
 # evaluates (test set, noise, robustness suite), draws its plots and publishes, which takes seconds.
 ProgressPhase = Literal["loading data", "training", "evaluating", "plotting", "publishing"]

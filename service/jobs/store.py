@@ -25,7 +25,8 @@ from typing import Any
 from registry import Clock, system_clock, utc_now
 from service.jobs.errors import JobFinished, JobNotFound, JobNotOwned, JobPublishing, QueueFull
 from service.jobs.owner import Owner, process_start_time
-from service.jobs.record import FINAL_STATES, STATES, JobRecord, JobState
+from service.jobs.record import JobRecord
+from trainer.job_states import ACTIVE_STATES, FINAL_STATES, STATES, JobState, sql_list
 
 ORPHAN_ERROR = "the service stopped while this job was running"
 SCHEMA_VERSION = 2
@@ -34,11 +35,11 @@ _ADDED_COLUMNS = {"worker_started": "TEXT", "phase": "TEXT"}
 
 OwnershipCheck = Callable[[JobRecord | None], str | None]  # the reason the caller does not own it, or None
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- submission order: queue order and list order
     id TEXT NOT NULL UNIQUE,
-    state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+    state TEXT NOT NULL CHECK (state IN {sql_list(STATES)}),
     params TEXT NOT NULL,
     created_at TEXT NOT NULL,
     started_at TEXT,
@@ -300,7 +301,9 @@ class JobStore:
 def _active(conn: sqlite3.Connection) -> tuple[int, int]:
     """(running, queued) as seen inside the caller's transaction."""
     rows = dict(
-        conn.execute("SELECT state, COUNT(*) FROM jobs WHERE state IN ('running', 'queued') GROUP BY state")
+        conn.execute(
+            f"SELECT state, COUNT(*) FROM jobs WHERE state IN {sql_list(ACTIVE_STATES)} GROUP BY state"
+        )
     )
     return rows.get("running", 0), rows.get("queued", 0)
 

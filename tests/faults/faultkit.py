@@ -31,11 +31,12 @@ from testkit import start_service
 from mlp import MLP
 from registry import Registry
 from service.jobs.owner import process_start_time
+from trainer.job_states import FINAL_STATES
 
 TOKEN = "fault-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SIZES = [784, 8, 10]
-FINAL = ("succeeded", "failed", "cancelled")
+FINAL = FINAL_STATES
 # A job that trains in a blink and then publishes: the publish phase (noise curve, six plots) is
 # the second or two the faults aim at.
 QUICK = {"hidden": [16], "epochs": 2, "batch_size": 32, "val_size": 50}

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from registry.pgconnection import SharedConnection
+from trainer.job_states import ACTIVE_STATES, STATES, sql_list
 
-SCHEMA = """
+SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS training_jobs (
     id                text PRIMARY KEY,
-    state             text NOT NULL,
+    state             text NOT NULL CHECK (state IN {sql_list(STATES)}),
     params            jsonb NOT NULL,
     config            jsonb NOT NULL,
     created_at        timestamptz NOT NULL DEFAULT now(),
@@ -35,7 +36,8 @@ CREATE TABLE IF NOT EXISTS training_jobs (
     worker            text,
     queue_job_id      bigint
 );
-CREATE INDEX IF NOT EXISTS training_jobs_active ON training_jobs (state) WHERE state IN ('queued', 'running');
+CREATE INDEX IF NOT EXISTS training_jobs_active ON training_jobs (state)
+    WHERE state IN {sql_list(ACTIVE_STATES)};
 CREATE TABLE IF NOT EXISTS training_workers (
     name            text PRIMARY KEY,
     host            text NOT NULL,
@@ -47,7 +49,6 @@ CREATE TABLE IF NOT EXISTS training_workers (
 );
 """
 SCHEMA_LOCK = 0x6A6F6273  # pg_advisory_xact_lock key of the schema creation
-FINAL = ("succeeded", "failed", "cancelled")
 
 
 # (job id, what happened to its worker) -> (state, version, promoted, error): a publishing job's ending
@@ -120,10 +121,10 @@ class JobsDatabase:
 
         def work(cur: Any) -> dict:
             cur.execute("LOCK TABLE training_jobs IN SHARE ROW EXCLUSIVE MODE")
-            counts = dict.fromkeys(("queued", "running"), 0)
+            counts = dict.fromkeys(ACTIVE_STATES, 0)
             cur.execute(
                 "SELECT state, count(*) AS n FROM training_jobs "
-                "WHERE state IN ('queued', 'running') GROUP BY state"
+                f"WHERE state IN {sql_list(ACTIVE_STATES)} GROUP BY state"
             )
             counts.update({row["state"]: row["n"] for row in cur.fetchall()})
             if counts["queued"] + counts["running"] >= max_running + queue_size:
@@ -218,7 +219,7 @@ class JobsDatabase:
             lambda cur: cur.execute(
                 "UPDATE training_jobs SET state = %s, version = %s, promoted = %s, error = %s, "
                 "finished_at = now() "
-                "WHERE id = %s AND state IN ('queued', 'running') RETURNING id",
+                f"WHERE id = %s AND state IN {sql_list(ACTIVE_STATES)} RETURNING id",
                 (state, version, promoted, error, job_id),
             ).fetchone()
         )
