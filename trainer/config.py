@@ -199,14 +199,15 @@ PRESETS: dict[str, TrainConfig] = {
         preset="baseline",
     ),
     # >= 99.45 % with a pure MLP in <= 15 minutes on two cores: wide, light dropout, elastic and
-    # affine distortions of the digits, and the moving average of the weights published.
+    # affine distortions of the digits, and the moving average of the weights published. 150
+    # epochs: 99.49 % mean over three seeds, where 70 gave 99.40 and 90 gave 99.42 (bench/README.md).
     "best": TrainConfig(
         hidden=(800, 800),
         optimizer="adam",
         lr=1e-3,
         schedule="cosine",
         warmup_steps=500,
-        epochs=70,
+        epochs=150,
         batch_size=128,
         dropout=0.1,
         augment_shift=2,
