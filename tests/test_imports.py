@@ -29,8 +29,6 @@ SERVICE_MODULES_USING_TRAINER = {
     "service/schemas_train.py",
     "service/errors.py",  # ConfigError: a job's parameters that cannot train, 422
     "service/settings.py",  # the robustness sample a job measures
-    # Pictures of the weights are drawn with the trainer's matplotlib code, imported on first use.
-    "service/routers/weights.py",
 }
 
 

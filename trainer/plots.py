@@ -1,69 +1,49 @@
-"""The pictures people look at: training curves, confusion matrix, noise robustness, weights.
+"""The pictures of a training run: curves, confusion matrix, noise and robustness; all six of a version.
 
-Everything draws on its own `matplotlib.figure.Figure` with the Agg canvas and never touches
-pyplot's global state, so the web service can render from several threads at once. Every
-function writes a PNG to `out`, a path or a binary file object (a `BytesIO` in the service).
-Figures are 800x600 px at 100 dpi (the two-panel noise comparison is 1200x600, the robustness
-bars 800x900). Accuracies
+The pictures of the weights (W1 tiles, per-class maps) and the figure basics (size, dpi, fonts,
+PNG output) come from mlp/pictures.py, which the service draws `/weights` with too. Everything
+draws on its own `matplotlib.figure.Figure` with the Agg canvas and never touches pyplot's global
+state. Every function writes a PNG to `out`, a path or a binary file object. Figures are 800x600 px
+at 100 dpi (the two-panel noise comparison is 1200x600, the robustness bars 800x900). Accuracies
 are fractions in [0, 1], as `trainer.evaluation.evaluate` returns them, and are drawn as %;
 noise levels are percentages of pixels replaced, as in `TrainConfig.noise`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal
 
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import ListedColormap, LogNorm, Normalize
-from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, StrMethodFormatter
 
 from mlp.atomicfile import atomic_write
-from trainer.dataset_specs import DIGITS
+from mlp.pictures import (
+    LABEL,
+    TICK,
+    TITLE,
+    Out,
+    figure,
+    plot_digit_maps,
+    plot_w1_tiles,
+    save,
+)
 from trainer.training import Curves
 
 PLOT_NAMES = ("accuracy", "loss", "confusion", "noise", "w1", "w2")
-DPI = 100
-SIZE = (800, 600)  # pixels
 WIDE = (1200, 600)
 TALL = (800, 900)  # one bar per robustness variant
 # Okabe & Ito's palette: distinguishable with every common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 SERIES = (("train", "-", "o"), ("validation", "--", "s"), ("test", ":", "^"))  # label, line, marker
 SEQUENTIAL = matplotlib.colormaps["Blues"].with_extremes(bad="white")  # one hue: white is "none"
-DIVERGING = matplotlib.colormaps["RdBu_r"]  # white at 0, red positive, blue negative
 # viridis without its last yellows, which are faint as lines on white
 LINES = ListedColormap(matplotlib.colormaps["viridis"](np.linspace(0, 0.88, 256)))
-TILES = DIVERGING.with_extremes(bad="0.55", over=(0, 0, 0, 0))  # grey lines between weight tiles
-TITLE, LABEL, TICK = 14, 12, 11  # font sizes in points
-
-Out = Path | BinaryIO
-
-
-def _figure(
-    size: tuple[int, int] = SIZE, layout: Literal["constrained", "compressed", "tight"] | None = "constrained"
-) -> Figure:
-    """A fresh figure of `size` pixels on its own Agg canvas, laid out without overlaps.
-
-    Image grids without tick labels pass `layout=None` and place their axes by hand: the
-    constrained layout engine measures every artist and costs them more than the drawing does.
-    """
-    fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout=layout)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig: Figure, out: Out) -> None:
-    """Write `fig` as a PNG of exactly its pixel size (no tight bounding box, so sizes stay fixed)."""
-    fig.savefig(out, format="png", dpi=DPI)
 
 
 def _style(ax: Axes, title: str, xlabel: str, ylabel: str, grid: bool = True) -> None:
@@ -142,7 +122,7 @@ def _curves(ax: Axes, x: Sequence[float], series: Sequence[np.ndarray]) -> None:
 
 def plot_accuracy(curves: Curves, out: Out) -> None:
     """Train / validation / test accuracy over the run: is it still learning, is it overfitting?"""
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     accuracies = [curves.train_accuracy, curves.val_accuracy, curves.test_accuracy]
     _curves(ax, curves.x, [_percent(values, "accuracies") for values in accuracies])
@@ -153,12 +133,12 @@ def plot_accuracy(curves: Curves, out: Out) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and iterations: 1, 2, 3, never 1.25
     if ax.get_ylim()[1] > 100:
         ax.set_ylim(top=100.5)
-    _save(fig, out)
+    save(fig, out)
 
 
 def plot_loss(curves: Curves, out: Out) -> None:
     """Train / validation / test cross-entropy over the run, on a log axis when it spans decades."""
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     series = [np.asarray(s, dtype=np.float64) for s in (curves.train_loss, curves.val_loss, curves.test_loss)]
     _curves(ax, curves.x, series)
@@ -170,14 +150,14 @@ def plot_loss(curves: Curves, out: Out) -> None:
         ax.yaxis.set_minor_formatter(NullFormatter())
     _style(ax, "Loss during training", curves.x_label, "loss (cross-entropy, nats per image)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _save(fig, out)
+    save(fig, out)
 
 
 def plot_confusion(confusion: np.ndarray, classes: Sequence[str], out: Out) -> None:
     """Counts of each (true, predicted) pair: which digits get mistaken for which."""
     counts = np.asarray(confusion, dtype=np.int64)
     total, correct = int(counts.sum()), int(np.trace(counts))
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     # A log colour scale: the diagonal holds ~1000 per class, the mistakes worth seeing hold 1-20.
     norm = LogNorm(vmin=1, vmax=max(2, int(counts.max())))
@@ -198,12 +178,12 @@ def plot_confusion(confusion: np.ndarray, classes: Sequence[str], out: Out) -> N
         "true label",
         grid=False,
     )
-    _save(fig, out)
+    save(fig, out)
 
 
 def plot_noise_curve(levels: Sequence[float], accuracies: Sequence[float], out: Out, label: str = "") -> None:
     """Test accuracy as more and more pixels are replaced by noise: how robust is this model?"""
-    fig = _figure()
+    fig = figure()
     ax = fig.add_subplot()
     if len(levels):
         ax.plot(
@@ -222,7 +202,7 @@ def plot_noise_curve(levels: Sequence[float], accuracies: Sequence[float], out: 
         _no_data(ax, "noise robustness was not measured")
     ax.set_ylim(0, 101)
     _style(ax, "Accuracy under input noise", "pixels replaced by uniform noise (%)", "test accuracy (%)")
-    _save(fig, out)
+    save(fig, out)
 
 
 def plot_noise_comparison(
@@ -235,7 +215,7 @@ def plot_noise_comparison(
             f"accuracy is {table.shape}, expected (train levels, test levels) = "
             f"({len(train_levels)}, {len(test_levels)})"
         )
-    fig = _figure(WIDE)
+    fig = figure(WIDE)
     lines, cells = fig.subplots(1, 2, width_ratios=[3, 2])
     many = len(train_levels) > len(PALETTE)
     shade = Normalize(min(train_levels), max(train_levels))
@@ -265,7 +245,7 @@ def plot_noise_comparison(
     cells.set_xticks(range(len(test_levels)), [f"{v:g}" for v in test_levels])
     cells.set_yticks(range(len(train_levels)), [f"{v:g}" for v in train_levels])
     _style(cells, "Same table", "tested at noise (%)", "trained at noise (%)", grid=False)
-    _save(fig, out)
+    save(fig, out)
 
 
 def plot_robustness(
@@ -285,7 +265,7 @@ def plot_robustness(
     if not (len(names) == len(right) == len(refusals)):
         raise ValueError("one accuracy and one refused fraction per variant, please")
     wrong = np.clip(100 - right - refusals, 0, 100)
-    fig = _figure(TALL)
+    fig = figure(TALL)
     ax = fig.add_subplot()
     if len(names):
         rows = np.arange(len(names))
@@ -311,81 +291,7 @@ def plot_robustness(
     ax.tick_params(axis="x", labelsize=TICK)
     ax.grid(True, axis="x", color="0.88", linewidth=0.8)
     ax.set_axisbelow(True)
-    _save(fig, out)
-
-
-def _mosaic(tiles: np.ndarray, cols: int) -> np.ndarray:
-    """RGBA picture of (n, h, w) tiles in [-1, 1], in rows of `cols`, with grey lines between them."""
-    n, h, w = tiles.shape
-    rows = math.ceil(n / cols)
-    slots = np.full((rows * cols, h + 1, w + 1), np.inf)  # unused slots: inf, drawn transparent
-    slots[:n] = np.nan  # the line right of and below each tile: NaN, drawn grey
-    slots[:n, :h, :w] = (tiles + 1) / 2
-    grid = slots.reshape(rows, cols, h + 1, w + 1).transpose(0, 2, 1, 3).reshape(rows * (h + 1), -1)
-    return TILES(np.pad(grid, ((1, 0), (1, 0)), constant_values=np.nan))  # and a line above and left
-
-
-def plot_w1_tiles(w1: np.ndarray, out: Out, max_tiles: int = 256) -> None:
-    """Each hidden unit's 784 input weights as a 28x28 picture: which strokes it looks for.
-
-    Each tile is scaled by its own largest |weight| (so -1..1, white at 0): units differ in
-    overall size by several times, and on one global scale the quiet ones would fade to white
-    while their pattern, the thing worth seeing, is just as clear as the loud ones'.
-    """
-    w1 = np.asarray(w1, dtype=np.float64)
-    side = math.isqrt(w1.shape[0])
-    units = w1.shape[1]
-    shown = min(units, max_tiles)
-    tiles = w1[:, :shown].T.reshape(shown, side, side)
-    tiles = tiles / np.maximum(np.abs(tiles).max(axis=(1, 2), keepdims=True), 1e-12)
-    cols = math.ceil(math.sqrt(shown))
-    fig = _figure(layout=None)
-    ax = fig.add_axes((0.02, 0.02, 0.8, 0.9))
-    ax.imshow(_mosaic(tiles, cols), interpolation="nearest")
-    ax.set_axis_off()
-    cax = fig.add_axes((0.85, 0.1, 0.03, 0.76))
-    colorbar = fig.colorbar(ScalarMappable(Normalize(-1, 1), DIVERGING), cax=cax)
-    colorbar.set_label("weight ÷ the tile's largest |weight|", fontsize=LABEL)
-    cut = f" (first {shown} of {units})" if shown < units else ""
-    ax.set_title(f"First-layer weights: one tile per hidden unit{cut}", fontsize=TITLE)
-    _save(fig, out)
-
-
-def digit_maps(params: dict[str, np.ndarray]) -> np.ndarray:
-    """(classes, 28, 28): W1 @ W2 @ ... @ WL, column d as an image; the linear path from pixels to class d.
-
-    Biases and ReLUs are left out, so it is a picture of the weights, not of the network's function.
-    """
-    layers = sum(1 for name in params if name.startswith("w"))
-    product = np.asarray(params["w1"], dtype=np.float64)  # (784, h1)
-    for i in range(2, layers + 1):
-        product = product @ np.asarray(params[f"w{i}"], dtype=np.float64)  # (784, h_i)
-    side = math.isqrt(product.shape[0])
-    if side * side != product.shape[0]:
-        raise ValueError(f"w1 has {product.shape[0]} inputs, not a square image")
-    return product.T.reshape(-1, side, side)
-
-
-def plot_digit_maps(params: dict[str, np.ndarray], out: Out, classes: Sequence[str] = DIGITS) -> None:
-    """The ten `digit_maps` side by side on one scale: where ink argues for or against each digit."""
-    maps = digit_maps(params)
-    limit = max(float(np.abs(maps).max()), 1e-12)
-    fig = _figure(layout=None)
-    grid = {"left": 0.02, "right": 0.98, "top": 0.88, "bottom": 0.22, "wspace": 0.06, "hspace": 0.22}
-    axes = fig.subplots(2, math.ceil(len(maps) / 2), gridspec_kw=grid)
-    for ax, image, name in zip(axes.flat, maps, classes, strict=False):
-        shown = ax.imshow(image, cmap=DIVERGING, vmin=-limit, vmax=limit, interpolation="nearest")
-        ax.set_title(name, fontsize=LABEL)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    colorbar = fig.colorbar(shown, cax=fig.add_axes((0.2, 0.12, 0.6, 0.025)), orientation="horizontal")
-    colorbar.set_label("summed weight, pixel → class score", fontsize=LABEL)
-    fig.suptitle("How W1 feeds each digit", fontsize=TITLE)
-    fig.supxlabel(
-        "red: ink here raises the class score, blue: lowers it (W1 @ W2 @ ..., biases and ReLUs left out)",
-        fontsize=TICK,
-    )
-    _save(fig, out)
+    save(fig, out)
 
 
 def write_version_plots(

@@ -22,17 +22,14 @@ CACHE_LIMIT = 32
 
 
 def render(model: LoadedModel, name: str) -> bytes:
-    from trainer.dataset_specs import DIGITS
-    from trainer.plots import plot_digit_maps, plot_w1_tiles  # matplotlib: imported on first use
+    from mlp.pictures import plot_digit_maps, plot_w1_tiles  # matplotlib: imported on first use
 
     buffer = io.BytesIO()
     if name == "w1":
         plot_w1_tiles(model.net.params["w1"], buffer)
     else:
-        # A manifest without class names (older or hand-made versions) gets the digits' names.
-        plot_digit_maps(
-            model.net.params, buffer, classes=model.manifest.get("dataset", {}).get("classes") or DIGITS
-        )
+        # A manifest without class names (older or hand-made versions): the classes are numbered.
+        plot_digit_maps(model.net.params, buffer, classes=model.manifest.get("dataset", {}).get("classes"))
     return buffer.getvalue()
 
 

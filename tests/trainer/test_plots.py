@@ -1,4 +1,7 @@
-"""Plots: every picture is a PNG of the promised size, from tiny inputs, to a path or a BytesIO."""
+"""Plots: every picture is a PNG of the promised size, from tiny inputs, to a path or a BytesIO.
+
+The pictures of the weights have their own tests beside their code: tests/mlp/test_pictures.py.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mlp import MLP
+from mlp import MLP, pictures
 from trainer import plots
 from trainer.dataset_specs import DIGITS
 from trainer.training import Curves
@@ -33,8 +36,8 @@ PLOTS = {
     "confusion": lambda out: plots.plot_confusion(CONFUSION, DIGITS, out),
     "noise": lambda out: plots.plot_noise_curve(LEVELS, NOISE_ACCURACY, out, label="784-16-10"),
     "noise_comparison": lambda out: plots.plot_noise_comparison([0, 10, 25], LEVELS, TABLE, out),
-    "w1": lambda out: plots.plot_w1_tiles(PARAMS["w1"], out),
-    "w2": lambda out: plots.plot_digit_maps(PARAMS, out),
+    "w1": lambda out: pictures.plot_w1_tiles(PARAMS["w1"], out),
+    "w2": lambda out: pictures.plot_digit_maps(PARAMS, out),
     "robustness": lambda out: plots.plot_robustness(
         ["clean", "light_gradient", "fonts"], [0.99, 0.0, 0.9], [0.0, 1.0, 0.02], out, 500, 0.98
     ),
@@ -58,21 +61,21 @@ def render(draw) -> bytes:
 
 @pytest.mark.parametrize("name", PLOTS)
 def test_each_plot_is_a_png_of_the_promised_size(name: str) -> None:
-    assert png_size(render(PLOTS[name])) == SIZES.get(name, plots.SIZE)
+    assert png_size(render(PLOTS[name])) == SIZES.get(name, pictures.SIZE)
 
 
 def test_plots_write_to_a_path(tmp_path: Path) -> None:
     path = tmp_path / "loss.png"
     plots.plot_loss(CURVES, path)
-    assert png_size(path) == plots.SIZE
+    assert png_size(path) == pictures.SIZE
 
 
 def test_empty_series_are_skipped_and_no_data_still_draws() -> None:
     seed_form = Curves(
         x_label="iteration", x=[100, 200, 300], train_accuracy=[0.3, 0.6, 0.8], test_accuracy=[0.3, 0.5, 0.7]
     )
-    assert png_size(render(lambda out: plots.plot_accuracy(seed_form, out))) == plots.SIZE
-    assert png_size(render(lambda out: plots.plot_noise_curve([], [], out))) == plots.SIZE
+    assert png_size(render(lambda out: plots.plot_accuracy(seed_form, out))) == pictures.SIZE
+    assert png_size(render(lambda out: plots.plot_noise_curve([], [], out))) == pictures.SIZE
 
 
 def test_accuracies_given_as_percent_are_refused() -> None:
@@ -89,24 +92,6 @@ def test_robustness_bars_need_one_value_of_each_per_variant_and_draw_with_none()
     assert png_size(render(lambda out: plots.plot_robustness([], [], [], out))) == plots.TALL
 
 
-def test_w1_tiles_beyond_max_tiles_are_cut() -> None:
-    w1 = RNG.standard_normal((784, 40)).astype(np.float32)
-    assert png_size(render(lambda out: plots.plot_w1_tiles(w1, out, max_tiles=9))) == plots.SIZE
-
-
-def test_w1_mosaic_puts_tile_k_at_row_k_div_cols_with_grey_lines_and_blank_unused_slots() -> None:
-    tiles = np.stack([np.full((2, 2), v) for v in (-1.0, 0.0, 1.0)])  # 3 tiles of 2x2 in 2 columns
-    grid = plots._mosaic(tiles, cols=2)
-    assert grid.shape == (7, 7, 4)  # 2 rows/cols of (2 pixels + 1 line), plus the line above/left
-    np.testing.assert_allclose(grid[1, 1], plots.DIVERGING(0.0))  # tile 0, top left: -1
-    np.testing.assert_allclose(grid[2, 5], plots.DIVERGING(0.5))  # tile 1, top right: 0
-    np.testing.assert_allclose(grid[5, 2], plots.DIVERGING(1.0))  # tile 2, bottom left: +1
-    assert grid[5, 5, 3] == 0  # the unused fourth slot is transparent
-    grey = plots.TILES(np.nan)
-    for line in (grid[0, 3], grid[3, 0], grid[3, 3], grid[1, 3], grid[6, 1]):
-        np.testing.assert_allclose(line, grey)
-
-
 def test_noise_comparison_refuses_a_table_of_the_wrong_shape() -> None:
     with pytest.raises(ValueError, match="expected"):
         plots.plot_noise_comparison([0, 10], LEVELS, TABLE, io.BytesIO())
@@ -120,45 +105,20 @@ def test_rendering_is_deterministic_across_threads() -> None:
     assert all(result == first for result in results)
 
 
-def test_digit_maps_of_a_two_layer_net_are_w1_times_a_column_of_w2() -> None:
-    maps = plots.digit_maps(PARAMS)
-    assert maps.shape == (10, 28, 28)
-    for d in range(10):
-        expected = (PARAMS["w1"].astype(np.float64) @ PARAMS["w2"][:, d]).reshape(28, 28)
-        np.testing.assert_allclose(maps[d], expected, rtol=1e-6, atol=1e-9)
-
-
-def test_digit_maps_of_a_deeper_net_chain_every_weight_matrix() -> None:
-    params = MLP([784, 12, 7, 10], rng=np.random.default_rng(2)).params
-    maps = plots.digit_maps(params)
-    w1, w2, w3 = (params[f"w{i}"].astype(np.float64) for i in (1, 2, 3))
-    for d in range(10):
-        expected = np.zeros(784)
-        for h1 in range(12):  # the sum over every path pixel -> h1 -> h2 -> d
-            for h2 in range(7):
-                expected += w1[:, h1] * w2[h1, h2] * w3[h2, d]
-        np.testing.assert_allclose(maps[d], expected.reshape(28, 28), rtol=1e-9, atol=1e-12)
-
-
-def test_digit_maps_refuse_a_non_square_input() -> None:
-    with pytest.raises(ValueError, match="not a square image"):
-        plots.digit_maps(MLP([100, 4, 10]).params | {"w1": np.zeros((783, 4))})
-
-
 def test_write_version_plots_writes_all_six_and_leaves_no_temp_files(tmp_path: Path) -> None:
     folder = tmp_path / "v0001"
     names = plots.write_version_plots(folder, CURVES, CONFUSION, DIGITS, PARAMS, LEVELS, NOISE_ACCURACY)
     assert names == list(plots.PLOT_NAMES)
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.png" for n in plots.PLOT_NAMES)
     for name in names:
-        assert png_size(folder / f"{name}.png") == plots.SIZE
+        assert png_size(folder / f"{name}.png") == pictures.SIZE
 
 
 @pytest.mark.parametrize("draw", [plots.plot_accuracy, plots.plot_loss])
 def test_the_epoch_axis_shows_whole_epochs(draw, monkeypatch: pytest.MonkeyPatch) -> None:
     """Five epochs once read 1.0, 1.5, 2.0, ...: a quarter epoch is no point of the run."""
     drawn = []
-    monkeypatch.setattr(plots, "_save", lambda fig, out: drawn.append(fig))
+    monkeypatch.setattr(plots, "save", lambda fig, out: drawn.append(fig))
     curves = Curves(x=[1, 2, 3, 4, 5], train_accuracy=[0.9, 0.95, 0.96, 0.97, 0.98],
                     train_loss=[0.5, 0.3, 0.2, 0.15, 0.1])  # fmt: skip
     draw(curves, io.BytesIO())
