@@ -20,7 +20,8 @@ from mlp.atomicfile import atomic_write_bytes
 from registry import BaseRegistry, RegistryError, open_registry
 from registry.shipped import seed_default
 from trainer.config import ConfigError, TrainConfig
-from trainer.datasets import Dataset, DatasetError, download, load_dataset
+from trainer.datasets import Dataset, DatasetError, load_dataset
+from trainer.download import download
 from trainer.evaluation import DIGIT_SCORE_KEY, NOISE_LEVELS, digit_score_calibration, evaluate, noise_curve
 from trainer.publish import publish_result
 from trainer.threads import StepTimer, tuned_blas_threads

@@ -1,4 +1,4 @@
-"""Find, download, verify, cache and load MNIST and Fashion-MNIST as uint8 arrays.
+"""Find, verify, cache and load MNIST and Fashion-MNIST as uint8 arrays (fetched by trainer/download.py).
 
 Where the four IDX files come from, first match wins:
   1. `data_dir` passed by the caller (the CLI's --data-dir);
@@ -16,23 +16,19 @@ sha256 of the files read, so the second load costs a hash of the sources and one
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import logging
 import os
-import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
-from tqdm import tqdm
 
+from mlp.atomicfile import atomic_write
+from registry import sha256_of
 from trainer.dataset_specs import (
     DIGITS,
     FILES,
@@ -46,15 +42,12 @@ from trainer.dataset_specs import (
     DatasetSpec,
     dataset_spec,
 )
+from trainer.download import fetch_files
 from trainer.idx import IdxFormatError, parse_idx, read_idx_bytes
 
 log = logging.getLogger(__name__)
 
 _CACHE_FORMAT = 1
-_FILE_MODE = 0o644  # mkstemp makes 0600; a service running as another user must read these
-_MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # the largest file is 26 MB; stop a runaway mirror
-_USER_AGENT = "mnist-service-trainer/0.1 (urllib)"  # some mirrors refuse urllib's default
-OFFLINE_ADVICE_ENV = "MNIST_OFFLINE_ADVICE"  # what to do when no mirror answers (docker-compose.yml sets it)
 
 
 class _ChecksumMismatch(DatasetError):
@@ -105,7 +98,7 @@ def load_dataset(
     if test_only:
         expected = {f: expected[f] for f in TEST_FILES}
         files = _resolve(spec, data_dir, data_dir_source, cache_folder, download, progress, expected)[1]
-        sums = {path.name: _sha256(path) for path in files.values()}
+        sums = {path.name: sha256_of(path) for path in files.values()}
         test_set = _parse_verified(spec, files, sums, expected, content)
         return Dataset(name=spec.name, **test_set, checksums=sums, source=str(files[TEST_IMAGES].parent),
                        classes=spec.classes)  # fmt: skip
@@ -113,7 +106,7 @@ def load_dataset(
     log.info("loading %s from %s", spec.name, folder)
 
     cache_path = cache_folder / f"{spec.name}-uint8.npz"
-    sums = {path.name: _sha256(path) for path in files.values()}
+    sums = {path.name: sha256_of(path) for path in files.values()}
     key = _cache_key(spec.name, sums, expected)
     arrays = _read_cache(cache_path, key)
     if arrays is None:
@@ -124,46 +117,13 @@ def load_dataset(
                 raise
             # Our own download folder holds a bad file: fetch it again rather than give up.
             log.warning("%s; downloading it again", exc)
-            _download(spec, cache_folder, spec.mirrors, expected, 3, progress)
+            fetch_files(spec, cache_folder, spec.mirrors, expected, 3, progress)
             files = _find_files(cache_folder)[0]
-            sums = {path.name: _sha256(path) for path in files.values()}
+            sums = {path.name: sha256_of(path) for path in files.values()}
             key = _cache_key(spec.name, sums, expected)
             arrays = _parse_verified(spec, files, sums, expected, content)
         _write_cache(cache_path, key, arrays)
     return Dataset(name=spec.name, **arrays, checksums=sums, source=str(folder), classes=spec.classes)
-
-
-def download(
-    name: str,
-    dest: Path,
-    mirrors: Sequence[str] | None = None,
-    checksums: Mapping[str, str] | None = None,
-    retries: int = 3,
-    progress: bool = True,
-    *,
-    timeout: float = 30.0,
-    backoff: float = 1.0,
-) -> Path:
-    """Make `dest` hold every file of `checksums` (default: the dataset's four .gz) verified.
-
-    Files already there with the right sha256 are kept. Each missing or bad file is tried on each
-    mirror in turn, up to `retries` attempts per mirror for transient errors (waiting `backoff`,
-    then twice that, ...); a 404 or a wrong checksum moves straight to the next mirror. Bytes
-    stream into a temp file in `dest` that is renamed over the final name only once verified.
-    Returns `dest`; DatasetError if some file could not be had from any mirror.
-    """
-    spec = dataset_spec(name)
-    _download(
-        spec,
-        Path(dest),
-        tuple(mirrors) if mirrors is not None else spec.mirrors,
-        dict(checksums) if checksums is not None else dict(spec.sha256),
-        retries,
-        progress,
-        timeout=timeout,
-        backoff=backoff,
-    )
-    return Path(dest)
 
 
 # --- where the files are ---------------------------------------------------------------------
@@ -243,7 +203,7 @@ def _resolve(
             f"{spec.env_var}=<folder holding the four .gz files> (or pass --data-dir), "
             f"put them in {cache_folder}, or allow downloading."
         )
-    _download(spec, cache_folder, spec.mirrors, expected, 3, progress)
+    fetch_files(spec, cache_folder, spec.mirrors, expected, 3, progress)
     return cache_folder, _find_files(cache_folder, wanted)[0]
 
 
@@ -329,11 +289,6 @@ def _check_pair(
     return images.reshape(len(images), side * side), labels
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 # --- the npz cache ---------------------------------------------------------------------------
 
 _ARRAYS = ("x_train", "y_train", "x_test", "y_test")
@@ -377,137 +332,12 @@ def _read_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
 
 def _write_cache(path: Path, key: str, arrays: Mapping[str, np.ndarray]) -> None:
     """Write atomically (temp file + os.replace); a cache we cannot write is only a warning."""
-    tmp: Path | None = None
+
+    def write(f: BinaryIO) -> None:
+        np.savez(f, key=np.array(key), **arrays)  # type: ignore[arg-type]  # stubs: `allow_pickle`
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        tmp = Path(tmp_name)
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, key=np.array(key), **arrays)  # type: ignore[arg-type]  # stubs: `allow_pickle`
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.chmod(_FILE_MODE)
-        os.replace(tmp, path)
+        atomic_write(path, write)
     except OSError as exc:
         log.warning("could not write the dataset cache %s: %s", path, exc)
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-
-
-# --- download --------------------------------------------------------------------------------
-
-
-class _BadContent(Exception):
-    """The mirror answered, but with bytes we do not want: no point asking it again."""
-
-
-def _download(
-    spec: DatasetSpec,
-    dest: Path,
-    mirrors: Sequence[str],
-    checksums: Mapping[str, str],
-    retries: int,
-    progress: bool,
-    *,
-    timeout: float = 30.0,
-    backoff: float = 1.0,
-) -> None:
-    if not mirrors:
-        raise DatasetError(f"{spec.name}: no mirrors to download from")
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DatasetError(f"cannot create the download folder {dest}: {exc}") from exc
-    for file_name, want in checksums.items():
-        target = dest / file_name
-        if target.is_file():
-            if _sha256(target) == want:
-                continue
-            log.warning("%s: sha256 is not %s, downloading it again", target, want)
-        _fetch(spec, file_name, want, dest, mirrors, max(1, retries), progress, timeout, backoff)
-
-
-def _fetch(
-    spec: DatasetSpec,
-    file_name: str,
-    want: str,
-    dest: Path,
-    mirrors: Sequence[str],
-    attempts: int,
-    progress: bool,
-    timeout: float,
-    backoff: float,
-) -> None:
-    failures: list[str] = []
-    for base in mirrors:
-        url = f"{base.rstrip('/')}/{file_name}"
-        for attempt in range(1, attempts + 1):
-            try:
-                _stream(url, dest / file_name, want, progress, timeout)
-            except _BadContent as exc:
-                failures.append(f"{url}: {exc}")
-                break
-            except urllib.error.HTTPError as exc:
-                exc.close()
-                failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
-                if exc.code < 500 and exc.code not in (408, 425, 429):
-                    break  # the mirror does not have it; asking again will not help
-            except (OSError, http.client.HTTPException) as exc:  # refused, timeout, reset, cut off
-                failures.append(f"{url}: {exc!r}")
-            else:
-                log.info("downloaded %s from %s", file_name, base)
-                return
-            if attempt < attempts:
-                time.sleep(backoff * 2 ** (attempt - 1))
-    tried = "\n  ".join(failures)
-    # Inside a container the paths above mean nothing on the host: the image says what to do there.
-    advice = os.environ.get(OFFLINE_ADVICE_ENV, "").strip() or (
-        f"Copy the four .gz files into {dest} by hand, or set {spec.env_var}=<folder holding "
-        "them> (or pass --data-dir)."
-    )
-    raise DatasetError(
-        f"could not download {file_name} ({spec.name}) into {dest}; tried:\n  {tried}\n{advice}"
-    )
-
-
-def _stream(url: str, target: Path, want: str, progress: bool, timeout: float) -> None:
-    """Fetch `url` into a temp file beside `target`, check its sha256, then rename it over target."""
-    request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            if total is not None and total > _MAX_DOWNLOAD_BYTES:
-                raise _BadContent(f"{total} bytes is more than any {target.name} should be")
-            size = 0
-            with tqdm(
-                total=total,
-                desc=target.name,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                leave=False,
-                disable=not (progress and sys.stderr.isatty()),
-            ) as bar:
-                while chunk := resp.read(1 << 16):
-                    size += len(chunk)
-                    if size > _MAX_DOWNLOAD_BYTES:
-                        raise _BadContent(f"more than {_MAX_DOWNLOAD_BYTES} bytes, stopped")
-                    digest.update(chunk)
-                    out.write(chunk)
-                    bar.update(len(chunk))
-            if total is not None and size != total:
-                raise ConnectionError(f"connection closed after {size} of {total} bytes")
-            out.flush()
-            os.fsync(out.fileno())
-        actual = digest.hexdigest()
-        if actual != want:
-            raise _BadContent(f"sha256 mismatch: expected {want}, got {actual}")
-        tmp.chmod(_FILE_MODE)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

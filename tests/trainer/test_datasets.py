@@ -1,6 +1,7 @@
-"""Dataset resolution, verification, caching and downloading, on tiny IDX files made here.
+"""Dataset resolution, verification and caching, on tiny IDX files (tests/trainer/idxfiles.py).
 
-Downloads go to a real HTTP server on 127.0.0.1; nothing touches the network. Two tests read
+A load that downloads (trainer/download.py; its own tests in test_download.py) reads from a real
+HTTP server on 127.0.0.1; nothing touches the network. Two tests read
 the real MNIST in shared/ and Debian's Fashion-MNIST, and skip when those folders are absent.
 """
 
@@ -9,19 +10,26 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
-import http.server
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from idxfiles import (
+    Server,
+    idx_bytes,
+    serving,
+    sums_of,
+    tiny_arrays,
+    tiny_gz,
+    write_tiny,
+)
 
 from trainer import dataset_specs, datasets
 from trainer.dataset_specs import FILES
-from trainer.datasets import Dataset, DatasetError, download, load_dataset
+from trainer.datasets import Dataset, DatasetError, load_dataset
 
 REAL_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
 if not REAL_MNIST.is_dir():
@@ -29,42 +37,10 @@ if not REAL_MNIST.is_dir():
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-def idx_bytes(array: np.ndarray) -> bytes:
-    dims = b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return bytes([0, 0, 0x08, array.ndim]) + dims + array.astype(np.uint8).tobytes()
-
-
-def tiny_arrays(seed: int = 0, n_train: int = 6, n_test: int = 4) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {
-        "x_train": rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        "y_train": (np.arange(n_train) % 10).astype(np.uint8),
-        "x_test": rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        "y_test": (np.arange(n_test)[::-1] % 10).astype(np.uint8),
-    }
-
-
-def tiny_gz(seed: int = 0) -> dict[str, bytes]:
-    """The four .gz files of a tiny dataset, by name."""
-    a = tiny_arrays(seed)
-    raw = dict(zip(FILES, (a["x_train"], a["y_train"], a["x_test"], a["y_test"]), strict=True))
-    return {name: gzip.compress(idx_bytes(arr), mtime=0) for name, arr in raw.items()}
-
-
-def sums_of(files: dict[str, bytes]) -> dict[str, str]:
-    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-
-
-def write_tiny(folder: Path, seed: int = 0, gz: bool = True) -> dict[str, str]:
-    """Write a tiny dataset into `folder`; return the checksums of its .gz files."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = tiny_gz(seed)
-    for name, data in files.items():
-        if gz:
-            (folder / name).write_bytes(data)
-        else:
-            (folder / name.removesuffix(".gz")).write_bytes(gzip.decompress(data))
-    return sums_of(files)
+@pytest.fixture
+def server() -> Iterator[Server]:
+    with serving() as srv:
+        yield srv
 
 
 @pytest.fixture(autouse=True)
@@ -271,162 +247,7 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixtu
     assert cache.stat().st_size > 1000
 
 
-# --- download from a local HTTP server --------------------------------------------------------
-
-Route = Callable[[], tuple[int, bytes]]
-
-
-class Server:
-    """A real HTTP server on 127.0.0.1 whose answers a test sets per path."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Route] = {}
-        self.requests: list[str] = []
-        routes, requests = self.routes, self.requests
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                requests.append(self.path)
-                status, body = routes.get(self.path, lambda: (404, b"not found"))()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.01,), daemon=True)
-        self.thread.start()
-
-    def serve(self, prefix: str, files: dict[str, bytes]) -> str:
-        for name, data in files.items():
-            self.routes[f"{prefix}/{name}"] = lambda data=data: (200, data)
-        return f"{self.base}{prefix}/"
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    srv = Server()
-    yield srv
-    srv.httpd.shutdown()
-    srv.httpd.server_close()
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
-
-
-def test_download_falls_back_to_second_mirror(tmp_path: Path, server: Server) -> None:
-    files = tiny_gz()
-    missing = f"{server.base}/missing/"  # 404 for everything
-    good = server.serve("/good", files)
-    dest = download(
-        "mnist", tmp_path / "dl", mirrors=[missing, good], checksums=sums_of(files), progress=False, backoff=0
-    )
-    assert dest == tmp_path / "dl"
-    for name, data in files.items():
-        assert (dest / name).read_bytes() == data
-        assert (dest / name).stat().st_mode & 0o777 == 0o644
-    assert sum(r.startswith("/missing/") for r in server.requests) == 4  # a 404 is not retried
-    assert leftovers(dest) == []
-
-
-def test_bad_bytes_are_not_kept_and_next_mirror_wins(tmp_path: Path, server: Server) -> None:
-    files = tiny_gz()
-    bad = server.serve("/bad", {name: b"junk" + data for name, data in files.items()})
-    good = server.serve("/good", files)
-    dest = download(
-        "mnist", tmp_path / "dl", mirrors=[bad, good], checksums=sums_of(files), progress=False, backoff=0
-    )
-    assert all((dest / name).read_bytes() == data for name, data in files.items())
-    assert sum(r.startswith("/bad/") for r in server.requests) == 4  # a checksum miss is not retried
-
-
-def test_all_mirrors_bad(tmp_path: Path, server: Server) -> None:
-    files = tiny_gz()
-    bad = server.serve("/bad", {name: data[:-3] + b"xyz" for name, data in files.items()})
-    with pytest.raises(DatasetError) as info:
-        download(
-            "mnist",
-            tmp_path / "dl",
-            mirrors=[bad, f"{server.base}/missing/"],
-            checksums=sums_of(files),
-            progress=False,
-            backoff=0,
-        )
-    message = str(info.value)
-    assert "sha256 mismatch" in message and "HTTP 404" in message and "MNIST_DATA_DIR" in message
-    assert list((tmp_path / "dl").iterdir()) == []  # nothing under a final name, no temp files
-
-
-def test_a_container_says_what_to_do_on_the_host_when_nothing_downloads(
-    tmp_path: Path, server: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """docker-compose.yml sets MNIST_OFFLINE_ADVICE: paths inside the container mean nothing outside."""
-    monkeypatch.setenv("MNIST_OFFLINE_ADVICE", "MNIST_HOST_DATA=/your/folder docker compose run ...")
-    files = tiny_gz()
-    with pytest.raises(DatasetError) as info:
-        download("mnist", tmp_path / "dl", mirrors=[f"{server.base}/missing/"], checksums=sums_of(files),
-                 progress=False, backoff=0)  # fmt: skip
-    message = str(info.value)
-    assert message.endswith("MNIST_HOST_DATA=/your/folder docker compose run ...")
-    assert "by hand" not in message
-
-
-def test_transient_errors_are_retried(tmp_path: Path, server: Server) -> None:
-    files = tiny_gz()
-    answers = iter([(503, b"busy"), (500, b"oops")])
-    server.serve("/flaky", files)
-    name = datasets.TRAIN_LABELS
-    server.routes[f"/flaky/{name}"] = lambda: next(answers, (200, files[name]))
-    dest = download(
-        "mnist",
-        tmp_path / "dl",
-        mirrors=[f"{server.base}/flaky/"],
-        checksums=sums_of(files),
-        retries=3,
-        progress=False,
-        backoff=0,
-    )
-    assert (dest / name).read_bytes() == files[name]
-    assert server.requests.count(f"/flaky/{name}") == 3
-
-
-def test_unreachable_mirror_then_good(tmp_path: Path, server: Server) -> None:
-    files = tiny_gz()
-    closed = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
-    dead = f"http://127.0.0.1:{closed.server_address[1]}/"
-    closed.server_close()  # nothing listens there any more: connection refused
-    dest = download(
-        "mnist",
-        tmp_path / "dl",
-        mirrors=[dead, server.serve("/good", files)],
-        checksums=sums_of(files),
-        retries=2,
-        progress=False,
-        backoff=0,
-        timeout=5,
-    )
-    assert all((dest / name).read_bytes() == data for name, data in files.items())
-
-
-def test_good_files_are_not_downloaded_again(tmp_path: Path, server: Server) -> None:
-    files = tiny_gz()
-    sums = write_tiny(tmp_path / "dl")
-    (tmp_path / "dl" / datasets.TEST_IMAGES).write_bytes(b"stale")
-    download(
-        "mnist",
-        tmp_path / "dl",
-        mirrors=[server.serve("/good", files)],
-        checksums=sums,
-        progress=False,
-        backoff=0,
-    )
-    assert server.requests == [f"/good/{datasets.TEST_IMAGES}"]
-    assert (tmp_path / "dl" / datasets.TEST_IMAGES).read_bytes() == files[datasets.TEST_IMAGES]
+# --- a load that downloads, from a local HTTP server ------------------------------------------
 
 
 def test_load_dataset_downloads_into_cache(
