@@ -26,7 +26,8 @@ from typing import Protocol
 import numpy as np
 
 from mlp import INPUT_SCALE
-from trainer.augment import Augmenter, AugmentSpec, random_shift
+from trainer.augment import Augmenter, AugmentSpec
+from trainer.augment_geometry import random_shift
 from trainer.noise import add_noise
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from mlp import INPUT_SCALE
-from trainer.augment import Augmenter, AugmentSpec, random_shift
+from trainer.augment import Augmenter, AugmentSpec
+from trainer.augment_geometry import random_shift
 from trainer.batches import AheadBatches, BatchMaker, BatchPlan, InlineBatches, make_batches
 from trainer.noise import add_noise
 

@@ -1,0 +1,296 @@
+"""Where each pixel of an augmented digit comes from: shifts, the affine map and elastic distortion.
+
+The geometric half of trainer/augment.py (see its docstring for the whole picture): a random affine
+map about the digit's centre of mass (rotation, shear, scale of the ink box, whole-pixel shift),
+composed with an elastic distortion (Simard et al. 2003), sampled once, bilinearly with zero fill.
+Rotating or shearing widens the ink box; the map is scaled so the box keeps its long side, as
+`digitize` would refit it. Also the 28x28 basics the ink half shares (`SIDE`, `PIXELS`, the work
+arrays an `Augmenter` keeps from batch to batch).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+SIDE = 28
+PIXELS = SIDE * SIDE
+EDGE_CENTRES = np.arange(SIDE) + 0.5  # pixel centres in edge coordinates (pixel i covers [i, i + 1))
+_X, _Y = (a.astype(np.float32).ravel() for a in np.meshgrid(np.arange(SIDE), np.arange(SIDE)))
+
+
+class WorkArrays:
+    """Large work arrays for batches of `n` images, made on first use and kept."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        array = self._arrays.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype:
+            array = self._arrays[name] = np.zeros(shape, dtype=dtype)
+        return array
+
+
+def random_shift(images: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """Shift each 28x28 image by up to `max_shift` pixels in x and y, filling with zeros.
+
+    Works on (batch, 784) of any dtype and returns the same shape and dtype.
+    """
+    if max_shift <= 0:
+        return images
+    n, side = len(images), SIDE
+    padded = np.zeros((n, side + 2 * max_shift, side + 2 * max_shift), dtype=images.dtype)
+    padded[:, max_shift:-max_shift, max_shift:-max_shift] = images.reshape(n, side, side)
+    dy, dx = rng.integers(0, 2 * max_shift + 1, size=(2, n))
+    rows = dy[:, None] + np.arange(side)  # (batch, 28)
+    cols = dx[:, None] + np.arange(side)
+    shifted = padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+    return shifted.reshape(n, side * side)
+
+
+def affine_matrices(rotate_deg: np.ndarray, shear_deg: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """(batch, 2, 2) forward maps of (x, y) pixel offsets, y pointing down as rows do.
+
+    Positive angles turn the digit anticlockwise on screen and slant its top to the right.
+    """
+    t, s = np.radians(rotate_deg), np.tan(np.radians(shear_deg))
+    cos, sin = np.cos(t), np.sin(t)
+    out = np.empty((len(t), 2, 2))  # rotation [[cos, sin], [-sin, cos]] @ shear [[1, -s], [0, 1]]
+    out[:, 0, 0], out[:, 0, 1] = cos, sin - s * cos
+    out[:, 1, 0], out[:, 1, 1] = -sin, cos + s * sin
+    out *= np.asarray(scale)[:, None, None]
+    return out
+
+
+def warp(
+    x: np.ndarray,
+    rotate: np.ndarray,
+    shear: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    elastic: Elastic | None = None,
+) -> np.ndarray:
+    """Float (batch, 784) images moved as each one's parameters say, sampled once (bilinear, zero fill).
+
+    Per image: `rotate` and `shear` in degrees (see `affine_matrices`), `scale` of the ink box's
+    long side, measured after the rotation and shear (`box_refit`), `shift` (batch, 2) whole
+    pixels (rows, columns), about the centre of mass; `elastic` fields from `elastic_fields`.
+    Returns a new float32 array.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    work, out = WorkArrays(len(x)), np.empty_like(x)
+    sample_into(x, source_grid_into(x, rotate, shear, scale, shift, elastic, work), work, out=out)
+    return out
+
+
+def source_grid(
+    x: np.ndarray,
+    rotate: np.ndarray,
+    shear: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    elastic: Elastic | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where `warp` samples each output pixel: (batch, 784) source rows and columns (copies)."""
+    x = np.asarray(x, dtype=np.float32)
+    grids = source_grid_into(x, rotate, shear, scale, shift, elastic, WorkArrays(len(x)))
+    return grids[1].copy(), grids[0].copy()
+
+
+def source_grid_into(
+    x: np.ndarray,
+    rotate: np.ndarray,
+    shear: np.ndarray,
+    scale: np.ndarray,
+    shift: np.ndarray,
+    elastic: Elastic | None,
+    work: WorkArrays,
+    grow: np.ndarray | None = None,
+) -> np.ndarray:
+    """`source_grid` into a work array: (2, batch, 784) source columns, then rows; the ink box
+    made `grow` pixels shorter than its own, per image, if given.
+
+    The affine map and the elastic field come out of the same two small matrix products: a
+    coordinate grid is a 28x28 matrix `L C L^T`, with `L` the elastic basis plus a column of row
+    numbers and a column of ones, and `C` holding the field's random coefficients and the map.
+    """
+    n = len(x)
+    sums = (x @ _MOMENTS).astype(np.float64)  # (batch, 3): mass, mass-weighted column and row
+    blank = sums[:, 0] <= 0
+    centre = np.where(blank[:, None], (SIDE - 1) / 2, sums[:, 1:] / np.where(blank, 1, sums[:, 0])[:, None])
+    forward = affine_matrices(rotate, shear, np.ones(n))
+    forward *= (np.asarray(scale) * box_refit(x, centre, forward, grow))[:, None, None]
+    (a, b), (c, d) = forward[:, 0].T, forward[:, 1].T
+    inverse = np.stack([d, -b, -c, a], axis=1).reshape(n, 2, 2) / (a * d - b * c)[:, None, None]
+    # source = c + inverse (q - c - shift) = inverse q + offset, for output pixel q = (x, y)
+    moved = centre + np.asarray(shift)[:, ::-1]
+    offset = centre - (inverse * moved[:, None, :]).sum(axis=2)
+
+    r = 0 if elastic is None else elastic.coefficients.shape[-1]
+    lift = _lift(0.0 if elastic is None else elastic.sigma)  # L: (28, r + 2)
+    k = r + 2
+    coefficients = np.zeros((2, n, k, k), dtype=np.float32)  # C^T per grid: x first, then y
+    if elastic is not None:
+        coefficients[:, :, :r, :r] = elastic.coefficients
+    for axis in (0, 1):  # x (column) then y (row) of the source
+        coefficients[axis, :, r, r + 1] = inverse[:, axis, 0]  # times the column number
+        coefficients[axis, :, r + 1, r] = inverse[:, axis, 1]  # times the row number
+        coefficients[axis, :, r + 1, r + 1] = offset[:, axis]
+    half = np.matmul(coefficients.reshape(-1, k), lift.T, out=work.get("lift_half", (2 * n * k, SIDE)))
+    turned = work.get("lift_turned", (2 * n, SIDE, k))
+    np.copyto(turned, half.reshape(2 * n, k, SIDE).transpose(0, 2, 1))  # (C^T L^T)^T = L C
+    grids = work.get("grids", (2 * n * SIDE, SIDE))
+    np.matmul(turned.reshape(-1, k), lift.T, out=grids)  # L C L^T per grid
+    return grids.reshape(2, n, PIXELS)
+
+
+# x @ _MOMENTS: mass, then the mass-weighted sums of column and of row numbers
+_MOMENTS = np.stack([np.ones(PIXELS, dtype=np.float32), _X, _Y], axis=1)
+
+
+@cache
+def _lift(sigma: float) -> np.ndarray:
+    """(28, r + 2) float32: the elastic basis for `sigma` (none for 0), row numbers, ones."""
+    basis = _elastic_basis(sigma) if sigma else np.zeros((SIDE, 0), dtype=np.float32)
+    lift = np.concatenate([basis, np.arange(SIDE, dtype=np.float32)[:, None], np.ones((SIDE, 1))], axis=1)
+    lift = lift.astype(np.float32)
+    lift.flags.writeable = False
+    return lift
+
+
+def box_refit(
+    x: np.ndarray,
+    centre: np.ndarray,
+    forward: np.ndarray,
+    grow: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per image, the factor that brings the long side of the mapped ink box back to its own
+    (minus `grow` pixels, for a change still to come that widens it).
+
+    `digitize` scales every digit's ink box to 20 px, so a rotated or slanted digit reaches the
+    network no larger than an upright one. The extremes of the ink in any direction are among
+    each row's first and last inked pixels, so mapping those 56 points tells the new box (a row
+    without ink contributes the centre of mass, which lies inside the ink's hull); the bilinear
+    samples spread each source pixel over the map of the square (-1, 1)^2 around it, so a box
+    along an axis with map row (a, b) ends up `extent + 2 (|a| + |b|) - 1` pixels long (for the
+    identity: `extent + 1`, the pixel count of the unchanged box).
+    `x` is (batch, 784), `centre` (batch, 2) the centre of mass as (x, y), `forward` (batch, 2, 2)
+    on (x, y).
+    """
+    n = len(x)
+    inked = (x > 0).reshape(-1, SIDE)  # (batch * 28, 28)
+    row_ink = inked.any(axis=1).reshape(n, SIDE)
+    first = inked.argmax(axis=1).reshape(n, SIDE)
+    last = SIDE - 1 - np.ascontiguousarray(inked[:, ::-1]).argmax(axis=1).reshape(n, SIDE)
+    valid = np.concatenate([row_ink, row_ink], axis=1)  # (batch, 56)
+    points = np.empty((n, 2, 2 * SIDE))  # (x, y) of each row's first and last inked pixel
+    np.copyto(points[:, 0], np.concatenate([first, last], axis=1))
+    points[:, 1] = np.tile(np.arange(SIDE), 2)
+    np.copyto(points, centre[:, :, None], where=~valid[:, None, :])
+    before = (points.max(axis=2) - points.min(axis=2)).max(axis=1) + 1
+    mapped = forward @ points  # (batch, 2, 56)
+    after = (mapped.max(axis=2) - mapped.min(axis=2) + 2 * np.abs(forward).sum(axis=2)).max(axis=1)
+    target = before + 1 - (0 if grow is None else grow)
+    return np.where(row_ink.any(axis=1), target / after, 1.0)
+
+
+@dataclass(frozen=True)
+class Elastic:
+    """Random elastic fields of a batch: (2, batch, r, r) coefficients of the smooth basis for `sigma`."""
+
+    coefficients: np.ndarray
+    sigma: float
+
+
+def elastic_fields(n: int, alpha: float, sigma: float, rng: np.random.Generator) -> Elastic:
+    """Random elastic fields for `n` images, drawn as coefficients of a smooth basis.
+
+    Simard et al.'s field is uniform(-1, 1) noise per pixel, Gaussian-smoothed (sigma), times
+    alpha. The smoothing G F G^T (G: scipy.ndimage's `gaussian_filter`, reflecting edges, as a
+    matrix) sums hundreds of uniform draws per pixel, so the field is Gaussian with covariance
+    (alpha^2 / 3) (G G^T) x (G G^T); drawing it from that covariance's leading eigenvectors
+    (99.99 % of its variance per axis) takes 2 r^2 normal draws per image (r = 7 for sigma 4)
+    instead of 1,568 uniform ones and their smoothing.
+    """
+    r = _elastic_basis(float(sigma)).shape[1]
+    z = rng.standard_normal((2, n, r, r), dtype=np.float32)
+    z *= np.float32(alpha / math.sqrt(3))
+    return Elastic(z, float(sigma))
+
+
+@cache
+def _elastic_basis(sigma: float) -> np.ndarray:
+    """(28, r) float32 B with B B^T the leading part of G G^T, G the Gaussian smoothing matrix."""
+    g = gaussian_matrix(SIDE, sigma).astype(np.float64)
+    values, vectors = np.linalg.eigh(g @ g.T)
+    values, vectors = values[::-1].clip(0), vectors[:, ::-1]
+    r = int(np.searchsorted(np.cumsum(values) / values.sum(), 0.9999)) + 1
+    basis = (vectors[:, :r] * np.sqrt(values[:r])).astype(np.float32)
+    basis.flags.writeable = False
+    return basis
+
+
+@cache
+def gaussian_matrix(size: int, sigma: float) -> np.ndarray:
+    """(size, size) float32 matrix M with M @ v the 1-D Gaussian filter of v, reflecting at the edges."""
+    radius = int(4 * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * (offsets / sigma) ** 2)
+    weights /= weights.sum()
+    m = np.zeros((size, size))
+    for i in range(size):
+        j = (i + offsets) % (2 * size)
+        j = np.where(j < size, j, 2 * size - 1 - j)  # d c b a | a b c d | d c b a
+        np.add.at(m[i], j, weights)
+    m = m.astype(np.float32)
+    m.flags.writeable = False
+    return m
+
+
+def sample_into(x: np.ndarray, grids: np.ndarray, work: WorkArrays, out: np.ndarray) -> None:
+    """Bilinear samples of each (batch, 784) image at its own source columns and rows, `grids`
+    (2, batch, 784), zero outside.
+
+    Every source pixel's four neighbours are laid side by side first (16 bytes), so one gather
+    fetches all four. `grids` is used up; `out` may be `x`.
+    """
+    n, side = len(x), SIDE + 2
+    area = side * side
+    # the images with a ring of zeros around each, in column 0; its neighbours in columns 1 to 3.
+    # Only the inside of column 0 is ever written, so the rings stay zero.
+    quads = work.get("quads", (n * area + side + 1, 4))
+    column = quads[:, 0]
+    column[: n * area].reshape(n, side, side)[:, 1:-1, 1:-1] = x.reshape(n, SIDE, SIDE)
+    quads[:-1, 1] = column[1:]  # right
+    quads[:-side, 2] = column[side:]  # below
+    quads[: -side - 1, 3] = column[side + 1 :]  # below right
+    # into the ring: from -1 on, a coordinate blends zeros only (the pixel after the ring's
+    # right or bottom side is the next row's or image's ring, or the zeros after the last image)
+    np.clip(grids, -1, SIDE, out=grids)
+    grids += 1  # ring coordinates
+    corner = np.floor(grids, out=work.get("corner", grids.shape))
+    grids -= corner  # now the fractions: (2, batch, 784) across, down
+    flat = np.multiply(corner[1], side, out=work.get("flat", (n, PIXELS)))
+    flat += corner[0]
+    flat += (np.arange(n, dtype=np.float32) * area)[:, None]  # exact: below 2^24
+    index = work.get("index", (n, PIXELS), np.intp)
+    np.copyto(index, flat, casting="unsafe")
+    gathered = work.get("gathered", (n, PIXELS), np.complex128)
+    quads.view(np.complex128).ravel().take(index, out=gathered, mode="clip")  # in range: no copy
+    # (batch, 784) views with a 16-byte stride: NumPy runs these far faster than (batch, 784, 2)
+    v = gathered.view(np.float32).reshape(n, PIXELS, 4)  # top left, top right, bottom left, right
+    top = np.subtract(v[..., 1], v[..., 0], out=work.get("top", (n, PIXELS)))
+    top *= grids[0]
+    top += v[..., 0]
+    np.subtract(v[..., 3], v[..., 2], out=out)
+    out *= grids[0]
+    out += v[..., 2]
+    out -= top
+    out *= grids[1]
+    out += top

@@ -1,0 +1,197 @@
+"""What an augmented digit's ink looks like: stroke width, low resolution, contrast.
+
+The ink half of trainer/augment.py (see its docstring for the whole picture): strokes blended towards
+a 3x3 grey dilation or erosion, digits rendered as blown-up low-resolution scans and refit as
+`digitize` would, faint or saturated ink, and the stretch of the darkest ink back to full scale.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from trainer.augment_geometry import EDGE_CENTRES, PIXELS, SIDE, WorkArrays
+
+# Where `digitize` leaves the contrast alone: the darkest ink already this close to full scale.
+FULL_INK = np.float32(254 / 255)
+# A bilinearly enlarged low-resolution digit's ink box, in coarse pixels, beyond the span of its
+# inked coarse pixels: 2 x 0.8 (where the tent weight is 0.2) - 1.
+BILINEAR_SPREAD = 0.6
+# Thinned strokes are re-inked by at most 1 / MIN_RETAINED; an image whose stroke cores fall
+# below this share of their ink in the erosion is not thinned at all.
+MIN_RETAINED = 0.25
+
+
+def stroke_width(x: np.ndarray, amount: np.ndarray) -> np.ndarray:
+    """Thicker (amount > 0) or thinner (amount < 0) strokes: per image, a blend between grey
+    dilations by the 3x3 square (1 a full one, 2 two, 0.5 half of one), or towards one erosion.
+
+    Blending towards an erosion dims MNIST's two-to-three-pixel strokes more than it narrows
+    them, so thinned images get their ink back: divided by the level their stroke cores fell to
+    (`(1 - |a|) + |a| r`, r the erosion's ink-weighted mean level over the original's), they come
+    out as the thin full-strength line of a fine pen. Returns a new (batch, 784) float32 array.
+    """
+    out = np.array(x, dtype=np.float32)
+    amount = np.asarray(amount, dtype=np.float32)
+    if (amount < -1).any():
+        raise ValueError("strokes thin by at most one erosion (amount >= -1)")
+    stroke_width_into(out, amount, WorkArrays(len(out)))
+    return out
+
+
+def stroke_width_into(x: np.ndarray, amount: np.ndarray, work: WorkArrays) -> None:
+    """`stroke_width` in place, with work arrays.
+
+    One pass of 3x3 maxima serves both directions: an erosion is a dilation of the negated image,
+    so the images to thin are negated before and after.
+    """
+    n = len(x)
+    magnitude = np.abs(amount)[:, None]
+    steps = math.ceil(float(magnitude.max()))
+    if steps == 0:
+        return
+    sign = np.where(amount < 0, -1, 1).astype(np.float32)[:, None]
+    total = np.multiply(x, np.maximum(1 - magnitude, 0), out=work.get("stroke_total", (n, PIXELS)))
+    scratch = work.get("stroke_scratch", (n, PIXELS))
+    level = np.multiply(x, sign, out=work.get("stroke_signed", (n, PIXELS)))
+    retained = None  # per image: the erosion's ink level over the original's
+    for k in range(1, steps + 1):  # a "hat" weight per level: at most two are non-zero
+        level = _morph3(level, np.maximum, work.get(f"stroke_level{k % 2}", (n, PIXELS)), scratch)
+        weight = np.maximum(1 - np.abs(magnitude - k), 0) * sign  # the sign undoes the negation
+        if k == 1 and (amount < 0).any():
+            retained = _ink_level(np.abs(level, out=scratch)) / np.maximum(_ink_level(x), 1e-6)
+        if weight.any():
+            total += np.multiply(level, weight, out=scratch)
+    if retained is not None:  # re-ink the thinned strokes: their cores back to full strength
+        thin = np.minimum(amount, 0)[:, None] * -1  # |a| for thinned images, 0 for the others
+        level = (1 - thin + thin * np.minimum(retained, 1)[:, None]).astype(np.float32)
+        total /= np.maximum(level, MIN_RETAINED)
+        np.minimum(total, 1, out=total)
+        # A digit of hair-thin strokes that the erosion all but wiped out stays as it was: a blank
+        # picture labelled with a digit would teach the network nothing true.
+        gone = (amount < 0) & (retained < MIN_RETAINED)
+        if gone.any():
+            total[gone] = x[gone]
+    np.copyto(x, total)
+
+
+def _ink_level(x: np.ndarray) -> np.ndarray:
+    """Per image, the ink-weighted mean level (sum x^2 / sum x): the level of the stroke cores."""
+    return np.einsum("ij,ij->i", x, x) / np.maximum(x.sum(axis=1), 1e-6)
+
+
+def _morph3(x: np.ndarray, op: np.ufunc, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
+    """3x3 grey dilation (np.maximum) or erosion (np.minimum) of (batch, 784) images into `out`.
+
+    Pixels outside the image are left out (they would be background, which MNIST's border is).
+    Long contiguous passes over the flat images, then the first and last columns redone (the
+    flat passes pair them with the neighbouring row's ends).
+    """
+    h, x3 = scratch, x.reshape(-1, SIDE, SIDE)
+    op(op(x[:, :-2], x[:, 1:-1], out=h[:, 1:-1]), x[:, 2:], out=h[:, 1:-1])  # left, centre, right
+    h3 = h.reshape(-1, SIDE, SIDE)
+    op(x3[:, :, 0], x3[:, :, 1], out=h3[:, :, 0])
+    op(x3[:, :, -1], x3[:, :, -2], out=h3[:, :, -1])
+    row = SIDE
+    op(op(h[:, : -2 * row], h[:, row:-row], out=out[:, row:-row]), h[:, 2 * row :], out=out[:, row:-row])
+    op(h[:, :row], h[:, row : 2 * row], out=out[:, :row])  # the first row has no row above
+    op(h[:, -row:], h[:, -2 * row : -row], out=out[:, -row:])
+    return out
+
+
+def low_resolution(x: np.ndarray, size: np.ndarray, phase: np.ndarray, blocky: np.ndarray) -> np.ndarray:
+    """Each digit as a blown-up low-resolution scan of it, refit as `digitize` would.
+
+    `size`: the long side of the ink box at low resolution, in pixels; `phase` (batch, 2): where
+    the low-resolution grid falls, as a fraction of its pixel; `blocky`: enlarge by repeating
+    pixels (then area-averaged down to MNIST's scale) rather than bilinearly. The enlarged digit's
+    ink box is scaled back to the long side it had and its centre of mass put back where it was.
+    Both axes are resampled by per-image matrices, built for rows and columns in one go.
+    Returns a new float32 (batch, 784) array.
+    """
+    n = len(x)
+    images = x.reshape(n, SIDE, SIDE).astype(np.float32)
+    profiles = np.concatenate([images.sum(axis=2), images.sum(axis=1)])  # (2 batch, 28): rows, columns
+    spans = _span(profiles > 0)
+    box = np.maximum(spans[:n], spans[n:])  # the ink box's long side, pixels
+    factor = np.minimum(size / np.maximum(box, 1), 1)  # low-resolution pixels per pixel
+    coarse_side = math.ceil(SIDE * float(factor.max())) + 1 if n else 1
+    down = _area_matrix(np.tile(factor, 2), phase.T.ravel(), coarse_side)  # (2 batch, coarse, 28)
+    coarse = down[:n] @ images @ down[n:].transpose(0, 2, 1)  # (batch, coarse, coarse)
+
+    # digitize: the coarse ink box (whole coarse pixels) -> the original long side, the centre
+    # of mass -> where it was
+    coarse_profiles = np.concatenate([coarse.sum(axis=2), coarse.sum(axis=1)])  # (2 batch, coarse)
+    coarse_spans = _span(coarse_profiles > 0)
+    # bilinear enlarging spreads the outer coarse pixels' ink over 0.8 coarse pixels beyond
+    # their centres at 20 % or more of its level, where `digitize` draws the box of a large image
+    coarse_box = np.maximum(coarse_spans[:n], coarse_spans[n:]) + np.where(blocky, 0, BILINEAR_SPREAD)
+    gain = box / np.maximum(coarse_box, 1)  # pixels per coarse pixel
+    centres = np.arange(coarse_side) + 0.5  # of the coarse pixels, in coarse edge coordinates
+    coarse_centre = coarse_profiles @ centres / np.maximum(coarse_profiles.sum(axis=1), 1e-12)
+    centre = profiles @ EDGE_CENTRES / np.maximum(profiles.sum(axis=1), 1e-12)
+    up = _enlarge_matrix(np.tile(gain, 2), coarse_centre, centre, coarse_side, np.tile(blocky, 2))
+    return (up[:n] @ coarse @ up[n:].transpose(0, 2, 1)).reshape(n, PIXELS)
+
+
+def _span(inked: np.ndarray) -> np.ndarray:
+    """Per row of a (batch, length) mask: last - first + 1 of its True entries (0 when none)."""
+    first = inked.argmax(axis=1)
+    last = inked.shape[1] - 1 - inked[:, ::-1].argmax(axis=1)
+    return np.where(inked.any(axis=1), last - first + 1, 0).astype(np.float64)
+
+
+def _overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
+    """Length of the intersection of the intervals [a0, a1) and [b0, b1), broadcast."""
+    return np.maximum(np.minimum(a1, b1) - np.maximum(a0, b0), 0)
+
+
+def _area_matrix(factor: np.ndarray, phase: np.ndarray, coarse_side: int) -> np.ndarray:
+    """(batch, coarse, 28) area-average shrinking: coarse pixel i covers [(i - phase) / factor,
+    (i + 1 - phase) / factor) of the image, in edge coordinates (pixel j covers [j, j + 1))."""
+    f = factor.astype(np.float32)[:, None, None]
+    p = phase.astype(np.float32)[:, None, None]
+    i = np.arange(coarse_side, dtype=np.float32)[None, :, None]
+    j = np.arange(SIDE, dtype=np.float32)[None, None, :]
+    return f * _overlap((i - p) / f, (i + 1 - p) / f, j, j + 1)
+
+
+def _enlarge_matrix(
+    gain: np.ndarray, coarse_centre: np.ndarray, centre: np.ndarray, coarse_side: int, blocky: np.ndarray
+) -> np.ndarray:
+    """(batch, 28, coarse) enlarging: coarse coordinate u lands on centre + gain (u - coarse_centre).
+
+    Blocky: each output pixel averages the coarse pixels it covers (repeat, then area-average);
+    otherwise bilinear between coarse pixel centres.
+    """
+    g = gain.astype(np.float32)[:, None, None]
+    cc = coarse_centre.astype(np.float32)[:, None, None]
+    c = centre.astype(np.float32)[:, None, None]
+    p = np.arange(SIDE, dtype=np.float32)[None, :, None]
+    i = np.arange(coarse_side, dtype=np.float32)[None, None, :]
+    start = c + g * (i - cc)  # where coarse pixel i begins in the output
+    blocks = _overlap(p, p + 1, start, start + g)
+    u = cc + (p + 0.5 - c) / g - 0.5  # output pixel centres in coarse index coordinates
+    hats = np.maximum(1 - np.abs(u - i), 0)
+    return np.where(blocky[:, None, None], blocks, hats)
+
+
+def contrast(x: np.ndarray, gamma: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """In place, per image: `min(gain * x ** gamma, 1)`. Gamma > 1 thins the grey fringe out (faint
+    pencil once stretched), gamma < 1 and gain > 1 flatten it towards solid ink (a marker)."""
+    np.maximum(x, 0, out=x)  # no rounding below 0 may reach the logarithm
+    with np.errstate(divide="ignore"):  # log(0) = -inf, and exp(-inf) = 0 as wanted
+        np.log(x, out=x)
+    x *= gamma.astype(np.float32)[:, None]
+    np.exp(x, out=x)
+    x *= gain.astype(np.float32)[:, None]
+    return np.minimum(x, 1, out=x)
+
+
+def stretch(x: np.ndarray) -> np.ndarray:
+    """In place: scale each image so its darkest ink is 1, unless it is close already (`digitize`)."""
+    peak = x.max(axis=1)
+    faint = (peak > 0) & (peak < FULL_INK)
+    x *= np.where(faint, 1 / np.where(faint, peak, 1), 1).astype(np.float32)[:, None]
+    return x
