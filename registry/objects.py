@@ -1,4 +1,6 @@
-"""The registry on S3-compatible object storage: the same versions, written once by conditional puts.
+"""The registry on S3-compatible object storage: one storage's whole protocol, hence one module.
+
+The same versions as a local folder, written once by conditional puts.
 
 Layout under `s3://<bucket>/<prefix>/<model>/`, the same names as a local folder:
 

@@ -1,4 +1,6 @@
-"""The registry of model versions on disk: immutable weight files and one `current` pointer.
+"""The registry of model versions in a local folder: one storage's whole protocol, hence one module.
+
+Immutable weight files and one `current` pointer.
 
 Layout of `models/<model>/`:
 

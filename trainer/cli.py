@@ -1,4 +1,6 @@
-"""`python -m trainer`: train, evaluate, compare noise robustness and manage versions.
+"""`python -m trainer`: its grammar and dispatch, one job that is long because the options are many.
+
+Train, evaluate, compare noise robustness and manage versions.
 
 Besides the subcommands, the research script's positional form still works:
 

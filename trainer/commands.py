@@ -1,4 +1,4 @@
-"""What each `python -m trainer` command does, once its arguments are parsed and checked."""
+"""What each `python -m trainer` command does once parsed: one short function each, kept side by side."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Real MNIST digits turned into the image files people actually upload: the robustness variants.
+"""The robustness variants: one catalogue of the 28 kinds of upload people make, hence one module.
+
+Real MNIST digits turned into the image files people actually upload.
 
 Each variant takes one MNIST test digit (28x28 uint8, white ink on black) and a seeded generator
 and returns the bytes of a PNG or JPEG, as a person would post it to ``/predict``. The label stays

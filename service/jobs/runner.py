@@ -1,4 +1,4 @@
-"""Who runs training jobs: a small interface, and the default runner that uses child processes.
+"""Who runs training jobs: the interface, and the child-process runner's whole lifecycle in one module.
 
 Routes talk to a `JobRunner` only, so a distributed runner (RQ or Celery on Redis, workers on
 other machines publishing to a shared registry) can replace `ProcessJobRunner` without touching

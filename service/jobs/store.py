@@ -1,4 +1,6 @@
-"""Job records in one SQLite file, shared by the API's threads, the runner, the children and workers.
+"""Job records in one SQLite file: every statement on its table, in one module.
+
+Shared by the API's threads, the runner, the children and workers.
 
 Every call opens its own connection (cheap for SQLite, and safe across threads and processes);
 the file is in WAL mode so readers never wait for the writer. Every read-then-write happens inside

@@ -1,4 +1,6 @@
-"""Training-job records and live workers in PostgreSQL: the one truth every API replica and worker reads.
+"""A cluster's job records and live workers in PostgreSQL: every statement on its two tables, in one module.
+
+The one truth every API replica and worker reads.
 
 `training_jobs` holds what `GET /train/{id}` shows on any replica (state, params, progress, result,
 error, which worker) plus the config the job trains with, fixed when it was accepted.
