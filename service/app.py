@@ -12,6 +12,7 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from re import Pattern
 from typing import Any
 
 from fastapi import FastAPI
@@ -53,7 +54,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = start_services(settings, metrics, runner=runner, registry=registry)
+        state = start_services(
+            settings, metrics, runner=runner, registry=registry, batcher=batcher, route_methods=route_methods
+        )
         app.state.services = state
         end_start_up_collection_pause()
         watcher = asyncio.create_task(watch_pointer(state))
@@ -83,8 +86,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.metrics = metrics
-    app.state.predict_batcher = PredictBatcher(metrics)
+    batcher = PredictBatcher(metrics)
     install_error_handlers(app)
     install_openapi(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -109,7 +111,7 @@ def create_app(
     for router in included:
         app.include_router(router)
     # (template, pattern, methods) of every route, for the Allow header of a 405 (service.errors).
-    app.state.route_methods = [
+    route_methods = [
         (route.path, route.path_regex, route.methods)
         for route in [*app.router.routes, *(route for router in included for route in router.routes)]
         if isinstance(route, Route) and route.methods
@@ -123,6 +125,8 @@ def start_services(
     *,
     runner: JobRunner | None = None,
     registry: BaseRegistry | None = None,
+    batcher: PredictBatcher | None = None,
+    route_methods: list[tuple[str, Pattern[str], set[str]]] | None = None,
 ) -> AppState:
     """Open the registry, load the current model, warm it up, start the job runner."""
     if settings.database_url and not settings.token:  # one token for the whole cluster
@@ -141,6 +145,8 @@ def start_services(
         token=token,
         pool=WorkPool(settings.decode_threads),
         bodies=BodyBudget(settings.max_inflight_body_bytes),
+        batcher=batcher or PredictBatcher(metrics),
+        route_methods=route_methods or [],
     )
 
     def on_reload(version: str, model: LoadedModel | None, error: Exception | None) -> None:

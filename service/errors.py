@@ -200,7 +200,7 @@ def allowed_methods(request: Request) -> str:
     path = request.url.path
     routes = [
         (template, methods)
-        for template, pattern, methods in request.app.state.route_methods
+        for template, pattern, methods in request.app.state.services.route_methods
         if pattern.match(path)
     ]
     exact = [methods for template, methods in routes if template == path]

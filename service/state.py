@@ -1,13 +1,18 @@
-"""What the app holds for its lifetime, created in the lifespan and reached through a dependency."""
+"""What the app holds for its lifetime, created in the lifespan and reached through a dependency.
+
+`AppState` is the one place: `app.state` holds nothing else (`app.state.services` is it).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from re import Pattern
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
 from registry import BaseRegistry
+from service.batcher import PredictBatcher
 from service.body import BodyBudget
 from service.errors import NotReady
 from service.metrics import Metrics
@@ -29,6 +34,9 @@ class AppState:
     token: str
     pool: WorkPool
     bodies: BodyBudget
+    batcher: PredictBatcher  # one network pass for the /predict and V2 rows of one loop turn
+    # (template, pattern, methods) of every route, for the Allow header of a 405 (service.errors)
+    route_methods: list[tuple[str, Pattern[str], set[str]]]
     jobs: JobRunner | None = None
     listener: PointerListener | None = None  # the PostgreSQL pointer's NOTIFY listener (cluster mode)
     warmed_up: bool = False

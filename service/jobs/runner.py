@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from typing import Any, Protocol
 
-from registry import RegistryError
+from registry import Clock, RegistryError, system_clock
 from service.jobs import joblog
 from service.jobs.errors import JobFinished, JobNotFound, RunnerStopped
 from service.jobs.owner import Owner, stop_process
@@ -91,10 +91,11 @@ class _Child:
 class ProcessJobRunner:
     """Claims queued jobs and trains each in a spawned child process, supervised by one thread."""
 
-    def __init__(self, settings: Settings, metrics: Metrics):
+    def __init__(self, settings: Settings, metrics: Metrics, *, clock: Clock = system_clock):
         self.settings = settings
         self.metrics = metrics
-        self.store = JobStore(settings.state_dir / DB_FILE)
+        # `clock` stamps what this process records (queued, started, settled); a child stamps its ending
+        self.store = JobStore(settings.state_dir / DB_FILE, clock=clock)
         self.owner = Owner.current()
         self._context = multiprocessing.get_context("spawn")  # no inherited threads, sockets, locks
         self._wake = threading.Event()

@@ -177,7 +177,7 @@ async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> 
     finally:
         state.bodies.release(held)
     if state.settings.predict_batching:
-        answers = await request.app.state.predict_batcher.answer(model, digits)
+        answers = await state.batcher.answer(model, digits)
     else:
         answers = model.answer(digits)
     content = answer(state, model, uploads, digits, answers, query)

@@ -247,7 +247,7 @@ async def run_inference(state: AppState, request: Request, name: str, version: s
         state.bodies.release(len(raw))
     if state.settings.predict_batching and len(parsed.pixels) < ALONE_ROWS:
         # one pass with the other requests of this loop turn
-        probabilities = (await request.app.state.predict_batcher.answer(model, parsed.pixels)).probabilities
+        probabilities = (await state.batcher.answer(model, parsed.pixels)).probabilities
     else:
         probabilities = model.predict_proba(parsed.pixels)
     for label in probabilities.argmax(axis=1).tolist():

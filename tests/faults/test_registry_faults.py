@@ -80,7 +80,7 @@ BAD_POINTERS = [
 
 
 def failures(client) -> float:
-    value = client.app.state.metrics.registry.get_sample_value(
+    value = client.app.state.services.metrics.registry.get_sample_value(
         "mnist_model_loads_total", {"outcome": "failure"}
     )
     return value or 0.0

@@ -18,7 +18,9 @@ from registry import Registry
 
 
 def intact(client: TestClient) -> float | None:
-    return client.app.state.metrics.registry.get_sample_value("mnist_served_file_intact", {"model": "mnist"})
+    return client.app.state.services.metrics.registry.get_sample_value(
+        "mnist_served_file_intact", {"model": "mnist"}
+    )
 
 
 def flip_a_byte(path: Path) -> None:

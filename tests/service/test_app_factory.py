@@ -5,71 +5,39 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
 
 from conftest import AUTH, MakeClient, Publish
+from inprocess_runner import InProcessRunner
 from testkit import ROOT
 from threadpoolctl import threadpool_info
 
-from registry import Registry, utc_now
-from service.jobs.errors import JobNotFound
-from service.jobs.record import JobRecord
+from registry import Registry
+from service.settings import Settings
 
 
 def blas_threads() -> list[int]:
     return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
 
 
-class InProcessRunner:
-    """A job runner with no process behind it: what a router test needs to assert at once."""
-
-    def __init__(self) -> None:
-        self.jobs: dict[str, JobRecord] = {}
-        self.started = self.stopped = False
-
-    def submit(self, params: dict[str, Any]) -> JobRecord:
-        record = JobRecord(id=f"job{len(self.jobs) + 1}", state="queued", params=params, created_at=utc_now())
-        self.jobs[record.id] = record
-        return record
-
-    def get(self, job_id: str) -> JobRecord:
-        if job_id not in self.jobs:
-            raise JobNotFound(job_id)
-        return self.jobs[job_id]
-
-    def list(self, limit: int = 100) -> Sequence[JobRecord]:
-        return list(reversed(self.jobs.values()))[:limit]
-
-    def cancel(self, job_id: str) -> JobRecord:
-        record = self.jobs[job_id] = JobRecord(**{**vars(self.get(job_id)), "state": "cancelled"})
-        return record
-
-    def counts(self) -> dict[str, int]:
-        return {"queued": sum(r.state == "queued" for r in self.jobs.values())}
-
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self) -> None:
-        self.stopped = True
-
-
 def test_an_app_runs_the_runner_and_the_registry_it_is_given(
-    make_client: MakeClient, publish: Publish, registry: Registry
+    make_client: MakeClient, publish: Publish, registry: Registry, tmp_path: Path
 ) -> None:
     publish()
-    runner = InProcessRunner()
+    runner = InProcessRunner(Settings(state_dir=tmp_path / "elsewhere"))
     with make_client(runner=runner, registry=registry) as client:
         assert runner.started and client.get("/readyz").json()["version"] == "v0001"
         job = client.post("/train", json={"epochs": 1}, headers=AUTH)
         assert (job.status_code, job.json()["state"]) == (202, "queued")
-        assert [j["id"] for j in client.get("/train").json()["jobs"]] == ["job1"]
-        cancelled = client.delete("/train/job1", headers=AUTH)
+        assert [j["id"] for j in client.get("/train").json()["jobs"]] == [job.json()["id"]]
+        assert runner.get(job.json()["id"]).state == "queued"  # the runner given, not one of its own
+        cancelled = client.delete(f"/train/{job.json()['id']}", headers=AUTH)
         assert (cancelled.status_code, cancelled.json()["state"]) == (200, "cancelled")
-        assert client.get("/train/job9").json()["error"] == "job_not_found"
+        assert client.get("/train/" + "0" * 32).json()["error"] == "job_not_found"
         assert 'mnist_training_jobs{state="queued"} 0.0' in client.get("/metrics").text
+        assert set(vars(client.app.state)["_state"]) == {"services"}  # all the app's state on one object
     assert runner.stopped
+    assert not (tmp_path / "state" / "jobs.sqlite3").exists()  # no runner of the settings' own was made
 
 
 def test_building_and_running_an_app_leaves_the_processs_blas_threads_alone(

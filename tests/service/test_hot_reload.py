@@ -34,7 +34,7 @@ def serving(client: TestClient, version: str) -> bool:
 
 
 def loads(client: TestClient, outcome: str) -> float:
-    value = client.app.state.metrics.registry.get_sample_value(
+    value = client.app.state.services.metrics.registry.get_sample_value(
         "mnist_model_loads_total", {"outcome": outcome}
     )
     return value or 0.0
@@ -57,7 +57,7 @@ def test_a_promotion_by_another_process_is_picked_up(
 
     assert predicted_version(watching, digit_image) == "v0002"
     assert loads(watching, "success") == 2
-    metrics = watching.app.state.metrics.registry
+    metrics = watching.app.state.services.metrics.registry
     assert metrics.get_sample_value("mnist_model_info", {"model": "mnist", "version": "v0002"}) == 1
     assert metrics.get_sample_value("mnist_model_info", {"model": "mnist", "version": "v0001"}) == 0
 

@@ -1,5 +1,8 @@
-"""The /train endpoints end to end: a real app, a real SQLite file, real child processes.
+"""The /train endpoints: a real app and a real SQLite file; real child processes where a test trains.
 
+A test that needs job records only (auth, validation, queue limits, a queued job's cancel, what
+GET /train/{id} shows) runs on `InProcessRunner` (tests/service/inprocess_runner.py), which trains
+nothing and asserts at once; the tests of jobs that train keep the real `ProcessJobRunner`.
 Training data is a tiny synthetic MNIST (a few hundred learnable images) written as un-gzipped
 IDX files, which the trainer checks by structure only. Waiting is always polling with a deadline.
 """
@@ -19,6 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from inprocess_runner import FakeClock, InProcessRunner
 from testkit import write_idx
 
 from registry import Registry
@@ -46,9 +50,12 @@ def tiny_mnist(tmp_path_factory: pytest.TempPathFactory, digits: Callable[..., A
 
 @pytest.fixture
 def make_client(tmp_path: Path, tiny_mnist: Path) -> Client:
-    """A factory: a TestClient on an app whose folders are all in this test's tmp_path."""
+    """A factory: a TestClient on an app whose folders are all in this test's tmp_path.
 
-    def make(**overrides: Any) -> TestClient:
+    `in_process=True` runs the app on an `InProcessRunner`, reached as `client.runner`.
+    """
+
+    def make(in_process: bool = False, **overrides: Any) -> TestClient:
         settings = Settings(
             **{
                 "models_dir": tmp_path / "models",
@@ -61,7 +68,10 @@ def make_client(tmp_path: Path, tiny_mnist: Path) -> Client:
                 **overrides,
             }
         )
-        return TestClient(create_app(settings))
+        runner = InProcessRunner(settings) if in_process else None
+        client = TestClient(create_app(settings, runner=runner))
+        client.runner = runner  # type: ignore[attr-defined]
+        return client
 
     return make
 
@@ -69,6 +79,13 @@ def make_client(tmp_path: Path, tiny_mnist: Path) -> Client:
 @pytest.fixture
 def client(make_client: Client) -> Iterator[TestClient]:
     with make_client() as c:
+        yield c
+
+
+@pytest.fixture
+def records(make_client: Client) -> Iterator[TestClient]:
+    """A client whose jobs are records only (`client.runner` moves them along)."""
+    with make_client(in_process=True) as c:
         yield c
 
 
@@ -108,13 +125,13 @@ def store_of(tmp_path: Path) -> JobStore:
 # -- auth and validation -------------------------------------------------------------------------
 
 
-def test_mutating_endpoints_need_the_token(client: TestClient) -> None:
+def test_mutating_endpoints_need_the_token(records: TestClient) -> None:
     for method, path in (("POST", "/train"), ("DELETE", "/train/" + "0" * 32)):
-        missing = client.request(method, path, json=QUICK)
+        missing = records.request(method, path, json=QUICK)
         assert (missing.status_code, missing.json()["error"]) == (401, "missing_token")
-        wrong = client.request(method, path, json=QUICK, headers={"Authorization": "Bearer nope"})
+        wrong = records.request(method, path, json=QUICK, headers={"Authorization": "Bearer nope"})
         assert (wrong.status_code, wrong.json()["error"]) == (403, "invalid_token")
-    assert client.get("/train").json() == {"jobs": []}  # reading is open, and nothing was queued
+    assert records.get("/train").json() == {"jobs": []}  # reading is open, and nothing was queued
 
 
 @pytest.mark.parametrize(
@@ -142,32 +159,32 @@ def test_mutating_endpoints_need_the_token(client: TestClient) -> None:
         {"augment_stroke": "thick"},
     ],
 )
-def test_bad_parameters_are_a_422_and_queue_nothing(client: TestClient, body: dict[str, Any]) -> None:
-    response = client.post("/train", json=body, headers=AUTH)
+def test_bad_parameters_are_a_422_and_queue_nothing(records: TestClient, body: dict[str, Any]) -> None:
+    response = records.post("/train", json=body, headers=AUTH)
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "validation_error"
-    assert client.get("/train").json() == {"jobs": []}
+    assert records.get("/train").json() == {"jobs": []}
 
 
-def test_unknown_jobs_are_a_404(client: TestClient) -> None:
+def test_unknown_jobs_are_a_404(records: TestClient) -> None:
     for method in ("GET", "DELETE"):
-        response = client.request(method, "/train/" + "0" * 32, headers=AUTH)
+        response = records.request(method, "/train/" + "0" * 32, headers=AUTH)
         assert (response.status_code, response.json()["error"]) == (404, "job_not_found")
 
 
-def test_no_new_jobs_while_shutting_down(client: TestClient) -> None:
-    client.app.state.services.shutting_down = True
+def test_no_new_jobs_while_shutting_down(records: TestClient) -> None:
+    records.app.state.services.shutting_down = True
     try:
-        response = client.post("/train", json=QUICK, headers=AUTH)
+        response = records.post("/train", json=QUICK, headers=AUTH)
     finally:
-        client.app.state.services.shutting_down = False
+        records.app.state.services.shutting_down = False
     assert response.status_code == 503
     assert response.headers["Retry-After"].isdigit()
-    assert client.get("/train").json() == {"jobs": []}
+    assert records.get("/train").json() == {"jobs": []}
 
 
-def test_the_docs_describe_every_route(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+def test_the_docs_describe_every_route(records: TestClient) -> None:
+    paths = records.get("/openapi.json").json()["paths"]
     assert set(paths["/train"]) == {"get", "post"}
     assert set(paths["/train/{job_id}"]) == {"get", "delete"}
     for operations in (paths["/train"], paths["/train/{job_id}"]):
@@ -204,7 +221,7 @@ def test_jobs_publish_a_candidate_or_promote_it(make_client: Client, tmp_path: P
         assert {v["version"] for v in listed["versions"]} >= {candidate["version"], promoted["version"]}
         assert [j["id"] for j in client.get("/train").json()["jobs"]] == [promoted["id"], candidate["id"]]
 
-        metrics = client.app.state.metrics.registry
+        metrics = client.app.state.services.metrics.registry
         deadline = time.monotonic() + 10
         while metrics.get_sample_value("mnist_training_duration_seconds_count", {"state": "succeeded"}) != 2:
             assert time.monotonic() < deadline, "training durations were not observed"
@@ -259,13 +276,13 @@ def test_a_model_named_other_than_its_dataset_trains_on_mnist(make_client: Clien
     assert manifest["hyperparameters"]["dataset"] == "mnist"
 
 
-def test_every_preset_is_offered(client: TestClient) -> None:
-    schema = client.get("/openapi.json").json()["components"]["schemas"]["TrainRequest"]
+def test_every_preset_is_offered(records: TestClient) -> None:
+    schema = records.get("/openapi.json").json()["components"]["schemas"]["TrainRequest"]
     assert schema["properties"]["preset"]["enum"] == ["seed", "fast", "baseline", "best"]
-    response = client.post("/train", json={**QUICK, "preset": "baseline", "epochs": 1}, headers=AUTH)
+    response = records.post("/train", json={**QUICK, "preset": "baseline", "epochs": 1}, headers=AUTH)
     assert response.status_code == 202, response.text
     assert response.json()["params"]["preset"] == "baseline"
-    client.delete(f"/train/{response.json()['id']}", headers=AUTH)
+    records.delete(f"/train/{response.json()['id']}", headers=AUTH)
 
 
 def test_a_job_measures_a_robustness_sample_when_the_service_asks(
@@ -323,10 +340,44 @@ def test_a_running_job_can_be_cancelled_and_publishes_nothing(client: TestClient
     assert (again.status_code, again.json()["error"]) == (409, "job_finished")
 
 
+def test_a_jobs_progress_and_times_reach_get_train_as_recorded(make_client: Client) -> None:
+    with make_client(in_process=True) as client:
+        clock: FakeClock = client.runner.clock
+        job = submit(client, QUICK)
+        assert (job["state"], job["created_at"], job["started_at"]) == (
+            "queued",
+            "2026-11-30T05:00:00.000Z",
+            None,
+        )
+
+        clock.advance(1.5)
+        client.runner.claim()
+        client.runner.progress(job["id"], phase="training", epoch=1, epochs=2, percent=50.0, loss=0.7)
+        shown = client.get(f"/train/{job['id']}").json()
+        assert (shown["state"], shown["started_at"]) == ("running", "2026-11-30T05:00:01.500Z")
+        assert shown["progress"] == {
+            "phase": "training", "unit": "epoch", "epoch": 1, "epochs": 2, "percent": 50.0,
+            "eta_seconds": None, "accuracy": None, "accuracy_on": "validation", "loss": 0.7,
+            "test_accuracy": None,
+        }  # fmt: skip
+
+        clock.advance(60)
+        client.runner.finish(job["id"], "succeeded", version="v0001")
+        done = client.get(f"/train/{job['id']}").json()
+        assert (done["state"], done["finished_at"], done["version"]) == (
+            "succeeded",
+            "2026-11-30T05:01:01.500Z",
+            "v0001",
+        )
+        late = client.delete(f"/train/{job['id']}", headers=AUTH)
+        assert (late.status_code, late.json()["error"]) == (409, "job_finished")
+        assert client.get(f"/train/{job['id']}/log").text == ""
+
+
 def test_a_second_job_is_refused_when_there_is_no_queue(make_client: Client) -> None:
-    with make_client(max_running_jobs=1, job_queue_size=0) as client:
-        first = submit(client, LONG)
-        wait_for(client, first["id"], training)
+    with make_client(in_process=True, max_running_jobs=1, job_queue_size=0) as client:
+        submit(client, LONG)
+        client.runner.claim()
 
         response = client.post("/train", json=QUICK, headers=AUTH)
 
@@ -338,9 +389,9 @@ def test_a_second_job_is_refused_when_there_is_no_queue(make_client: Client) -> 
 
 
 def test_a_queued_job_waits_for_a_slot_and_cancels_at_once(make_client: Client) -> None:
-    with make_client(max_running_jobs=1, job_queue_size=1) as client:
+    with make_client(in_process=True, max_running_jobs=1, job_queue_size=1) as client:
         first = submit(client, LONG)
-        wait_for(client, first["id"], training)
+        client.runner.claim()
         response = client.post("/train", headers=AUTH)  # no body at all: the preset as it is
         assert response.status_code == 202, response.text
         second = response.json()

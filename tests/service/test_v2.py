@@ -242,7 +242,7 @@ def test_an_unknown_model_is_a_404(api: TestClient, images: np.ndarray) -> None:
 
 
 def test_infer_counts_predictions_but_not_refused_requests(api: TestClient, images: np.ndarray) -> None:
-    registry = api.app.state.metrics.registry
+    registry = api.app.state.services.metrics.registry
     assert api.post(INFER, json={**uint8(images), "outputs": [{"name": "logits"}]}).status_code == 400
     assert registry.get_sample_value("mnist_predictions_total", {"digit": "7"}) is None
 
