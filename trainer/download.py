@@ -13,21 +13,21 @@ import http.client
 import logging
 import os
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from tqdm import tqdm
 
+from mlp.atomicfile import atomic_write
 from registry import sha256_of
 from trainer.dataset_specs import DatasetError, DatasetSpec, dataset_spec
 
 log = logging.getLogger(__name__)
 
-_FILE_MODE = 0o644  # mkstemp makes 0600; a service running as another user must read these
 _MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024  # the largest file is 26 MB; stop a runaway mirror
 _USER_AGENT = "mnist-service-trainer/0.1 (urllib)"  # some mirrors refuse urllib's default
 OFFLINE_ADVICE_ENV = "MNIST_OFFLINE_ADVICE"  # what to do when no mirror answers (docker-compose.yml sets it)
@@ -141,13 +141,12 @@ def _fetch(
 
 
 def _stream(url: str, target: Path, want: str, progress: bool, timeout: float) -> None:
-    """Fetch `url` into a temp file beside `target`, check its sha256, then rename it over target."""
+    """Fetch `url` into a temp file beside `target` and rename it over target once its sha256 is right."""
     request = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+
+    def fetch(out: BinaryIO) -> None:  # raising leaves `target` as it was (mlp.atomicfile)
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
             if total is not None and total > _MAX_DOWNLOAD_BYTES:
@@ -171,12 +170,8 @@ def _stream(url: str, target: Path, want: str, progress: bool, timeout: float) -
                     bar.update(len(chunk))
             if total is not None and size != total:
                 raise ConnectionError(f"connection closed after {size} of {total} bytes")
-            out.flush()
-            os.fsync(out.fileno())
         actual = digest.hexdigest()
         if actual != want:
             raise _BadContent(f"sha256 mismatch: expected {want}, got {actual}")
-        tmp.chmod(_FILE_MODE)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    atomic_write(target, fetch)
