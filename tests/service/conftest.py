@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from inprocess_runner import InProcessRunner
 from PIL import Image
 from threadpoolctl import threadpool_limits
 
@@ -179,10 +180,15 @@ MakeClient = Callable[..., TestClient]
 def make_client(tmp_path: Path, models_dir: Path) -> MakeClient:
     """A factory: a TestClient (not yet started) on an app whose folders are in this test's tmp_path.
 
-    `runner=` and `registry=` go to `create_app` (an in-process job runner, say); the rest are settings.
+    `runner=` and `registry=` go to `create_app`; the rest are settings. Without a runner the app
+    gets an `InProcessRunner` (records only: these tests train nothing, and starting and stopping the
+    process runner's supervisor cost each app ~0.1 s), unless `real_runner=True` or the settings
+    name a cluster's database (whose queue runner is what such a test is about).
     """
 
-    def make(*, runner: Any = None, registry: Any = None, **overrides: Any) -> TestClient:
+    def make(
+        *, runner: Any = None, registry: Any = None, real_runner: bool = False, **overrides: Any
+    ) -> TestClient:
         settings = Settings(
             **{
                 "models_dir": models_dir,
@@ -192,6 +198,8 @@ def make_client(tmp_path: Path, models_dir: Path) -> MakeClient:
                 **overrides,
             }
         )
+        if runner is None and not real_runner and not settings.database_url:
+            runner = InProcessRunner(settings)
         return TestClient(create_app(settings, runner=runner, registry=registry))
 
     return make
