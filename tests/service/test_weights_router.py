@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import MakeClient, variant
+from conftest import TOKEN, MakeClient, variant
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -15,8 +15,6 @@ from PIL import Image
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory: pytest.TempPathFactory, trained_net: Any) -> Iterator[dict[str, Any]]:
     """One app with two versions, each picture fetched once (rendering costs real time with matplotlib)."""
-    from conftest import TOKEN
-
     from registry import Registry
     from service.app import create_app
     from service.settings import Settings
