@@ -42,13 +42,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_token() -> int:
-    """The token, alone on stdout: `TOKEN=$(python -m service token)` needs no log-line surgery."""
-    from service.auth import load_or_create_token
+    """The token, alone on stdout: `TOKEN=$(python -m service token)` needs no log-line surgery.
+    In a cluster (MNIST_DATABASE_URL, no MNIST_TOKEN) it is the one every replica reads from PostgreSQL."""
+    from service.auth import load_or_create_cluster_token, load_or_create_token
     from service.settings import Settings
 
     settings = Settings()
     configured = settings.token.get_secret_value() if settings.token else None
-    print(load_or_create_token(settings.state_dir, configured))
+    if configured is None and settings.database_url:
+        print(load_or_create_cluster_token(settings.database_url))
+    else:
+        print(load_or_create_token(settings.state_dir, configured))
     return 0
 
 

@@ -94,3 +94,27 @@ def test_without_a_configured_token_the_cluster_keeps_one_in_the_database(
         assert second.post(f"/models/{v2}/promote", headers=auth).status_code == 200
         assert first.post("/models/rollback", headers=auth).status_code == 200
     assert not (tmp_path / "state-a" / "token").exists()  # nothing secret left in a replica's folder
+
+
+def test_the_token_command_prints_the_cluster_s_token(
+    make_client: MakeClient, publish: Publish, database_url: str, tmp_path
+) -> None:
+    """`python -m service token` on a replica host prints the token kept in PostgreSQL, not one of
+    its own state folder (which no replica would accept)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    publish()
+    with make_client(token=None, database_url=database_url, state_dir=tmp_path / "state-a"):
+        with psycopg.connect(database_url) as conn:
+            [token] = conn.execute("SELECT value FROM cluster_secrets WHERE name = 'api_token'").fetchone()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
+    env.update(MNIST_DATABASE_URL=database_url, MNIST_STATE_DIR=str(tmp_path / "state-b"))
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    printed = subprocess.run(
+        [sys.executable, "-m", "service", "token"], env=env, capture_output=True, text=True, check=True
+    )
+    assert printed.stdout == f"{token}\n"
+    assert not (tmp_path / "state-b" / "token").exists()
