@@ -134,12 +134,16 @@ class QueueJobRunner:
 
     def _watch_workers(self) -> None:
         from trainer.cluster.store import settle_from_registry
+        from trainer.cluster.worker import QUEUE, TASK, log_released
 
         settle = settle_from_registry(self.settings.open_registry(who="service (a dead worker's job)"))
         while not self._stopping.wait(self.settings.worker_dead_after_s / 3):
             try:
                 for job_id in self.queue.db.fail_dead(self.settings.worker_dead_after_s, settle):
                     log.warning("training job %s failed: its worker stopped sending heartbeats", job_id)
+                log_released(
+                    self.queue.db.release_stalled_queue_jobs(self.settings.worker_dead_after_s, QUEUE, TASK)
+                )
             except Exception as exc:  # the database away for a while: the next round tries again
                 log.warning("could not check the workers' heartbeats: %s", exc)
 

@@ -70,13 +70,14 @@ def setup(tmp_path, digits, database_url) -> Iterator[dict[str, Any]]:
     models = tmp_path / "models"
     workers: list[tuple[subprocess.Popen, Path]] = []
 
-    def start_worker(name: str) -> subprocess.Popen:
+    def start_worker(name: str, *extra: str) -> subprocess.Popen:
         log = tmp_path / f"worker-{name}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "trainer", "worker", "--database-url", database_url,
                  "--models-dir", str(models), "--data-dir", str(data), "--cache-dir", str(tmp_path / "cache"),
-                 "--heartbeat-s", "0.5", "--dead-after-s", str(DEAD_AFTER_S), "--cancel-grace-s", "1"],
+                 "--heartbeat-s", "0.5", "--dead-after-s", str(DEAD_AFTER_S), "--cancel-grace-s", "1",
+                 *extra],
                 cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
@@ -85,7 +86,13 @@ def setup(tmp_path, digits, database_url) -> Iterator[dict[str, Any]]:
 
     queue = JobQueue(database_url, max_running=1, queue_size=2)
     try:
-        yield {"queue": queue, "start_worker": start_worker, "models": models, "workers": workers}
+        yield {
+            "queue": queue,
+            "start_worker": start_worker,
+            "models": models,
+            "workers": workers,
+            "database_url": database_url,
+        }
     finally:
         for process, _ in workers:
             if process.poll() is None:
@@ -143,6 +150,26 @@ def test_a_cancel_ends_the_job_s_process_group_within_2_s(setup):
     assert Registry(setup["models"]).versions() == []  # nothing published
 
 
+def queue_job_status(database_url: str, job_id: str) -> str | None:
+    """The status of the job's Procrastinate row (None once it is deleted)."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT q.status FROM procrastinate_jobs q JOIN training_jobs j ON j.queue_job_id = q.id "
+            "WHERE j.id = %s",
+            (job_id,),
+        ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def registry_files(models: Path) -> list[str]:
+    """Every file under the registry folder except its lock files: what a reader could ever see."""
+    if not models.exists():
+        return []
+    return sorted(str(p.relative_to(models)) for p in models.rglob("*") if p.is_file() and p.name != ".lock")
+
+
 def test_a_killed_worker_s_job_fails_by_heartbeat_and_the_next_runs_on_the_other(setup):
     queue = setup["queue"]
     a = setup["start_worker"]("a")
@@ -164,6 +191,14 @@ def test_a_killed_worker_s_job_fails_by_heartbeat_and_the_next_runs_on_the_other
     assert time.monotonic() - killed_at < DEAD_AFTER_S + 5
     assert record["state"] == "failed" and "stopped sending heartbeats" in record["error"], record
     assert Registry(setup["models"]).versions() == []
+    assert not [f for f in registry_files(setup["models"]) if f.endswith((".npz", ".json", ".png", ".tmp"))]
+    # Procrastinate's row of it is not left `doing` forever: the live worker removes it.
+    wait_until(
+        lambda: queue_job_status(setup["database_url"], doomed) is None,
+        DEAD_AFTER_S + 5,
+        "its queue row",
+        logs,
+    )
 
     following = submit(queue, epochs=2)
     done = wait_until(
@@ -210,3 +245,109 @@ def test_workers_and_the_queue_come_back_after_every_connection_is_killed(setup,
     )
     assert record["state"] == "succeeded", record
     assert worker.poll() is None  # the same worker process took it
+
+
+def test_a_worker_killed_alone_takes_its_training_child_down_and_nothing_is_published(setup):
+    """kill -9 of the worker only: its child, in a session of its own, notices it is an orphan and
+    stops (the job failed, nothing published) instead of training on unsupervised."""
+    queue = setup["queue"]
+    a = setup["start_worker"]("a")
+    setup["start_worker"]("b")
+    logs = [log for _, log in setup["workers"]]
+    doomed = submit(queue, epochs=500, hidden=256)
+    wait_until(
+        lambda: (queue.db.get(doomed)["progress"] or {}).get("epoch", 0) >= 1, 120, "the job to train", logs
+    )
+    [child] = job_children(doomed)
+    runner = queue.db.get(doomed)["worker"]
+    victim, survivor = (
+        (a, setup["workers"][1][0]) if runner.endswith(f":{a.pid}") else (setup["workers"][1][0], a)
+    )
+    os.kill(victim.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_until(lambda: not group_alive(child), DEAD_AFTER_S + 5, "the orphaned child to stop", logs)
+    record = wait_until(
+        lambda: (r := queue.db.get(doomed))["state"] != "running" and r, DEAD_AFTER_S + 5, "the record", logs
+    )
+    assert time.monotonic() - killed_at < DEAD_AFTER_S + 5
+    assert record["state"] == "failed" and ("died" in record["error"] or "heartbeats" in record["error"])
+    assert record["version"] is None and Registry(setup["models"]).versions() == []
+    wait_until(
+        lambda: queue_job_status(setup["database_url"], doomed) is None,
+        DEAD_AFTER_S + 5,
+        "its queue row",
+        logs,
+    )
+    following = submit(queue, epochs=1)
+    done = wait_until(
+        lambda: (r := queue.db.get(following))["state"] in ("succeeded", "failed") and r,
+        120,
+        "the next job",
+        logs,
+    )
+    assert done["state"] == "succeeded" and done["worker"].endswith(f":{survivor.pid}"), done
+
+
+def test_a_queue_job_taken_by_a_worker_that_died_waiting_goes_to_another(setup):
+    """A worker that took the next job from Procrastinate and waits for a place (the cluster runs
+    its limit) dies: its queue row goes back to `todo` and another worker trains the job."""
+    queue = setup["queue"]
+    setup["start_worker"]("a")
+    logs = [log for _, log in setup["workers"]]
+    first = submit(queue, epochs=500, hidden=256)
+    wait_until(lambda: queue.db.get(first)["state"] == "running", 60, "the first job to start", logs)
+    waiting = setup["start_worker"]("b")
+    second = submit(queue, epochs=1)
+    wait_until(
+        lambda: queue_job_status(setup["database_url"], second) == "doing",
+        60,
+        "b to take the second job",
+        logs,
+    )
+    assert queue.db.get(second)["state"] == "queued"  # b waits for the first job's place
+    os.kill(waiting.pid, signal.SIGKILL)
+    wait_until(
+        lambda: queue_job_status(setup["database_url"], second) == "todo",
+        DEAD_AFTER_S + 5,
+        "the row back",
+        logs,
+    )
+    queue.cancel(first)  # a's place frees up, and a takes the second job
+    done = wait_until(
+        lambda: (r := queue.db.get(second))["state"] in ("succeeded", "failed") and r,
+        120,
+        "the second job",
+        logs,
+    )
+    assert done["state"] == "succeeded" and done["worker"].endswith(f":{setup['workers'][0][0].pid}"), done
+
+
+def test_two_trainers_publishing_at_once_get_distinct_versions(setup, database_url):
+    """Two workers, a cluster limit of two: two equal jobs train side by side and publish at about
+    the same moment into one registry folder; each gets its own version, and each loads."""
+    queue = JobQueue(database_url, max_running=2, queue_size=0)
+    try:
+        setup["start_worker"]("a", "--max-running-jobs", "2")
+        setup["start_worker"]("b", "--max-running-jobs", "2")
+        logs = [log for _, log in setup["workers"]]
+        wait_until(lambda: len(queue.db.workers(DEAD_AFTER_S)) == 2, 30, "both workers", logs)
+        jobs = [submit(queue, epochs=2) for _ in range(2)]
+        records = [
+            wait_until(
+                lambda j=job: (r := queue.db.get(j))["state"] in ("succeeded", "failed") and r,
+                180,
+                "a job",
+                logs,
+            )
+            for job in jobs
+        ]
+    finally:
+        queue.close()
+    assert [r["state"] for r in records] == ["succeeded", "succeeded"], records
+    assert len({r["worker"] for r in records}) == 2  # side by side, one on each worker
+    versions = sorted(r["version"] for r in records)
+    registry = Registry(setup["models"])
+    assert versions == ["v0001", "v0002"] and registry.versions() == versions
+    for record in records:
+        assert registry.manifest(record["version"])["job"] == record["id"]
+        registry.load(record["version"])  # whole: its weights match the manifest's checksum

@@ -66,6 +66,13 @@ def one_line(message: object) -> str:
 def run(job_id: str, env: dict[str, str]) -> int:
     db = JobsDatabase(env["MNIST_DATABASE_URL"])
     stopped: list[str] = []
+    worker_pid = os.getppid()
+
+    def orphaned() -> bool:
+        """The worker died (kill -9): nobody supervises this job any more, so it stops training
+        rather than spend the host's cores on a version that may never be published."""
+        return os.getppid() != worker_pid
+
     signal.signal(signal.SIGTERM, lambda *_: stopped.append("signal"))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides
     last_write = -math.inf
@@ -101,7 +108,7 @@ def run(job_id: str, env: dict[str, str]) -> int:
                 dataset.x_test,
                 dataset.y_test,
                 progress=report,
-                should_stop=lambda: bool(stopped),
+                should_stop=lambda: bool(stopped) or orphaned(),
                 threads=threads,
             )
         registry = open_registry(
@@ -124,6 +131,10 @@ def run(job_id: str, env: dict[str, str]) -> int:
         db.finish(job_id, "succeeded", version=published.version, promoted=published.promoted)
         return 0
     except (TrainingCancelled, PublishRefused) as exc:
+        if isinstance(exc, TrainingCancelled) and orphaned():
+            error = f"its worker (pid {worker_pid}) died; training jobs are not retried"
+            db.finish(job_id, "failed", error=error)
+            return 1
         requested = db.cancel_requested(job_id)
         error = "cancelled on request" if requested else f"stopped by its worker ({exc})"
         db.finish(job_id, "cancelled", error=one_line(error))

@@ -316,6 +316,53 @@ class JobsDatabase:
 
         return self._run(work, transaction=True)
 
+    def release_stalled_queue_jobs(self, timeout_s: float, queue: str, task: str) -> dict[str, list[int]]:
+        """Procrastinate's side of a dead worker: its queue job stays `doing` forever otherwise
+        (Procrastinate prunes stalled workers only when a worker starts, and retries nothing).
+
+        With Procrastinate's own worker heartbeats older than `timeout_s`, a queue job whose record
+        is still `queued` (its worker died waiting for a place) goes back to `todo` for another
+        worker; any other one (the record was failed by `fail_dead`, or had ended) is finished and
+        deleted, as the workers delete every finished job. Returns the queue job ids of each kind.
+        """
+        from datetime import UTC, datetime
+
+        from procrastinate.sql import queries
+
+        def work(cur: Any) -> dict[str, list[int]]:
+            released: dict[str, list[int]] = {"retried": [], "deleted": []}
+            if cur.execute("SELECT to_regclass('procrastinate_jobs') AS t").fetchone()["t"] is None:
+                return released  # no queue yet
+            cur.execute(queries["prune_stalled_workers"], {"seconds_since_heartbeat": timeout_s})
+            stalled = cur.execute(
+                queries["select_stalled_jobs_by_heartbeat"],
+                {"queue": queue, "task_name": task, "seconds_since_heartbeat": timeout_s},
+            ).fetchall()
+            for job in stalled:
+                record = cur.execute(
+                    "SELECT state FROM training_jobs WHERE id = %s FOR UPDATE", (job["args"].get("job_id"),)
+                ).fetchone()
+                if record is not None and record["state"] == "queued":
+                    cur.execute(
+                        queries["retry_job"],
+                        {
+                            "job_id": job["id"],
+                            "retry_at": datetime.now(UTC),
+                            "new_priority": None,
+                            "new_queue_name": None,
+                            "new_lock": None,
+                        },
+                    )
+                    released["retried"].append(job["id"])
+                else:
+                    cur.execute(
+                        queries["finish_job"], {"job_id": job["id"], "status": "failed", "delete_job": True}
+                    )
+                    released["deleted"].append(job["id"])
+            return released
+
+        return self._run(work, transaction=True)
+
     # -- inside ---------------------------------------------------------------------------------
 
     def close(self) -> None:

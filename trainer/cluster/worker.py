@@ -95,6 +95,7 @@ class Worker:
                 self.db.heartbeat(self.name, self.host, os.getpid(), self.args.concurrency, current)
                 for job_id in self.db.fail_dead(self.args.dead_after_s, settle_from_registry(self.registry)):
                     log.warning("training job %s failed: its worker stopped sending heartbeats", job_id)
+                log_released(self.db.release_stalled_queue_jobs(self.args.dead_after_s, QUEUE, TASK))
             except Exception as exc:  # the database away for a while: keep trying
                 log.warning("heartbeat failed: %s", exc)
             self._stop.wait(self.args.heartbeat_s)
@@ -167,6 +168,14 @@ class Worker:
         self._stop.set()
 
 
+def log_released(released: dict[str, list[int]]) -> None:
+    """Say what became of the queue jobs a dead worker had taken."""
+    for queue_job in released["retried"]:
+        log.warning("queue job %s of a dead worker never started: queued again for another worker", queue_job)
+    for queue_job in released["deleted"]:
+        log.warning("queue job %s of a dead worker removed from the queue (its record is settled)", queue_job)
+
+
 def _signal_group(pgid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signum)
@@ -192,6 +201,10 @@ def run(args: argparse.Namespace) -> int:
             abort_job_polling_interval=0.5,
             shutdown_graceful_timeout=args.cancel_grace_s + 5,
             delete_jobs="always",
+            # Procrastinate's own heartbeat, on the same clock as ours: release_stalled_queue_jobs
+            # reads it to free the queue jobs of a dead worker.
+            update_heartbeat_interval=args.heartbeat_s,
+            stalled_worker_timeout=args.dead_after_s,
         )
     finally:
         worker.stop()
