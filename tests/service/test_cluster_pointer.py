@@ -107,9 +107,11 @@ def test_the_token_command_prints_the_cluster_s_token(
     from pathlib import Path
 
     publish()
-    with make_client(token=None, database_url=database_url, state_dir=tmp_path / "state-a"):
-        with psycopg.connect(database_url) as conn:
-            [token] = conn.execute("SELECT value FROM cluster_secrets WHERE name = 'api_token'").fetchone()
+    with (
+        make_client(token=None, database_url=database_url, state_dir=tmp_path / "state-a"),
+        psycopg.connect(database_url) as conn,
+    ):
+        [token] = conn.execute("SELECT value FROM cluster_secrets WHERE name = 'api_token'").fetchone()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MNIST_")}
     env.update(MNIST_DATABASE_URL=database_url, MNIST_STATE_DIR=str(tmp_path / "state-b"))
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
