@@ -236,10 +236,10 @@ step "promote $TRAINED through the load balancer: both replicas serve it"
 expect 200 POST "/models/$TRAINED/promote" "${AUTH[@]}"
 info "promote: $(cat "$TMP/body")"
 started=$SECONDS
-deadline=$((SECONDS + 30))
+deadline=$((SECONDS + 60))
 for replica in api-a api-b; do
   until [ "$(replica_ready "$replica" | cut -d' ' -f1)" = "$TRAINED" ]; do
-    [ "$SECONDS" -lt "$deadline" ] || fail "$replica's /readyz still reports $(replica_ready "$replica") 30s after the promote"
+    [ "$SECONDS" -lt "$deadline" ] || fail "$replica's /readyz still reports $(replica_ready "$replica") 60s after the promote (the pointer watch alone re-reads it every 5 s)"
     sleep 0.2
   done
 done
