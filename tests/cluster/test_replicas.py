@@ -247,36 +247,49 @@ def test_the_plots_and_manifests_come_from_object_storage(cluster):
     assert [v["version"] for v in listing["versions"]] == list(reversed(cluster["versions"]))
 
 
-def test_every_connection_killed_during_a_running_job_comes_back_and_the_job_completes(cluster, workers):
+def test_every_connection_killed_during_a_running_job_comes_back_and_the_jobs_end_cleanly(cluster, workers):
     """pg_terminate_backend on every connection of the replicas, the workers and the training child
-    while a job trains: progress keeps reaching the record, the job ends `succeeded` with its
-    version, and both replicas answer job and promote requests again."""
+    while a job trains: its progress keeps reaching the record, a cancel from the other replica
+    still stops it cleanly (nothing published), and the next job trains, publishes and is promoted
+    on both replicas."""
     a, b = cluster["clients"]
     logs = cluster["logs"]
     wait_until(lambda: len(b.get("/workers").json()["workers"]) == 2, 30, "both workers", logs)
-    submitted = a.post("/train", json={"hidden": [64], "epochs": 30, "val_size": 200}, headers=AUTH)
+    submitted = a.post("/train", json={"hidden": [256], "epochs": 200, "val_size": 200}, headers=AUTH)
     assert submitted.status_code == 202, submitted.text
     job = submitted.json()["id"]
     wait_until(lambda: b.get(f"/train/{job}").json()["progress"]["epoch"] >= 1, 120, "the job to train", logs)
+    epoch_then = b.get(f"/train/{job}").json()["progress"]["epoch"]
     with psycopg.connect(cluster["db"], autocommit=True) as conn:
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()[0]
     assert killed >= 6  # each replica worker's listener, each training worker's, the child's
-    epoch_then = b.get(f"/train/{job}").json()["progress"]["epoch"]
+    wait_until(
+        lambda: b.get(f"/train/{job}").json()["progress"]["epoch"] > epoch_then,
+        60,
+        "progress after the kill",
+        logs,
+    )
+    cancelled = b.delete(f"/train/{job}", headers=AUTH)
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["state"] == "cancelled" and a.get(f"/train/{job}").json()["version"] is None
+
+    following = b.post("/train", json={"hidden": [32], "epochs": 2, "val_size": 200}, headers=AUTH)
+    assert following.status_code == 202, following.text
 
     def finished() -> dict | None:
-        record = a.get(f"/train/{job}").json()
+        record = a.get(f"/train/{following.json()['id']}").json()
         return record if record["state"] in ("succeeded", "failed", "cancelled") else None
 
-    wait_until(finished, 240, "the job to end", logs)
+    wait_until(finished, 120, "the next job", logs)
     record = finished()
     assert record is not None and record["state"] == "succeeded", record
-    assert record["progress"]["epoch"] == 30 > epoch_then  # progress kept being written after the kill
     version = record["version"]
-    assert b.get(f"/train/{job}").json()["version"] == version
-    promoted = b.post(f"/models/{version}/promote", headers=AUTH)
+    listed = [v["version"] for v in a.get("/models").json()["versions"]]
+    assert listed == [version, *reversed(cluster["versions"])]  # nothing of the cancelled job
+    promoted = a.post(f"/models/{version}/promote", headers=AUTH)
     assert promoted.status_code == 200, promoted.text
     wait_until(
         lambda: served_versions(a) == served_versions(b) == {version},
