@@ -24,12 +24,13 @@ from service.batcher import PredictBatcher
 from service.body import BodyBudget
 from service.drain import answer_cut_request
 from service.errors import install_error_handlers
+from service.feedback import FeedbackParts
 from service.jobs.runner import JobRunner, ProcessJobRunner
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
 from service.offload import WorkPool
 from service.openapi import install_openapi
-from service.routers import docs, health, models, predict, train, ui, v2, weights, workers
+from service.routers import docs, feedback, health, models, predict, train, ui, v2, weights, workers
 from service.routers.metrics import router as metrics_router
 from service.settings import Settings
 from service.state import AppState
@@ -103,6 +104,7 @@ def create_app(
         models.router,
         weights.router,
         train.router,
+        feedback.router,
         workers.router,
         v2.router,
         ui.router,
@@ -147,6 +149,7 @@ def start_services(
         bodies=BodyBudget(settings.max_inflight_body_bytes),
         batcher=batcher or PredictBatcher(metrics),
         route_methods=route_methods or [],
+        feedback=FeedbackParts.from_settings(settings),
     )
 
     def on_reload(version: str, model: LoadedModel | None, error: Exception | None) -> None:

@@ -54,6 +54,7 @@ STATUS_MEANINGS = {
     413: "Too large: the body, an image, or the pixels of all the images.",
     415: "Not a media type this route reads.",
     422: "A parameter or field is invalid (the `detail` names it).",
+    429: "Too many requests from this client: see Retry-After.",
     503: "Not ready, shutting down, or too busy right now: see Retry-After.",
 }
 
@@ -113,6 +114,15 @@ class Forbidden(ServiceError):
 
 class NotReady(ServiceError):
     status, code = 503, "not_ready"
+
+    def __init__(self, detail: str, retry_after_s: int = 1):
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class TooManyRequests(ServiceError):
+    """One client asked more often than a route allows; a retry after Retry-After may succeed."""
+
+    status, code = 429, "too_many_requests"
 
     def __init__(self, detail: str, retry_after_s: int = 1):
         super().__init__(detail, headers={"Retry-After": str(retry_after_s)})

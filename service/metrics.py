@@ -150,6 +150,14 @@ class Metrics:
             buckets=TRAINING_BUCKETS,
             registry=r,
         )
+        self.feedback = Counter(
+            "mnist_feedback_total",
+            "Corrections people sent (POST /feedback), by the version that had answered and whether its "
+            "answer was the digit they gave: live accuracy per version is correct / (correct + wrong) "
+            "among the answers given feedback.",
+            ["model", "version", "verdict"],
+            registry=r,
+        )
         if multiprocess_dir() is None:  # CPU, memory, open files, start time; Python version; collections
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)

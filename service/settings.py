@@ -140,6 +140,30 @@ class Settings(BaseSettings):
         "of a float).",
     )
 
+    feedback_max_samples: int = Field(
+        20_000,
+        ge=1,
+        le=1_000_000,
+        description="Corrected digits kept in the feedback database (`feedback.sqlite3` in the state "
+        "folder); past this the oldest are dropped (784 bytes each).",
+    )
+    feedback_retention_days: float = Field(
+        365.0, gt=0, description="Feedback older than this is dropped (at the next write)."
+    )
+    feedback_recent_ids: int = Field(
+        4096,
+        ge=0,
+        le=1_000_000,
+        description="/predict answers each worker process remembers, by their `id`, for `POST /feedback` "
+        "(the 28x28 digit, the version, the answer: about 1 KiB each); the oldest is forgotten first.",
+    )
+    feedback_id_ttl_s: float = Field(
+        3600.0, gt=0, description="How long a /predict answer's `id` can be given feedback."
+    )
+    feedback_per_minute: int = Field(
+        30, ge=1, le=100_000, description="`POST /feedback` requests one client address may make per minute."
+    )
+
     def open_registry(self, who: str | None = None) -> BaseRegistry:
         """The registry these settings name: the folder, or object storage; the pointer in PostgreSQL
         when a database is set. `who` is recorded with each pointer move."""

@@ -15,6 +15,7 @@ from registry import BaseRegistry
 from service.batcher import PredictBatcher
 from service.body import BodyBudget
 from service.errors import NotReady
+from service.feedback import FeedbackParts
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
 from service.offload import WorkPool
@@ -37,6 +38,7 @@ class AppState:
     batcher: PredictBatcher  # one network pass for the /predict and V2 rows of one loop turn
     # (template, pattern, methods) of every route, for the Allow header of a 405 (service.errors)
     route_methods: list[tuple[str, Pattern[str], set[str]]]
+    feedback: FeedbackParts  # /predict's recent answers by id, POST /feedback's rate limit and store
     jobs: JobRunner | None = None
     listener: PointerListener | None = None  # the PostgreSQL pointer's NOTIFY listener (cluster mode)
     warmed_up: bool = False

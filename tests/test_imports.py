@@ -1,8 +1,8 @@
 """The imports point one way (README "Layout"): a module that reaches the wrong way fails here.
 
-`service -> {trainer (jobs only), registry, images, mlp}`, `trainer -> {registry, images, mlp}`,
-`registry -> mlp`, and `mlp`, `images` and `client` stand alone. The check reads each module's
-source (AST), so an import inside a function counts as much as one at the top.
+`service -> {trainer (jobs only), registry, images, mlp, feedback}`, `trainer -> {registry, images, mlp,
+feedback}`, `registry -> mlp`, and `mlp`, `images`, `feedback` and `client` stand alone. The check reads
+each module's source (AST), so an import inside a function counts as much as one at the top.
 """
 
 from __future__ import annotations
@@ -13,13 +13,19 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("mlp", "images", "registry", "trainer", "service", "client")
+PACKAGES = ("mlp", "images", "registry", "feedback", "trainer", "service", "client")
 ALLOWED = {
     "mlp": set(),
     "images": set(),
     "registry": {"mlp"},
-    "trainer": {"registry", "images", "mlp"},  # images: the robustness suite reads uploads as /predict does
-    "service": {"trainer", "registry", "images", "mlp"},
+    "feedback": set(),  # the corrections' store: the service writes it, the trainer reads it
+    "trainer": {
+        "registry",
+        "images",
+        "mlp",
+        "feedback",
+    },  # images: the robustness suite reads uploads as /predict does
+    "service": {"trainer", "registry", "images", "mlp", "feedback"},
     "client": set(),  # it speaks HTTP only: it ships without NumPy's side of the project
 }
 # The service reaches into the trainer for training jobs only: the job runner and its child, the

@@ -44,6 +44,10 @@ class Explanation(BaseModel):
 
 
 class Prediction(BaseModel):
+    id: str = Field(
+        description="This answer's id: `POST /feedback` with it and the right digit stores what the network "
+        "saw (for MNIST_FEEDBACK_ID_TTL_S, by the worker process that answered)."
+    )
     filename: str | None = Field(None, description="The part's file name, for multipart uploads.")
     digit: int = Field(description="The most likely digit.")
     confidence: float = Field(description="Its probability (the same number as in `probabilities`).")
@@ -201,13 +205,18 @@ def answer(
     rounded = probabilities.astype(np.float64).round(PROBABILITY_DECIMALS)
     scores = None if answers.digit_scores is None else answers.digit_scores.round(4).tolist()
     metrics = state.metrics
+    recent, new_id = state.feedback.recent, state.feedback.new_id
+    version = model.version
     predictions = []
     for i, (filename, _) in enumerate(uploads):
         digit = best[i]
         confidence = float(rounded[i, digit])
         digit_counter(metrics, digit).inc()
         metrics.confidence.observe(confidence)
+        answer_id = new_id()
+        recent.keep(answer_id, digits, i, version, digit, confidence)  # for POST /feedback
         item = {
+            "id": answer_id,
             "filename": filename,
             "digit": digit,
             "confidence": confidence,
@@ -221,7 +230,7 @@ def answer(
         if why is not None:
             item["explanation"] = why[i]
         predictions.append(item)
-    return {"model": state.registry.model, "version": model.version, "predictions": predictions}
+    return {"model": state.registry.model, "version": version, "predictions": predictions}
 
 
 @functools.lru_cache(maxsize=256)
