@@ -70,6 +70,9 @@ class FeedbackStore:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        # WAL with NORMAL: a commit does not wait for fsync; a power cut may lose the last few
+        # corrections, never the file's consistency.
+        conn.execute("PRAGMA synchronous = NORMAL")
         try:
             yield conn
         finally:

@@ -120,6 +120,18 @@ class TrainRequest(BaseModel):
         None, description="Random seed: same seed, same run."
     )
     schedule: Schedule | None = Field(None, description="Learning-rate schedule.")
+    extra_data: Literal["feedback"] | None = Field(
+        None,
+        description="Also train on people's corrections (POST /feedback) stored by this service, part held "
+        "out: the manifest's `feedback` says how many were used and the accuracy on the held-out part. "
+        "Embedded mode only.",
+    )
+    feedback_weight: Annotated[int, Field(ge=1, le=1000), WHOLE] | None = Field(
+        None, description="With extra_data: each correction is seen this many times per epoch (default 10)."
+    )
+    feedback_holdout: float | None = Field(
+        None, ge=0, lt=1, description="With extra_data: the share of corrections held out (default 0.2)."
+    )
     promote: bool = Field(False, description="Make the new version current when it finishes.")
     min_accuracy: float | None = Field(
         None, ge=0, le=1, description="With promote: only promote if the test accuracy reaches this."

@@ -151,6 +151,42 @@ def add_robustness_sample(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def share(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be a share in [0, 1), got {text}")
+    return value
+
+
+def add_extra_data(parser: argparse.ArgumentParser) -> None:
+    from trainer.feedback_data import DEFAULT_HOLDOUT, DEFAULT_WEIGHT, MAX_WEIGHT
+
+    group = parser.add_argument_group(
+        "feedback", "people's corrections (POST /feedback) trained on beside the dataset"
+    )
+    group.add_argument(
+        "--extra-data",
+        metavar="feedback|PATH",
+        help="`feedback`: the service's store, feedback.sqlite3 in MNIST_STATE_DIR (default state/); or "
+        "a copy of it, the zip of GET /feedback/export, or a folder with its two IDX files",
+    )
+    group.add_argument(
+        "--feedback-weight",
+        type=positive_int,
+        default=DEFAULT_WEIGHT,
+        metavar="N",
+        help=f"each correction is seen N times per epoch (1..{MAX_WEIGHT}; default {DEFAULT_WEIGHT})",
+    )
+    group.add_argument(
+        "--feedback-holdout",
+        type=share,
+        default=DEFAULT_HOLDOUT,
+        metavar="SHARE",
+        help="share of the corrections held out to measure the new version on, recorded in its "
+        f"manifest (default {DEFAULT_HOLDOUT})",
+    )
+
+
 def add_hyperparameters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
@@ -257,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_robustness_sample(p)
+    add_extra_data(p)
 
     p = sub.add_parser("evaluate", help="measure a version on the test set, clean and under noise")
     p.add_argument("version", help="v0003, 3 or current")

@@ -23,6 +23,7 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.datasets import Dataset, DatasetError, load_dataset
 from trainer.download import download
 from trainer.evaluation import DIGIT_SCORE_KEY, NOISE_LEVELS, digit_score_calibration, evaluate, noise_curve
+from trainer.feedback_data import FeedbackDataError, FeedbackMix, feedback_mix
 from trainer.publish import publish_result
 from trainer.threads import StepTimer, tuned_blas_threads
 from trainer.training import Progress, TrainResult, train
@@ -49,15 +50,39 @@ def seed_form(args: argparse.Namespace, config: TrainConfig | None) -> int:
 
 def train_command(args: argparse.Namespace, config: TrainConfig) -> int:
     dataset = _dataset(args)
+    mix = _feedback(args, config)
     with _blas_threads(args.threads, config) as threads:
-        result = _train(config, dataset, show=not args.quiet, threads=threads)
-    published = _publish(args, result, dataset, promote=args.promote, min_accuracy=args.min_accuracy)
+        result = _train(config, dataset, show=not args.quiet, threads=threads, mix=mix)
+    extra = {"feedback": mix.manifest(result.net)} if mix is not None else None
+    published = _publish(
+        args, result, dataset, promote=args.promote, min_accuracy=args.min_accuracy, extra=extra
+    )
     print(
         f"{_registry(args, dataset.name).model} {published.version}: test accuracy "
         f"{result.test.accuracy:.4f}, {result.wall_time_s:.1f} s of training, "
         f"{result.samples_per_s:,.0f} samples/s; {published.reason}"
     )
+    if extra is not None:
+        used = extra["feedback"]
+        held = used["holdout_accuracy"]
+        print(
+            f"feedback: {used['train_samples']} corrections trained on (x{used['weight']}), "
+            f"{used['holdout_samples']} held out"
+            + (f": accuracy {held:.4f} on them" if held is not None else "")
+        )
     return 0
+
+
+def _feedback(args: argparse.Namespace, config: TrainConfig) -> FeedbackMix | None:
+    """The corrections `--extra-data` names, mixed for this run; None without the option."""
+    if not getattr(args, "extra_data", None):
+        return None
+    try:
+        return feedback_mix(
+            args.extra_data, weight=args.feedback_weight, holdout=args.feedback_holdout, seed=config.seed
+        )
+    except FeedbackDataError as exc:
+        raise UserFacingError(str(exc)) from exc
 
 
 def evaluate_command(args: argparse.Namespace, _: None) -> int:
@@ -289,7 +314,11 @@ def close_registries(args: argparse.Namespace) -> None:
 
 
 def _train(
-    config: TrainConfig, dataset: Dataset, show: bool, threads: StepTimer | None = None
+    config: TrainConfig,
+    dataset: Dataset,
+    show: bool,
+    threads: StepTimer | None = None,
+    mix: FeedbackMix | None = None,
 ) -> TrainResult:
     bar = tqdm(total=1, unit="batch", disable=None if show else True, dynamic_ncols=True, file=sys.stderr)
 
@@ -313,6 +342,7 @@ def _train(
             dataset.y_test,
             progress=report,
             threads=threads,
+            extra=(mix.x_train, mix.y_train) if mix is not None else None,
         )
     except (FloatingPointError, ConfigError) as exc:
         raise UserFacingError(str(exc)) from exc

@@ -123,13 +123,15 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     threads: StepTimer | None = None,
     prefetch: bool = True,
+    extra: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> TrainResult:
     """Train a fresh network as `config` says on uint8 images (n, 784) and integer labels.
 
     `threads` (e.g. `trainer.threads.ThreadTuner`) is told when each training step starts and
     ends and may change the BLAS thread count, and pause or start the helper thread, in between;
     `prefetch` gives augmented runs a helper thread that makes batches ahead with spare CPU time
-    (the result is the same either way).
+    (the result is the same either way). `extra` images and labels (people's corrections, say)
+    join the training images after the validation split, so none of them is taken for validation.
     """
     config.validate()
     if config.val_size >= len(x_train):  # else an empty training set reads as "diverged"
@@ -139,6 +141,8 @@ def train(
         )
     rng = np.random.default_rng(config.seed)
     x_fit, y_fit, x_val, y_val = split_validation(x_train, y_train, config.val_size, config.seed)
+    if extra is not None and len(extra[1]):
+        x_fit, y_fit = np.concatenate([x_fit, extra[0]]), np.concatenate([y_fit, extra[1]])
     y_fit = y_fit.astype(np.int64)
     net = MLP(
         config.sizes,

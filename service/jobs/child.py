@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from feedback import DB_FILE as FEEDBACK_DB
 from registry import open_registry
 from service.jobs import joblog
 from service.jobs.claim import JobClaim
@@ -34,6 +35,7 @@ from service.jobs.record import EMPTY_PROGRESS, JobState
 from service.jobs.store import JobStore
 from trainer.config import ConfigError
 from trainer.datasets import DatasetError, load_dataset
+from trainer.feedback_data import DEFAULT_HOLDOUT, DEFAULT_WEIGHT, FeedbackDataError, feedback_mix
 from trainer.publish import publish_result
 from trainer.robustness import load_others
 from trainer.threads import tuned_blas_threads
@@ -198,6 +200,16 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
         )
         log.info("%s from %s: %d training and %d test images", dataset.name, dataset.source,
                  len(dataset.y_train), len(dataset.y_test))  # fmt: skip
+        mix = None
+        if params.get("extra_data"):  # the service's feedback store, beside the job database
+            mix = feedback_mix(
+                str(Path(spec.db_path).with_name(FEEDBACK_DB)),
+                weight=int(params.get("feedback_weight", DEFAULT_WEIGHT)),
+                holdout=float(params.get("feedback_holdout", DEFAULT_HOLDOUT)),
+                seed=config.seed,
+            )
+            log.info("feedback from %s: %d corrections, %d held out, the rest x%d",
+                     mix.source, mix.samples, len(mix.y_holdout), mix.weight)  # fmt: skip
         claim = JobClaim(store, spec.job_id, spec.parent_pid, lambda: stop.reason)
         with tuned_blas_threads(config.sizes) as threads:
             result = train(
@@ -209,6 +221,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
                 progress=progress,
                 should_stop=stop,
                 threads=threads,
+                extra=(mix.x_train, mix.y_train) if mix is not None else None,
             )
             test_accuracy = round(result.test.accuracy, 4)
             log.info(
@@ -232,7 +245,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
                 dataset,
                 promote=bool(params.get("promote", False)),
                 min_accuracy=params.get("min_accuracy"),
-                extra={"job": spec.job_id},
+                extra={"job": spec.job_id, **({"feedback": mix.manifest(result.net)} if mix else {})},
                 robustness_sample=spec.robustness_sample,
                 others=others,
                 gate=claim,
@@ -245,7 +258,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
     except JobNotOwned as exc:  # refused at the publish gate: nothing was published
         log.info("not publishing: %s", exc.reason)
         return refused(spec, store, stop, exc.reason)
-    except DatasetError as exc:
+    except (DatasetError, FeedbackDataError) as exc:
         return Outcome("failed", error=one_line(exc))
     except ConfigError as exc:
         return Outcome("failed", error=one_line(f"invalid training parameters: {exc}"))

@@ -1,7 +1,8 @@
-// Draw-a-digit page. Talks to the service only through its HTTP contract (/predict, /models,
-// /weights, /train, /readyz), so it works the same against one worker or many.
+// Draw-a-digit page. Talks to the service only through its HTTP contract (/predict, /feedback,
+// /models, /weights, /train, /readyz), so it works the same against one worker or many.
 
 import { api, DRAW_FIRST, explain, isNoDigit, isNotReady, NOT_READY } from "./api.js";
+import { buildFeedback, hideFeedback, offerFeedback } from "./feedback.js";
 import { showInside } from "./inside.js";
 
 const $ = (selector) => document.querySelector(selector);
@@ -166,6 +167,7 @@ async function sendForPrediction(blob, filename) {
     if (request <= appliedRequest) return; // a newer drawing already answered
     appliedRequest = request;
     showPrediction(answer);
+    offerFeedback(answer.predictions[0], blob, filename);
     clearMessage();
   } catch (err) {
     if (request <= appliedRequest) return;
@@ -225,6 +227,7 @@ function resetResult() {
   for (let d = 0; d < 10; d++) setBar(d, 0, false);
   drawSeen(null);
   showWhy(null);
+  hideFeedback();
 }
 
 /** Paints the 28x28 grey levels (0..255, white ink on black, as in MNIST) the network got. */
@@ -419,6 +422,7 @@ function wire() {
 
 async function main() {
   buildBars();
+  buildFeedback(report);
   wire();
   clearAll();
   if (await checkReady()) loadInside();

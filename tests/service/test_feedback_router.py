@@ -7,6 +7,7 @@ import io
 import zipfile
 
 import numpy as np
+import pytest
 from conftest import AUTH, DigitImage, MakeClient, Publish
 
 from feedback import FeedbackStore
@@ -141,3 +142,13 @@ def test_listing_and_export_need_the_token_and_page(api, digit_image: DigitImage
     assert images.shape == (3, 28, 28) and labels.tolist() == [1, 2, 3]
     assert images[0].tolist() == rest["samples"][0]["pixels"]
     assert rows[0] == "id,label,version,answer,confidence,created_at" and len(rows) == 4
+
+
+def test_a_cluster_job_cannot_ask_for_this_replicas_feedback() -> None:
+    from service.jobs.params import check_extra_data
+    from trainer.config import ConfigError
+
+    check_extra_data({"extra_data": "feedback"}, cluster=False)
+    check_extra_data({"preset": "fast"}, cluster=True)
+    with pytest.raises(ConfigError, match="GET /feedback/export"):
+        check_extra_data({"extra_data": "feedback"}, cluster=True)
