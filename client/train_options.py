@@ -46,6 +46,9 @@ FIELDS: tuple[tuple[str, Callable[[str], Any], str], ...] = (
     ("augment_stroke", float, "thicker or thinner strokes: up to this many dilations"),
     ("augment_contrast", float, "faint or saturated ink"),
     ("augment_lowres", float, "share of images rendered as blown-up low-resolution scans"),
+    ("extra_data", str, "also train on people's corrections the service stored: feedback"),
+    ("feedback_weight", int, "with --extra-data: each correction is seen this many times per epoch"),
+    ("feedback_holdout", float, "with --extra-data: the share of corrections held out to measure"),
     ("min_accuracy", float, "with --promote: only promote if the test accuracy reaches this (0..1)"),
 )
 METAVARS: dict[Callable[[str], Any], str] = {int: "N", float: "X", str: "NAME", hidden_sizes: "SIZES"}

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,12 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_created ON feedback (created_at);
 """
+
+
+class FeedbackUnavailable(Exception):
+    """The store did not answer (PostgreSQL away, twice); worth retrying soon."""
+
+    retry_after_s = 5
 
 
 @dataclass(frozen=True)
@@ -98,11 +105,7 @@ class FeedbackStore:
         now: float | None = None,
     ) -> int:
         """Store one sample and apply the retention, in one transaction; returns the sample's id."""
-        data = np.ascontiguousarray(pixels, dtype=np.uint8)
-        if data.size != PIXELS:
-            raise ValueError(f"a feedback sample is 28x28 pixels, got shape {pixels.shape}")
-        if not 0 <= int(label) <= 9:
-            raise ValueError(f"a label is a digit 0..9, got {label}")
+        data = checked(pixels, label)
         self._create()
         now = time.time() if now is None else now
         with self._connect() as conn:
@@ -111,7 +114,7 @@ class FeedbackStore:
                 cursor = conn.execute(
                     "INSERT INTO feedback (pixels, label, version, answer, confidence, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    (data.tobytes(), int(label), version, answer, confidence, now),
+                    (data, int(label), version, answer, confidence, now),
                 )
                 sample_id = int(cursor.lastrowid or 0)
                 self._prune(conn, now)
@@ -144,9 +147,7 @@ class FeedbackStore:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Every sample's pixels (n, 28, 28) uint8 and labels (n,) uint8, oldest first."""
-        samples = self.samples()
-        pixels = np.stack([s.pixels for s in samples]) if samples else np.zeros((0, 28, 28), np.uint8)
-        return pixels, np.array([s.label for s in samples], dtype=np.uint8)
+        return as_arrays(self.samples())
 
     def _select(self, tail: str, args: tuple) -> list[FeedbackSample]:
         if not self.path.exists():
@@ -161,15 +162,32 @@ class FeedbackStore:
                 if "no such table" in str(exc):
                     return []
                 raise
-        return [
-            FeedbackSample(
-                id=row[0],
-                pixels=np.frombuffer(row[1], dtype=np.uint8).reshape(28, 28),
-                label=row[2],
-                version=row[3],
-                answer=row[4],
-                confidence=row[5],
-                created_at=row[6],
-            )
-            for row in rows
-        ]
+        return [sample_of(row) for row in rows]
+
+
+def checked(pixels: np.ndarray, label: int) -> bytes:
+    """The 784 bytes of a sample's pixels; ValueError for a wrong shape or a label that is no digit."""
+    data = np.ascontiguousarray(pixels, dtype=np.uint8)
+    if data.size != PIXELS:
+        raise ValueError(f"a feedback sample is 28x28 pixels, got shape {pixels.shape}")
+    if not 0 <= int(label) <= 9:
+        raise ValueError(f"a label is a digit 0..9, got {label}")
+    return data.tobytes()
+
+
+def sample_of(row: Sequence[Any]) -> FeedbackSample:
+    """A sample from a row (id, pixels, label, version, answer, confidence, created_at)."""
+    return FeedbackSample(
+        id=int(row[0]),
+        pixels=np.frombuffer(bytes(row[1]), dtype=np.uint8).reshape(28, 28),
+        label=int(row[2]),
+        version=row[3],
+        answer=row[4],
+        confidence=row[5],
+        created_at=float(row[6]),
+    )
+
+
+def as_arrays(samples: Sequence[FeedbackSample]) -> tuple[np.ndarray, np.ndarray]:
+    pixels = np.stack([s.pixels for s in samples]) if samples else np.zeros((0, 28, 28), np.uint8)
+    return pixels, np.array([s.label for s in samples], dtype=np.uint8)

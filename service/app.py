@@ -77,6 +77,8 @@ def create_app(
                 await asyncio.to_thread(state.jobs.stop)
             if (close_registry := getattr(state.registry, "close", None)) is not None:
                 close_registry()  # the PostgreSQL pointer's connection
+            if (close_feedback := getattr(state.feedback.store, "close", None)) is not None:
+                close_feedback()  # the PostgreSQL feedback store's connection
 
     app = FastAPI(
         title="MNIST digit service",

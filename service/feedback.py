@@ -14,13 +14,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from feedback import DB_FILE, FeedbackStore, Retention
+from feedback import Retention, open_store
+from feedback.store import FeedbackStore
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from feedback.pgstore import PgFeedbackStore
 
 
 class AnswerIds:
@@ -124,7 +127,7 @@ class FeedbackParts:
 
     recent: RecentAnswers
     rate: ClientRate
-    store: FeedbackStore
+    store: FeedbackStore | PgFeedbackStore
     new_id: AnswerIds = field(default_factory=AnswerIds)
 
     @classmethod
@@ -132,12 +135,9 @@ class FeedbackParts:
         return cls(
             recent=RecentAnswers(settings.feedback_recent_ids, settings.feedback_id_ttl_s),
             rate=ClientRate(settings.feedback_per_minute),
-            store=FeedbackStore(
-                feedback_db_path(settings.state_dir),
+            store=open_store(
+                settings.state_dir,
+                settings.database_url,
                 Retention(settings.feedback_max_samples, settings.feedback_retention_days),
             ),
         )
-
-
-def feedback_db_path(state_dir: Path) -> Path:
-    return Path(state_dir) / DB_FILE

@@ -123,8 +123,7 @@ class TrainRequest(BaseModel):
     extra_data: Literal["feedback"] | None = Field(
         None,
         description="Also train on people's corrections (POST /feedback) stored by this service, part held "
-        "out: the manifest's `feedback` says how many were used and the accuracy on the held-out part. "
-        "Embedded mode only.",
+        "out: the manifest's `feedback` says how many were used and the accuracy on the held-out part.",
     )
     feedback_weight: Annotated[int, Field(ge=1, le=1000), WHOLE] | None = Field(
         None, description="With extra_data: each correction is seen this many times per epoch (default 10)."

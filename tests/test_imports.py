@@ -18,7 +18,7 @@ ALLOWED = {
     "mlp": set(),
     "images": set(),
     "registry": {"mlp"},
-    "feedback": set(),  # the corrections' store: the service writes it, the trainer reads it
+    "feedback": {"registry"},  # the corrections' store (the service writes, the trainer reads); pgconnection
     "trainer": {
         "registry",
         "images",

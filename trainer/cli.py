@@ -167,8 +167,9 @@ def add_extra_data(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--extra-data",
         metavar="feedback|PATH",
-        help="`feedback`: the service's store, feedback.sqlite3 in MNIST_STATE_DIR (default state/); or "
-        "a copy of it, the zip of GET /feedback/export, or a folder with its two IDX files",
+        help="`feedback`: the service's store (with --database-url the cluster's PostgreSQL, else "
+        "feedback.sqlite3 in MNIST_STATE_DIR, default state/); or a copy of that file, the zip of "
+        "GET /feedback/export, or a folder with its two IDX files",
     )
     group.add_argument(
         "--feedback-weight",

@@ -79,7 +79,11 @@ def _feedback(args: argparse.Namespace, config: TrainConfig) -> FeedbackMix | No
         return None
     try:
         return feedback_mix(
-            args.extra_data, weight=args.feedback_weight, holdout=args.feedback_holdout, seed=config.seed
+            args.extra_data,
+            weight=args.feedback_weight,
+            holdout=args.feedback_holdout,
+            seed=config.seed,
+            database_url=getattr(args, "database_url", None),
         )
     except FeedbackDataError as exc:
         raise UserFacingError(str(exc)) from exc

@@ -1,9 +1,10 @@
 """People's corrections as training data: read them, hold a part out, weight the rest, report.
 
 `--extra-data` (and the `/train` field `extra_data`) names where the corrections are: `feedback`,
-the service's own store (`feedback.sqlite3` in `MNIST_STATE_DIR`, what a training job started by
-the service reads), a copy of that file, or what `GET /feedback/export` gives (the zip, or a
-folder with its two IDX files). A seeded share is held out for evaluation; the rest is repeated
+the service's own store (a cluster's PostgreSQL with `MNIST_DATABASE_URL`, else `feedback.sqlite3`
+in `MNIST_STATE_DIR`: what a training job started by the service reads, on a worker or in the
+API's child), a copy of that file, or what `GET /feedback/export` gives (the zip, or a folder
+with its two IDX files). A seeded share is held out for evaluation; the rest is repeated
 `weight` times, so a few hundred corrections count beside 60,000 MNIST digits. The version's
 manifest records how many were used and the accuracy on the held-out part.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from feedback import DB_FILE, FeedbackStore
+from feedback import DB_FILE, FeedbackStore, FeedbackUnavailable
 from feedback.export import IMAGES_NAME, LABELS_NAME
 from mlp import MLP
 from trainer.evaluation import evaluate
@@ -131,10 +132,39 @@ def mix_feedback(
     )
 
 
+def load_from_database(database_url: str) -> tuple[np.ndarray, np.ndarray]:
+    """A cluster's corrections, from its PostgreSQL (feedback.pgstore)."""
+    from feedback.pgstore import PgFeedbackStore
+
+    store = PgFeedbackStore(database_url)
+    try:
+        images, labels = store.arrays()
+    except FeedbackUnavailable as exc:
+        raise FeedbackDataError(str(exc)) from exc
+    finally:
+        store.close()
+    return images.reshape(len(images), 784), labels
+
+
 def feedback_mix(
-    source: str, *, weight: int, holdout: float, seed: int, state_dir: Path | None = None
+    source: str,
+    *,
+    weight: int,
+    holdout: float,
+    seed: int,
+    state_dir: Path | None = None,
+    database_url: str | None = None,
 ) -> FeedbackMix:
-    """Read the corrections `source` names and mix them for a run (FeedbackDataError if unusable)."""
-    path = resolve(source, state_dir)
-    images, labels = load_feedback(path)
-    return mix_feedback(images, labels, source=str(path), weight=weight, holdout=holdout, seed=seed)
+    """Read the corrections `source` names and mix them for a run (FeedbackDataError if unusable).
+
+    `feedback` is the service's store: PostgreSQL when `database_url` names a cluster's database,
+    else feedback.sqlite3 in the state folder.
+    """
+    if source == SERVICE_STORE and database_url:
+        images, labels = load_from_database(database_url)
+        where = "PostgreSQL (feedback_samples)"
+    else:
+        path = resolve(source, state_dir)
+        images, labels = load_feedback(path)
+        where = str(path)
+    return mix_feedback(images, labels, source=where, weight=weight, holdout=holdout, seed=seed)

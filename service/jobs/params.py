@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trainer.config import ConfigError, TrainConfig
+from trainer.config import TrainConfig
 
 # Request fields that are not TrainConfig fields: they steer publishing, not training ...
 PUBLISH_FIELDS = ("promote", "min_accuracy")
@@ -21,13 +21,3 @@ def build_config(params: dict[str, Any], dataset: str) -> TrainConfig:
     skipped = (*PUBLISH_FIELDS, *DATA_FIELDS, "preset")
     overrides = {key: value for key, value in params.items() if key not in skipped}
     return TrainConfig.from_preset(str(params.get("preset", "fast")), dataset, **overrides)
-
-
-def check_extra_data(params: dict[str, Any], *, cluster: bool) -> None:
-    """ConfigError for feedback a job could not read: in a cluster, a worker on another host has no
-    access to the replica's feedback database (feedback.sqlite3 in its state folder)."""
-    if params.get("extra_data") and cluster:
-        raise ConfigError(
-            "extra_data: a training worker cannot read this replica's feedback database; export it "
-            "(GET /feedback/export) and train with python -m trainer train --extra-data feedback.zip"
-        )

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from feedback import FeedbackSample
+from feedback import FeedbackSample, FeedbackUnavailable
 from feedback.export import export_zip
 from service.auth import TokenFirstRoute, TokenRequired
 from service.body import read_body
@@ -212,7 +212,7 @@ async def store(state: AppState, remembered: Remembered, label: int) -> Feedback
             answer=remembered.answer,
             confidence=remembered.confidence,
         )
-    except sqlite3.Error as exc:  # locked past the timeout, disk full: try again later, never a 500
+    except (sqlite3.Error, FeedbackUnavailable) as exc:  # locked, disk full, PostgreSQL away: later
         log.warning("could not store feedback: %s", exc)
         raise Busy(f"the feedback database could not take it now ({exc})", retry_after_s=5) from None
     correct = remembered.answer == label
@@ -244,7 +244,7 @@ async def list_feedback(
 
     try:
         total, page = await asyncio.to_thread(read)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, FeedbackUnavailable) as exc:
         raise Busy(f"the feedback database could not be read now ({exc})", retry_after_s=5) from None
     more = offset + len(page) < total
     return FeedbackPage(
@@ -290,7 +290,7 @@ async def export_feedback(state: State) -> Response:
 
     try:
         data = await asyncio.to_thread(build)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, FeedbackUnavailable) as exc:
         raise Busy(f"the feedback database could not be read now ({exc})", retry_after_s=5) from None
     return Response(
         data,

@@ -15,7 +15,7 @@ from fastapi.responses import PlainTextResponse
 
 from service.auth import TokenFirstRoute, TokenRequired
 from service.errors import NotReady, error_responses
-from service.jobs.params import build_config, check_extra_data
+from service.jobs.params import build_config
 from service.jobs.runner import JobRunner
 from service.schemas_train import JobList, JobOut, TrainRequest
 from service.state import AppState, State
@@ -74,7 +74,6 @@ def submit(state: State, request: TrainRequest | None = None) -> dict[str, Any]:
     runner = runner_of(state)
     params = request.to_params()
     build_config(params, state.settings.train_dataset)  # ConfigError (422) now rather than a failed job later
-    check_extra_data(params, cluster=bool(state.settings.database_url))
     return runner.submit(params).to_json()
 
 

@@ -71,3 +71,30 @@ def test_the_export_is_mnist_idx_read_by_the_trainers_parser(tmp_path: Path) -> 
         assert parse_idx(gzip.decompress(archive.read(IMAGES_NAME)), Path("x")).shape == (0, 28, 28)
     with pytest.raises(ValueError):
         idx_bytes(np.zeros((2, 2)))
+
+
+def test_the_cluster_store_in_postgresql_keeps_the_same_samples_and_bounds(database_url: str) -> None:
+    from feedback.pgstore import PgFeedbackStore
+
+    store = PgFeedbackStore(database_url, Retention(max_count=3, days=1))
+    try:
+        assert store.count() == 0 and store.samples() == []
+        pixels = np.arange(784, dtype=np.uint8).reshape(28, 28)
+        ids = [
+            store.add(pixels, k, version="v0003", answer=1, confidence=0.25, now=1000.0 + k) for k in range(5)
+        ]
+        assert ids == sorted(ids) and store.count() == 3
+        samples = store.samples()
+        assert [s.label for s in samples] == [2, 3, 4] and [s.id for s in store.page(2, 0)] == ids[:1:-1][:2]
+        assert samples[0].pixels.tolist() == pixels.tolist()
+        assert (samples[0].version, samples[0].answer, samples[0].confidence, samples[0].correct) == (
+            "v0003", 1, 0.25, False,
+        )  # fmt: skip
+        store.add(digit(9), 9, version=None, answer=None, confidence=None, now=1004.0 + 86400.5)
+        assert [s.label for s in store.samples()] == [9]
+        images, labels = store.arrays()
+        assert images.shape == (1, 28, 28) and labels.tolist() == [9]
+        with pytest.raises(ValueError):
+            store.add(digit(0), 10, version=None, answer=None, confidence=None)
+    finally:
+        store.close()

@@ -7,7 +7,6 @@ import io
 import zipfile
 
 import numpy as np
-import pytest
 from conftest import AUTH, DigitImage, MakeClient, Publish
 
 from feedback import FeedbackStore
@@ -144,11 +143,28 @@ def test_listing_and_export_need_the_token_and_page(api, digit_image: DigitImage
     assert rows[0] == "id,label,version,answer,confidence,created_at" and len(rows) == 4
 
 
-def test_a_cluster_job_cannot_ask_for_this_replicas_feedback() -> None:
-    from service.jobs.params import check_extra_data
-    from trainer.config import ConfigError
+def test_in_cluster_mode_feedback_goes_to_postgresql(
+    make_client: MakeClient, publish: Publish, digit_image: DigitImage, database_url: str
+) -> None:
+    from feedback.pgstore import PgFeedbackStore
+    from trainer.feedback_data import feedback_mix
 
-    check_extra_data({"extra_data": "feedback"}, cluster=False)
-    check_extra_data({"preset": "fast"}, cluster=True)
-    with pytest.raises(ConfigError, match="GET /feedback/export"):
-        check_extra_data({"extra_data": "feedback"}, cluster=True)
+    publish()
+    with make_client(database_url=database_url) as client:
+        answer = predict(client, digit_image, 5)
+        assert client.post("/feedback", json={"id": answer["id"], "digit": 5}).status_code == 201
+        assert (
+            client.post(
+                "/feedback?digit=3", content=digit_image(3), headers={"Content-Type": "image/png"}
+            ).status_code
+            == 201
+        )
+        assert client.get("/feedback", headers=AUTH).json()["total"] == 2
+    store = PgFeedbackStore(database_url)  # what every replica and worker reads
+    try:
+        assert [s.label for s in store.samples()] == [5, 3]
+    finally:
+        store.close()
+    mix = feedback_mix("feedback", weight=2, holdout=0.5, seed=0, database_url=database_url)
+    assert (mix.samples, len(mix.y_train), len(mix.y_holdout)) == (2, 2, 1)
+    assert mix.source.startswith("PostgreSQL")

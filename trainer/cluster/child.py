@@ -25,6 +25,7 @@ from registry import open_registry
 from trainer.cluster.store import JobsDatabase
 from trainer.config import ConfigError, TrainConfig
 from trainer.datasets import DatasetError, load_dataset
+from trainer.feedback_data import DEFAULT_HOLDOUT, DEFAULT_WEIGHT, FeedbackDataError, feedback_mix
 from trainer.gate import PublishRefused
 from trainer.publish import publish_result
 from trainer.threads import tuned_blas_threads
@@ -100,6 +101,15 @@ def run(job_id: str, env: dict[str, str]) -> int:
             download=True,
             progress=False,
         )
+        mix = None
+        if params.get("extra_data"):  # the cluster's corrections, in its PostgreSQL
+            mix = feedback_mix(
+                "feedback",
+                weight=int(params.get("feedback_weight", DEFAULT_WEIGHT)),
+                holdout=float(params.get("feedback_holdout", DEFAULT_HOLDOUT)),
+                seed=config.seed,
+                database_url=env["MNIST_DATABASE_URL"],
+            )
         with tuned_blas_threads(config.sizes) as threads:
             result = train(
                 config,
@@ -110,6 +120,7 @@ def run(job_id: str, env: dict[str, str]) -> int:
                 progress=report,
                 should_stop=lambda: bool(stopped) or orphaned(),
                 threads=threads,
+                extra=(mix.x_train, mix.y_train) if mix is not None else None,
             )
         registry = open_registry(
             env.get("MNIST_REGISTRY_URL") or Path(env.get("MNIST_MODELS_DIR", "models")),
@@ -124,7 +135,7 @@ def run(job_id: str, env: dict[str, str]) -> int:
             dataset,
             promote=bool(params.get("promote", False)),
             min_accuracy=params.get("min_accuracy"),
-            extra={"job": job_id},
+            extra={"job": job_id, **({"feedback": mix.manifest(result.net)} if mix else {})},
             robustness_sample=int(env.get("MNIST_ROBUSTNESS_SAMPLE", "0")),
             gate=RecordGate(db, job_id),
         )
@@ -139,7 +150,7 @@ def run(job_id: str, env: dict[str, str]) -> int:
         error = "cancelled on request" if requested else f"stopped by its worker ({exc})"
         db.finish(job_id, "cancelled", error=one_line(error))
         return 0
-    except DatasetError as exc:
+    except (DatasetError, FeedbackDataError) as exc:
         db.finish(job_id, "failed", error=one_line(exc))
     except ConfigError as exc:
         db.finish(job_id, "failed", error=one_line(f"invalid training parameters: {exc}"))
