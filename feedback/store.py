@@ -86,7 +86,7 @@ class FeedbackStore:
             conn.close()
 
     def _create(self) -> None:
-        if self._ready:
+        if self._ready and self.path.exists():  # a file deleted under a running service is made again
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as conn:

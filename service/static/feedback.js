@@ -25,6 +25,7 @@ export function buildFeedback(onError) {
 export function offerFeedback(prediction, blob, filename) {
   current = { id: prediction.id, answer: prediction.digit, blob, filename };
   $("#feedback").hidden = false;
+  $("#feedback").dataset.answer = prediction.id; // which answer the buttons correct
   $("#feedback-thanks").textContent = "";
   setEnabled(true);
 }
@@ -32,6 +33,7 @@ export function offerFeedback(prediction, blob, filename) {
 export function hideFeedback() {
   current = null;
   $("#feedback").hidden = true;
+  delete $("#feedback").dataset.answer;
   $("#feedback-thanks").textContent = "";
 }
 

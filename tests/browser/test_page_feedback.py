@@ -8,11 +8,13 @@ the version and its answer, and the page says so. When the service no longer kno
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from browser_helpers import SHIPPED, TOKEN, Server
-from playwright.sync_api import Page, Route, expect
+from playwright.sync_api import Page, Request, Route, expect
 from test_page import DIGITS, draw, predict, shot
 
 pytestmark = pytest.mark.browser
@@ -23,6 +25,21 @@ def is_feedback(request) -> bool:
     return request.method == "POST" and "/feedback" in request.url
 
 
+def answers_on_screen(page: Page) -> Callable[[], dict[str, Any]]:
+    """What the page shows is the answer to the /predict request it sent last (the page drops older
+    answers): the drawing's own timer may send one before the Predict click does, so the test
+    cannot take the click's request for it. Call the returned function once the page has answered."""
+    sent: list[Request] = []
+    page.on("request", lambda r: sent.append(r) if r.method == "POST" and "/predict" in r.url else None)
+
+    def last() -> dict[str, Any]:
+        response = sent[-1].response()
+        assert response is not None and response.status == 200
+        return response.json()["predictions"][0]
+
+    return last
+
+
 def newest_feedback(server: Server) -> dict:
     page = server.client.get("/feedback?limit=1&pixels=1", headers=AUTH).json()
     return {"total": page["total"], **page["samples"][0]}
@@ -30,8 +47,11 @@ def newest_feedback(server: Server) -> dict:
 
 def test_a_correction_is_one_click_under_the_answer(page: Page, server: Server, artifacts: Path) -> None:
     expect(page.locator("#feedback")).to_be_hidden()  # no answer, nothing to correct
+    on_screen = answers_on_screen(page)
     draw(page, DIGITS[7])
-    answer = predict(page)["predictions"][0]
+    predict(page)
+    answer = on_screen()
+    expect(page.locator("#feedback")).to_have_attribute("data-answer", answer["id"])
     expect(page.locator("#feedback")).to_be_visible()
     expect(page.locator("#feedback-title")).to_have_text("Wrong? It was a")
     wrong = (answer["digit"] + 1) % 10
@@ -62,8 +82,11 @@ def test_an_answer_the_service_forgot_is_corrected_with_the_picture(page: Page, 
             route.continue_()
 
     page.route("**/feedback*", forget_the_id)
+    on_screen = answers_on_screen(page)
     draw(page, DIGITS[1])
-    answer = predict(page)["predictions"][0]
+    predict(page)
+    answer = on_screen()
+    expect(page.locator("#feedback")).to_have_attribute("data-answer", answer["id"])
     before = server.client.get("/feedback", headers=AUTH).json()["total"]
     with page.expect_response(lambda r: is_feedback(r.request) and r.status == 201) as sent:
         page.get_by_test_id("feedback-1").click()

@@ -98,3 +98,11 @@ def test_the_cluster_store_in_postgresql_keeps_the_same_samples_and_bounds(datab
             store.add(digit(0), 10, version=None, answer=None, confidence=None)
     finally:
         store.close()
+
+
+def test_a_store_whose_file_was_deleted_starts_a_new_one(tmp_path: Path) -> None:
+    store = FeedbackStore(tmp_path / "f.sqlite3")
+    store.add(digit(1), 1, version="v1", answer=1, confidence=1.0)
+    (tmp_path / "f.sqlite3").unlink()
+    store.add(digit(2), 2, version="v1", answer=2, confidence=1.0)
+    assert [s.label for s in store.samples()] == [2]
