@@ -10,13 +10,14 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import time
 import zipfile
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import numpy as np
 
 from feedback.store import FeedbackSample
+from registry.timestamps import format_utc
 
 IMAGES_NAME = "feedback-images-idx3-ubyte.gz"
 LABELS_NAME = "feedback-labels-idx1-ubyte.gz"
@@ -43,7 +44,7 @@ def export_zip(samples: Sequence[FeedbackSample]) -> bytes:
     writer = csv.writer(table)
     writer.writerow(["id", "label", "version", "answer", "confidence", "created_at"])
     for s in samples:
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(s.created_at))
+        created = format_utc(datetime.fromtimestamp(s.created_at, UTC))
         writer.writerow([s.id, s.label, s.version or "", "" if s.answer is None else s.answer,
                          "" if s.confidence is None else s.confidence, created])  # fmt: skip
     out = io.BytesIO()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-import time
+from datetime import UTC, datetime
 from typing import Annotated
 
 import numpy as np
@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from feedback import FeedbackSample, FeedbackUnavailable
 from feedback.export import export_zip
+from registry.timestamps import format_utc
 from service.auth import TokenFirstRoute, TokenRequired
 from service.body import read_body
 from service.errors import (
@@ -66,7 +67,7 @@ class FeedbackItem(BaseModel):
     answer: int | None = Field(description="What the version answered.")
     confidence: float | None
     correct: bool | None
-    created_at: str = Field(description="When it was given, UTC, ISO 8601.")
+    created_at: str = Field(description="When it was given: UTC, ISO 8601 with milliseconds.")
     pixels: list[list[int]] | None = Field(None, description="With pixels=1: the 28x28 the network saw.")
 
 
@@ -264,7 +265,7 @@ def item(sample: FeedbackSample, with_pixels: bool) -> FeedbackItem:
         answer=sample.answer,
         confidence=sample.confidence,
         correct=sample.correct,
-        created_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sample.created_at)),
+        created_at=format_utc(datetime.fromtimestamp(sample.created_at, UTC)),
         pixels=np.asarray(sample.pixels).tolist() if with_pixels else None,
     )
 
