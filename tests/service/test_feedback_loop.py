@@ -80,7 +80,7 @@ def test_corrections_make_a_version_that_reads_what_the_last_one_misread(
     make_client: MakeClient, tiny_digits: Path
 ) -> None:
     settings = {"data_dir": tiny_digits, "robustness_sample": 0, "feedback_per_minute": 10_000}
-    with make_client(**settings) as client:
+    with make_client(real_runner=True, **settings) as client:
         first = wait_for_job(client, {**RECIPE, "promote": True})["version"]
         deadline = time.monotonic() + 10
         while client.get("/readyz").status_code != 200:
