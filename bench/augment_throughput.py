@@ -8,15 +8,16 @@
 option alone and all together (thread time: the figure least disturbed by other load), one BLAS
 thread.
 
-`epoch`: one epoch of the `baseline` preset through `trainer.training.train` (its per-epoch
-evaluations included), without augmentation beyond the preset's own shifts and with the
-augmentation given by `--augment` (default: the proposal in bench/README.md), the latter with the
-batches made ahead by a background thread (the default) and made inline. The runs are
+`epoch`: one epoch of a preset (`--preset`, default `baseline`) through `trainer.training.train`
+(its per-epoch evaluations included), without augmentation beyond whole-pixel shifts and with the
+augmentation given by `--augment` (default: the preset's own, or the proposal in bench/README.md
+for a preset without any), the latter with the batches made ahead by a helper thread when the
+thread policy says so (the default) and made inline by the training thread. The runs are
 interleaved, in an order that rotates every repeat, so other load on the machine hits them alike;
 the thread policy is the CLI's (`trainer.threads.tuned_blas_threads`: BLAS threads, and whether
 the helper thread makes batches ahead, re-decided as the run goes) unless `--threads N` fixes the
-BLAS threads. Reported: median wall seconds per epoch, CPU seconds of the
-process, and the slowdown against the run without augmentation.
+BLAS threads. Reported: median wall seconds per epoch, CPU seconds of the process, and the
+slowdown against the run without augmentation.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ PROPOSAL = {
     "augment_lowres": 0.2,
 }
 BATCH = 128
+# The options beyond whole-pixel shifts: off in the run the augmented ones are compared with.
+RESAMPLING = tuple(
+    f"augment_{name}" for name in ("rotate", "scale", "shear", "elastic", "stroke", "contrast", "lowres")
+)
 
 
 def parse_augment(text: str) -> dict[str, float]:
@@ -57,7 +62,8 @@ def parse_augment(text: str) -> dict[str, float]:
     out = {}
     for part in filter(None, text.split(",")):
         key, _, value = part.partition("=")
-        out[f"augment_{key.strip()}"] = float(value)
+        key = key.strip()
+        out[f"augment_{key}"] = int(value) if key == "shift" else float(value)
     return out
 
 
@@ -88,14 +94,22 @@ def batch_costs(x: np.ndarray, augment: dict[str, float], repeats: int) -> list[
 
 
 def epoch_times(
-    dataset: Any, augment: dict[str, float], repeats: int, threads: int | None, epochs: int
+    dataset: Any,
+    preset: str,
+    augment: dict[str, float] | None,
+    repeats: int,
+    threads: int | None,
+    epochs: int,
 ) -> list[dict[str, Any]]:
-    """Median seconds per epoch of baseline, without and with augmentation, interleaved."""
-    base = PRESETS["baseline"].replace(epochs=epochs)
+    """Median seconds per epoch of `preset`, without and with augmentation, interleaved."""
+    config = PRESETS[preset].replace(epochs=epochs)
+    own = {name: getattr(config, name) for name in RESAMPLING if getattr(config, name)}
+    base = config.replace(**dict.fromkeys(RESAMPLING, 0.0))
+    augmented = base.replace(**(augment if augment is not None else own or PROPOSAL))
     variants = {
-        "baseline (shifts only)": (base, True),
-        "augmented, made ahead": (base.replace(**augment), True),
-        "augmented, made inline": (base.replace(**augment), False),
+        f"{preset} (shifts only)": (base, True),
+        "augmented, made ahead": (augmented, True),
+        "augmented, made inline": (augmented, False),
     }
     walls: dict[str, list[float]] = {name: [] for name in variants}
     cpus: dict[str, list[float]] = {name: [] for name in variants}
@@ -139,9 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--augment",
         type=parse_augment,
-        default=PROPOSAL,
-        help="e.g. rotate=12,elastic=20,lowres=0.2 (default: the proposal)",
+        default=None,
+        help="e.g. rotate=12,elastic=20,lowres=0.2 (default: the preset's own, else the proposal)",
     )
+    parser.add_argument("--preset", choices=tuple(PRESETS), default="baseline", help="for --part epoch")
     parser.add_argument("--repeats", type=int, default=3, help="epochs of each variant (default 3)")
     parser.add_argument("--epochs", type=int, default=1, help="epochs per run (default 1)")
     parser.add_argument("--threads", type=int, default=None, help="fix the BLAS threads (default: tuned)")
@@ -158,10 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.part in ("batch", "both"):
         print("per batch (thread CPU time):", file=sys.stderr)
-        payload["batch"] = batch_costs(dataset.x_train, args.augment, repeats=200)
+        payload["batch"] = batch_costs(dataset.x_train, args.augment or PROPOSAL, repeats=200)
     if args.part in ("epoch", "both"):
-        print("per epoch of baseline:", file=sys.stderr)
-        payload["epoch"] = epoch_times(dataset, args.augment, args.repeats, args.threads, args.epochs)
+        print(f"per epoch of {args.preset}:", file=sys.stderr)
+        payload["epoch"] = epoch_times(
+            dataset, args.preset, args.augment, args.repeats, args.threads, args.epochs
+        )
     payload["load_average_after"] = common.load_average()
 
     if "batch" in payload:
@@ -169,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for row in payload["batch"]:
             print(f"{row['case']:<30} {row['ms_per_batch']:>20.3f}")
     if "epoch" in payload:
-        print(f"\n{'baseline, one epoch':<26} {'s/epoch':>8} {'CPU s':>7} {'slowdown':>9}  modes kept")
+        print(f"\n{args.preset + ', one epoch':<26} {'s/epoch':>8} {'CPU s':>7} {'slowdown':>9}  modes kept")
         for row in payload["epoch"]:
             print(
                 f"{row['variant']:<26} {row['seconds_per_epoch']:>8.2f} {row['cpu_seconds_per_epoch']:>7.2f} "
