@@ -250,6 +250,23 @@ def service_server(
     return Server(name, [python, "-m", "service"], port, env=env, cpus=cpus, workers=workers, cwd=checkout)
 
 
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """`NAME=ENV=VALUE[,ENV=VALUE]` -> (NAME, {ENV: VALUE}); an item with no `=` continues the value before
+    it, so a list stays one value: `nofast=MNIST_FAST_PATHS=-png,-route` sets `-png,-route`."""
+    name, _, rest = spec.partition("=")
+    env: dict[str, str] = {}
+    last = None
+    for item in rest.split(","):
+        if "=" in item:
+            last, value = item.split("=", 1)
+            env[last] = value
+        elif item and last is not None:
+            env[last] += "," + item
+        elif item:
+            raise ValueError(f"{spec!r}: expected NAME=ENV=VALUE[,ENV=VALUE]")
+    return name, env
+
+
 def noop_server(name: str, *, workers: int = 1, cpus: str | None = None, python: str = PYTHON) -> Server:
     port = free_port()
     command = [python, "-m", "bench.noop_app", "--port", str(port), "--workers", str(workers)]

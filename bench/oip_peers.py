@@ -3,6 +3,7 @@
     .venv/bin/python bench/oip_peers.py --setup            # create the peers' virtualenvs if missing
     .venv/bin/python bench/oip_peers.py                    # 5 interleaved rounds of 10 s runs
     .venv/bin/python bench/oip_peers.py --rounds 1 --duration 3 --only service,kserve   # a quick look
+    .venv/bin/python bench/oip_peers.py --only service --variant noroute=MNIST_FAST_PATHS=-route   # a config
 
 Same weights, same forward pass: every peer loads the registry's current `vNNNN.npz` into the
 project's own `mlp.MLP` (imported from this checkout) and answers with `predict_proba`, so what
@@ -125,22 +126,33 @@ def peer_env(weights: Path) -> dict[str, str]:
 
 
 def make_targets(
-    names: list[str], weights: Path, models_dir: Path, work: Path, checkouts: dict[str, Path]
+    names: list[str],
+    weights: Path,
+    models_dir: Path,
+    work: Path,
+    checkouts: dict[str, Path],
+    variants: dict[str, dict[str, str]],
 ) -> list[Target]:
     targets = []
     for name in names:
         port = common.free_port()
-        if name == "service" or name in checkouts:
+        if name == "service" or name in checkouts or name in variants:
             state = work / f"state-{name}"
             server = common.service_server(
-                name, models_dir, state, cpus=SERVER_CPU, checkout=checkouts.get(name, common.ROOT)
+                name,
+                models_dir,
+                state,
+                cpus=SERVER_CPU,
+                checkout=checkouts.get(name, common.ROOT),
+                extra_env=variants.get(name),
             )
+            this_code = name not in checkouts  # older code: JSON only
             targets.append(
                 Target(
                     name,
                     server,
                     "/v2/models/mnist/infer",
-                    "/v2/models/mnist/infer" if name == "service" else None,  # older code: JSON only
+                    "/v2/models/mnist/infer" if this_code else None,
                     "/predict",
                     ready_path="/readyz",
                 )
@@ -306,6 +318,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=PATH",
         help="also measure the service of another checkout (a git worktree of an older commit) as NAME",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=ENV=VALUE[,ENV=VALUE]",
+        help="also measure this checkout's service with these extra environment variables, as NAME",
+    )
     parser.add_argument("--out", type=Path, help="JSON output (default: bench/results/oip_peers-<time>.json)")
     return parser.parse_args(argv)
 
@@ -323,9 +342,10 @@ def loads(kinds: list[str]) -> list[Load]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     checkouts = {name: Path(path).resolve() for name, _, path in (c.partition("=") for c in args.checkout)}
+    variants = dict(common.parse_variant(v) for v in args.variant)
     names = args.only.split(",")
-    names[1:1] = list(checkouts)  # beside this checkout's service, before the peers
-    peers = [n for n in names if n != "service" and n not in checkouts]
+    names[1:1] = [*checkouts, *variants]  # beside this checkout's service, before the peers
+    peers = [n for n in names if n != "service" and n not in checkouts and n not in variants]
     if args.setup:
         setup(peers)
         return 0
@@ -337,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = args.models_dir / "mnist" / f"{version}.npz"
     images, _ = common.load_mnist_test()
     work = Path(tempfile.mkdtemp(prefix="oip-peers-"))
-    targets = make_targets(names, weights, args.models_dir, work, checkouts)
+    targets = make_targets(names, weights, args.models_dir, work, checkouts, variants)
     wanted = args.match.split(",")
     plan = [load for load in loads(args.kinds.split(",")) if any(w in load.name for w in wanted)]
     before = common.machine()
@@ -432,6 +452,7 @@ def summarize(
         "machine_before": before,
         "load_average_after": common.load_average(),
         "checkouts": args.checkout,
+        "variants": args.variant,
         "rounds": args.rounds,
         "duration_s": args.duration,
         "results": rows,

@@ -3,6 +3,7 @@
     .venv/bin/python bench/serve_load.py --models-dir /tmp/bench-models
     .venv/bin/python bench/serve_load.py --workers 1 --concurrency 1,8,64 --rounds 5 --duration 5
     .venv/bin/python bench/serve_load.py --variant nobatch=MNIST_PREDICT_BATCHING=false   # another config
+    .venv/bin/python bench/serve_load.py --variant nopng=MNIST_FAST_PATHS=-png            # a fast path off
     .venv/bin/python bench/serve_load.py --workers 1 --checkout main=../main              # another commit
 
 Servers: the service (`python -m service`, access log off) and `bench/noop_app.py` (FastAPI
@@ -67,18 +68,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
-    name, _, rest = spec.partition("=")
-    env = dict(item.split("=", 1) for item in rest.split(",") if item)
-    return name, env
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     common.check_models_dir(args.models_dir)
     workers = [int(w) for w in args.workers.split(",")]
     levels = [int(c) for c in args.concurrency.split(",")]
-    variants = [("predict", {})] + [parse_variant(v) for v in args.variant]
+    variants = [("predict", {})] + [common.parse_variant(v) for v in args.variant]
     checkouts = [(name, Path(path).resolve()) for name, _, path in (c.partition("=") for c in args.checkout)]
 
     images, _ = common.load_mnist_test()

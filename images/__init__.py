@@ -55,7 +55,12 @@ __all__ = [
 
 
 def digitize(
-    data: bytes | bytearray | memoryview, limits: Limits = Limits(), budget: PixelBudget | None = None
+    data: bytes | bytearray | memoryview,
+    limits: Limits = Limits(),
+    budget: PixelBudget | None = None,
+    *,
+    plain_png: bool = True,
+    mnist_as_is: bool = True,
 ) -> np.ndarray:
     """Bytes of an image file -> (28, 28) uint8, white ink on black, MNIST-normalised.
 
@@ -64,8 +69,12 @@ def digitize(
     decompression bomb, refused from the header without allocating it) or :class:`NoDigitFound`
     (422), or :class:`TooManyPixels` (413) when its pixels are more than `budget` has left.
     Nothing else, whatever the bytes.
+
+    Two fast paths (the service's `png` and `mnist`, service/fastpaths.py), each giving the same
+    digit as without it: `plain_png` decodes plain PNGs without `Image.open` (:mod:`images.plain_png`),
+    `mnist_as_is` returns an image that already is an MNIST digit as it is (normalising it would).
     """
-    pixels = decode(data, limits, budget)
-    if is_mnist_digit(pixels):  # an MNIST digit comes back unchanged: skip the work
+    pixels = decode(data, limits, budget, plain_png=plain_png)
+    if mnist_as_is and is_mnist_digit(pixels):  # an MNIST digit comes back unchanged: skip the work
         return pixels.copy()
     return digitize_array(pixels)

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import struct
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +34,7 @@ from images.errors import (
     UnsupportedImageType,
 )
 from images.header import PixelBudget, webp_canvas
+from images.plain_png import open_plain_png
 
 
 @dataclass(frozen=True)
@@ -196,81 +195,12 @@ def _decode_gray(im: Image.Image) -> Image.Image:
     return im.convert("RGB").convert("L")  # CMYK, YCbCr, ...
 
 
-# The plainest PNGs (8-bit, not interlaced, no palette, no chunk but IHDR, IDAT and IEND) are
-# decoded by Pillow's own PNG decoder without the rest of its file machinery, which costs a
-# 28x28 upload more than the pixels do. Colour type -> Pillow's mode, which is also the raw mode.
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PLAIN_PNG_MODES = {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}
-
-
-def _open_plain_png(data: bytes, limits: Limits, budget: PixelBudget | None) -> Image.Image | None:
-    """A plain PNG decoded into a fresh image, exactly as Pillow would; None for any other file.
-
-    Plain: 8-bit gray, RGB, gray+alpha or RGBA, not interlaced, only IHDR, IDAT... and IEND (so
-    no palette, no tRNS, no EXIF or XMP orientation, no text, no animation), every CRC right,
-    nothing after IEND, dimensions within `limits`. For such a file `Image.open` + `load` only
-    feeds the IDAT bytes to Pillow's zip decoder, into an image of that mode; this does the same,
-    so the pixels are the same. Everything else, and any file the decoder finds damaged or short,
-    returns None and takes the general path, which then decodes or refuses it as before.
-    """
-    if len(data) < 57 or not data.startswith(_PNG_SIGNATURE):
-        return None
-    length, kind, width, height, depth, colour, compression, filtering, interlace = struct.unpack_from(
-        ">I4sIIBBBBB", data, 8
-    )
-    mode = _PLAIN_PNG_MODES.get(colour)
-    if (
-        kind != b"IHDR"
-        or length != 13
-        or mode is None
-        or (depth, compression, filtering, interlace) != (8, 0, 0, 0)
-        or zlib.crc32(data[12:29]) != struct.unpack_from(">I", data, 29)[0]
-    ):
-        return None
-    pixels = width * height
-    if (
-        not 0 < pixels <= limits.max_pixels
-        or (Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS)
-        or min(width, height) < limits.min_side
-        or max(width, height) > limits.max_aspect * min(width, height)
-    ):
-        return None  # the general path refuses it with the right error
-    idat, pos, end = [], 33, len(data)
-    while True:
-        if pos + 12 > end:
-            return None
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        stop = pos + 12 + length
-        if stop > end or zlib.crc32(data[pos + 4 : stop - 4]) != struct.unpack_from(">I", data, stop - 4)[0]:
-            return None
-        if kind == b"IDAT":
-            idat.append(data[pos + 8 : stop - 4])
-        elif kind == b"IEND" and idat and length == 0 and stop == end:
-            break
-        else:
-            return None
-        pos = stop
-    if budget is not None:
-        budget.charge(width, height)  # refunded below if the general path is to decode it after all
-    try:
-        im = Image.new(mode, (width, height), None)  # zeroed, as ImageFile.load_prepare makes it
-        decoder = Image._getdecoder(mode, "zip", mode)
-        try:
-            decoder.setimage(im.im, (0, 0, width, height))
-            status, error = decoder.decode(b"".join(idat))
-        finally:
-            decoder.cleanup()
-    except Exception:  # out of memory, say: the general path has the words for it
-        status, error = 0, -1
-    if status >= 0 or error < 0:  # wants more data (truncated) or failed: let Pillow say so
-        if budget is not None:
-            budget.refund(width, height)
-        return None
-    return im
-
-
 def decode(
-    data: bytes | bytearray | memoryview, limits: Limits = Limits(), budget: PixelBudget | None = None
+    data: bytes | bytearray | memoryview,
+    limits: Limits = Limits(),
+    budget: PixelBudget | None = None,
+    *,
+    plain_png: bool = True,
 ) -> np.ndarray:
     """Bytes of an image file -> (H, W) uint8 gray, upright, alpha composited onto white.
 
@@ -278,7 +208,8 @@ def decode(
     box-reduced. The image's pixels are charged to `budget` (if given) from its header, before any
     is decoded. Raises :class:`ImageTooLarge`, :class:`UnsupportedImageType`,
     :class:`UnreadableImage`, :class:`BadImageDimensions` or :class:`TooManyPixels`; nothing else,
-    whatever the bytes.
+    whatever the bytes. `plain_png=False` turns the plain-PNG fast path off (:mod:`images.plain_png`):
+    the same pixels and errors, through Pillow's public `Image.open`.
 
     Note: Pillow's global ``ImageFile.LOAD_TRUNCATED_IMAGES`` must stay False (its default), or
     a truncated file decodes with a grey fill instead of being refused.
@@ -290,7 +221,7 @@ def decode(
     if not data:
         raise UnreadableImage("empty body")
     data = bytes(data)
-    im = _open_plain_png(data, limits, budget)
+    im = open_plain_png(data, limits, budget) if plain_png else None
     if im is not None and im.mode == "L" and max(im.size) <= 2 * WORK_SIDE:
         # Upright 8-bit gray without alpha, small enough not to be reduced: the pixels as they are.
         return np.asarray(im)

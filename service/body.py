@@ -1,31 +1,19 @@
-"""Reading a request body within its caps, and splitting a well-formed multipart body without copies.
+"""Reading a request body within its caps, held against the worker's budget for bodies in flight.
 
 `read_body` reads the ASGI messages as they arrive and refuses the body the moment it is known to
 pass its cap (413: from its Content-Length before anything is read, or as the chunks come in), and
 holds its bytes against the worker's `BodyBudget` (503 with Retry-After when the bodies in flight
 would pass that), so memory for bodies is bounded whatever the clients send.
-`split_multipart_files` is the fast path of `/predict`: for the multipart bodies that clients
-actually send (every part a file in a field named `file`, no preamble, no transport padding) it finds
-the parts with `bytes.find` instead of python-multipart's callbacks and Starlette's spooled temporary
-files, and gives the same filenames and bytes (views into the body, not copies). Anything it is not
-sure about (including every malformed body) it declines by returning None, and the caller runs
-Starlette's parser, which then answers or refuses as before.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 
 from fastapi import Request
-from python_multipart.multipart import TOKEN_CHARS, parse_options_header
 from starlette.requests import ClientDisconnect
 
 from service.errors import BadRequest, Busy, PayloadTooLarge
-
-# python-multipart's limits per part: beyond them it refuses the body, so the fast path declines.
-MAX_PART_HEADERS = 8
-MAX_HEADER_LINE = 4096
 
 
 class BodyBudget:
@@ -108,94 +96,3 @@ async def read_body(
         budget.release(reserved)
         raise
     return body
-
-
-def split_multipart_files(
-    content_type: str, body: bytes | bytearray, max_files: int
-) -> list[tuple[str | None, bytes | bytearray | memoryview]] | None:
-    """(filename, bytes) of each part of a plain `multipart/form-data` body whose parts are all files
-    named `file`; None when the body is anything else, for the full parser to deal with."""
-    boundary = _plain_boundary(content_type)
-    if boundary is None:
-        return None
-    opening = b"--" + boundary
-    delimiter = b"\r\n--" + boundary
-    if not body.startswith(opening + b"\r\n"):  # preamble, padding, an empty form: full parser
-        return None
-    files: list[tuple[str | None, bytes | bytearray | memoryview]] = []
-    view = memoryview(body) if isinstance(body, bytearray) else None  # parts of a big body: no copies
-    start = len(opening) + 2
-    while True:
-        end_of_headers = body.find(b"\r\n\r\n", start)
-        if end_of_headers < 0:
-            return None
-        block = bytes(body[start:end_of_headers])  # bytes of bytes is the same object: no copy
-        filename = _cached_file_part_name(block) if len(block) <= 256 else _file_part_name(block)
-        if filename is None:
-            return None
-        data_start = end_of_headers + 4
-        data_end = body.find(delimiter, data_start)
-        if data_end < 0:
-            return None
-        files.append((filename, view[data_start:data_end] if view is not None else body[data_start:data_end]))
-        if len(files) > max_files:
-            return None  # the full parser says "Too many files"
-        after = data_end + len(delimiter)
-        follow = body[after : after + 2]
-        if follow == b"--":  # the closing delimiter; python-multipart ignores what follows it
-            return files
-        if follow != b"\r\n":
-            return None
-        start = after + 2
-
-
-# Clients send the same header lines over and over: parsing them is cached (pure functions, and
-# the header blocks cached are short).
-@functools.lru_cache(maxsize=64)
-def _plain_boundary(content_type: str) -> bytes | None:
-    """The boundary of `multipart/form-data; boundary=...` with no other parameter, else None."""
-    _, params = parse_options_header(content_type)
-    boundary = params.get(b"boundary")
-    if not boundary or len(params) != 1:  # a charset (or anything else) would change the decoding
-        return None
-    return boundary
-
-
-def _file_part_name(block: bytes) -> str | None:
-    """The filename of a part whose headers say `form-data; name="file"; filename=...`, else None."""
-    lines = block.split(b"\r\n")
-    if len(lines) > MAX_PART_HEADERS:
-        return None
-    disposition = None
-    for line in lines:
-        name, colon, value = line.partition(b":")
-        if (
-            not colon
-            or not name
-            or name.translate(None, TOKEN_CHARS)
-            or len(line) > MAX_HEADER_LINE
-            or b"\r" in value
-        ):
-            return None
-        if name.lower() == b"content-disposition":
-            disposition = value.lstrip(b" ")  # as python-multipart: leading spaces are not the value
-    if disposition is None:
-        return None
-    _, options = parse_options_header(disposition)
-    if options.get(b"name") != b"file" or b"filename" not in options:
-        return None
-    return file_name_text(options[b"filename"])
-
-
-def file_name_text(raw: bytes) -> str:
-    """A part's file name as Starlette's parser decodes it: UTF-8, else Latin-1 (which never fails).
-
-    Written out rather than imported: Starlette's own helper is private and may change.
-    """
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-_cached_file_part_name = functools.lru_cache(maxsize=1024)(_file_part_name)

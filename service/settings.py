@@ -6,10 +6,11 @@ app its own folders.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from images import Limits
@@ -19,6 +20,41 @@ from trainer.config import ROBUSTNESS_SAMPLE
 from trainer.dataset_specs import DATASETS
 
 Dataset = Literal[DATASETS]  # type: ignore[valid-type]
+
+
+@dataclass(frozen=True)
+class FastPaths:
+    """Which fast paths (service/fastpaths.py) are on: `MNIST_FAST_PATHS`, read by `parse`."""
+
+    route: bool = True
+    multipart: bool = True
+    png: bool = True
+    mnist: bool = True
+    inline: bool = True
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def parse(cls, text: str) -> FastPaths:
+        """`on` (all), `off` (none), `-png,-route` (all but these) or `png,route` (only these)."""
+        text = text.strip().lower()
+        if text in ("on", "true", "1", "all"):
+            return cls()
+        if text in ("off", "false", "0", "none"):
+            return cls(**dict.fromkeys(cls.names(), False))
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        without = [item.startswith("-") for item in items]
+        if not items or (any(without) and not all(without)):
+            raise ValueError(
+                "expected on, off, a list of fast paths to turn off (-png,-route) or the only ones "
+                f"to keep on (png,route), not a mix; the paths: {', '.join(cls.names())}"
+            )
+        names = {item.lstrip("-") for item in items}
+        if unknown := sorted(names - set(cls.names())):
+            raise ValueError(f"unknown fast paths {', '.join(unknown)}; the paths: {', '.join(cls.names())}")
+        return cls(**{name: (name not in names) == all(without) for name in cls.names()})
 
 
 # The upload limits' defaults are images.Limits' own: one place, whichever side checks first.
@@ -139,6 +175,12 @@ class Settings(BaseSettings):
         "every answer independent of what else was in flight (a batched row can differ in the last bit "
         "of a float).",
     )
+    fast_paths: str = Field(
+        "on",
+        description="The serving code's fast paths (`route`, `multipart`, `png`, `mnist`, `inline`; "
+        "[bench/README.md](bench/README.md#fast-paths) says what each does): `on`, `off`, the ones to "
+        "turn off (`-png,-route`) or the only ones to keep (`png`). Answers are the same either way.",
+    )
 
     feedback_max_samples: int = Field(
         20_000,
@@ -163,6 +205,16 @@ class Settings(BaseSettings):
     feedback_per_minute: int = Field(
         30, ge=1, le=100_000, description="`POST /feedback` requests one client address may make per minute."
     )
+
+    @field_validator("fast_paths")
+    @classmethod
+    def _known_fast_paths(cls, value: str) -> str:
+        FastPaths.parse(value)  # a ValueError names the paths
+        return value
+
+    @property
+    def enabled_fast_paths(self) -> FastPaths:
+        return FastPaths.parse(self.fast_paths)
 
     def open_registry(self, who: str | None = None) -> BaseRegistry:
         """The registry these settings name: the folder, or object storage; the pointer in PostgreSQL

@@ -19,7 +19,7 @@ from service.feedback import FeedbackParts
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
 from service.offload import WorkPool
-from service.settings import Settings
+from service.settings import FastPaths, Settings
 
 if TYPE_CHECKING:
     from registry.dbpointer import PointerListener
@@ -39,6 +39,7 @@ class AppState:
     # (template, pattern, methods) of every route, for the Allow header of a 405 (service.errors)
     route_methods: list[tuple[str, Pattern[str], set[str]]]
     feedback: FeedbackParts  # /predict's recent answers by id, POST /feedback's rate limit and store
+    fast: FastPaths  # which fast paths are on (MNIST_FAST_PATHS, service.fastpaths)
     jobs: JobRunner | None = None
     listener: PointerListener | None = None  # the PostgreSQL pointer's NOTIFY listener (cluster mode)
     warmed_up: bool = False

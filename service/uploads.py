@@ -5,6 +5,8 @@ size and count checks. `digitize_uploads` checks the pixels the images' headers 
 the request's budget (413 before anything is decoded), then decodes small work at once, on the
 event loop (a 28x28 PNG: the hot path, where a hop to a thread would cost more than the work), and
 large work on the app's pool of threads, so probes and small requests are answered meanwhile.
+Four of the fast paths (service/fastpaths.py) are taken here or in `images`, each as `fast` says:
+`multipart`, `png`, `mnist` and `inline` (the small work on the loop).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from images import ImageError, ImageTooLarge, Limits, PixelBudget, declared_size, digitize
-from service.body import BodyBudget, read_body, split_multipart_files
+from service.body import BodyBudget, read_body
 from service.errors import BadRequest, UnsupportedMediaType
+from service.fastpaths import split_multipart_files
 from service.offload import WorkPool
-from service.settings import Settings
+from service.settings import FastPaths, Settings
 
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/bmp", "image/webp", "image/x-ms-bmp")
 
@@ -31,7 +34,9 @@ OFFLOAD_PIXELS = 256 * 256
 Upload = tuple[str | None, bytes | bytearray | memoryview]
 
 
-async def read_uploads(request: Request, settings: Settings, bodies: BodyBudget) -> tuple[list[Upload], int]:
+async def read_uploads(
+    request: Request, settings: Settings, bodies: BodyBudget, fast: FastPaths
+) -> tuple[list[Upload], int]:
     """The images of the request as (filename, bytes), after the size and count checks, and the
     number of body bytes held against `bodies` for them: the caller releases those when done.
 
@@ -50,24 +55,26 @@ async def read_uploads(request: Request, settings: Settings, bodies: BodyBudget)
     else:
         body = await read_body(request, settings.max_predict_body_bytes, bodies)
     try:
-        return await split_uploads(request, content_type, body, settings), len(body)
+        return await split_uploads(request, content_type, body, settings, fast), len(body)
     except BaseException:
         bodies.release(len(body))
         raise
 
 
 async def split_uploads(
-    request: Request, content_type: str, body: bytes | bytearray, settings: Settings
+    request: Request, content_type: str, body: bytes | bytearray, settings: Settings, fast: FastPaths
 ) -> list[Upload]:
     if content_type.startswith("image/"):
         return [(None, body)]
-    files = split_multipart_files(request.headers["content-type"], body, settings.max_files)
-    if files is not None:  # a plain well-formed body; anything else goes to Starlette's parser
-        return files
+    if fast.multipart:
+        files = split_multipart_files(request.headers["content-type"], body, settings.max_files)
+        if files is not None:  # a plain well-formed body; anything else goes to Starlette's parser
+            return files
+    parser = MultiPartParser(
+        request.headers, single_chunk(bytes(body)), max_files=settings.max_files, max_fields=16
+    )
     try:
-        form = await MultiPartParser(
-            request.headers, single_chunk(bytes(body)), max_files=settings.max_files, max_fields=16
-        ).parse()
+        form = await parser.parse()
     except MultiPartException as exc:
         raise BadRequest(f"malformed multipart body: {exc.message}") from None
     try:  # every part closed, files in other fields too (each is a spooled temporary file)
@@ -77,14 +84,21 @@ async def split_uploads(
         return [(upload.filename, await upload.read()) for upload in parts]
     finally:
         await form.close()
+        # A part cut off by the end of the body is in no field, and Starlette's parser leaves its
+        # spooled file open (a ResourceWarning when it is collected). Its list is private (Starlette
+        # is pinned); without it, the file is closed when collected, as before.
+        for file in getattr(parser, "_files_to_close_on_error", ()):
+            file.close()
 
 
 async def single_chunk(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
 
-async def digitize_uploads(uploads: list[Upload], settings: Settings, pool: WorkPool) -> np.ndarray:
-    """(n, 28, 28) uint8 digits of the uploads; large work on `pool`, small work at once."""
+async def digitize_uploads(
+    uploads: list[Upload], settings: Settings, pool: WorkPool, fast: FastPaths
+) -> np.ndarray:
+    """(n, 28, 28) uint8 digits of the uploads; large work on `pool`, small work at once (`inline`)."""
     limits = Limits(max_bytes=settings.max_upload_bytes, max_pixels=settings.max_image_pixels)
     declared, unknown = 0, False  # pixels the headers declare, before anything is decoded
     for _, data in uploads:
@@ -96,9 +110,9 @@ async def digitize_uploads(uploads: list[Upload], settings: Settings, pool: Work
     if declared > settings.max_request_pixels:
         refuse_over_budget(uploads, limits, settings.max_request_pixels)
     budget = PixelBudget(settings.max_request_pixels)  # charged by decoding, from the real headers
-    if unknown or declared > OFFLOAD_PIXELS:
-        return await pool.run(digitize_all, uploads, limits, budget)
-    return digitize_all(uploads, limits, budget)
+    if unknown or declared > OFFLOAD_PIXELS or not fast.inline:
+        return await pool.run(digitize_all, uploads, limits, budget, fast)
+    return digitize_all(uploads, limits, budget, fast)
 
 
 def refuse_over_budget(uploads: list[Upload], limits: Limits, pixels: int) -> None:
@@ -113,12 +127,12 @@ def refuse_over_budget(uploads: list[Upload], limits: Limits, pixels: int) -> No
                 raise name_the_image(exc, i, filename, len(uploads)) from None
 
 
-def digitize_all(uploads: list[Upload], limits: Limits, budget: PixelBudget) -> np.ndarray:
+def digitize_all(uploads: list[Upload], limits: Limits, budget: PixelBudget, fast: FastPaths) -> np.ndarray:
     """Each upload through `images.digitize`, in turn; an error says which of several images it was."""
     digits = np.empty((len(uploads), 28, 28), dtype=np.uint8)
     for i, (filename, data) in enumerate(uploads):
         try:
-            digits[i] = digitize(data, limits, budget)
+            digits[i] = digitize(data, limits, budget, plain_png=fast.png, mnist_as_is=fast.mnist)
         except ImageError as exc:
             raise name_the_image(exc, i, filename, len(uploads)) from None
     return digits

@@ -190,11 +190,11 @@ async def read_json(request: Request, state: AppState) -> FeedbackById:
 
 async def read_image(request: Request, state: AppState) -> Remembered:
     """The one image of the request, digitized and read by the current version as /predict would."""
-    uploads, held = await read_uploads(request, state.settings, state.bodies)
+    uploads, held = await read_uploads(request, state.settings, state.bodies, state.fast)
     try:
         if len(uploads) != 1:
             raise BadRequest(f"send one image per correction, got {len(uploads)}")
-        digits = await digitize_uploads(uploads, state.settings, state.pool)
+        digits = await digitize_uploads(uploads, state.settings, state.pool, state.fast)
     finally:
         state.bodies.release(held)
     model = state.model_for(None)

@@ -4,28 +4,25 @@ The body is read once with a size cap (413 before anything is parsed) and split 
 (`service.uploads`); they become 28x28 digits (large ones on the app's pool of threads) and all of
 them go through the network in one pass, shared with the other requests of the same event-loop
 turn under load (`service.batcher`). The answer is built as plain JSON without a response-model
-round trip. This is the hot path: `PredictRoute` calls the endpoint with the request and its query
-model, validated by that same model, without FastAPI's per-request dependency machinery (a fifth
-of a whole no-op request); the endpoint's declared parameters still produce the OpenAPI document.
+round trip. One route: its declared parameters produce the OpenAPI document, and FastAPI solves
+them, unless the `route` fast path (service/fastpaths.py) calls the endpoint directly
+(`PredictRoute`), with the query validated by that same model.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import Response
-from fastapi.routing import APIRoute
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.routing import request_response
 
 from service.errors import error_responses
 from service.explain import explanations
+from service.fastpaths import DirectRoute, Routes
 from service.metrics import Metrics
 from service.model_store import Answers, LoadedModel
 from service.state import AppState
@@ -110,30 +107,14 @@ UPLOAD_BODY = {
 }
 
 
-class PredictRoute(APIRoute):
-    """Calls the endpoint with `(request, query)`, the query validated by `PredictQuery` itself.
+class PredictRoute(DirectRoute):
+    """The `route` fast path of /predict: the endpoint called with the request and its query model."""
 
-    FastAPI's own handler would solve the declared parameters through its dependency machinery
-    and wrap every request in two exit stacks (for dependencies with `yield`; this route has none),
-    which together cost about a fifth of a whole no-op request (measured in-process). The endpoint
-    is therefore served through Starlette's plain `request_response`; matching, the docs, the
-    app-wide error handlers and the route's name in the scope (metrics) are FastAPI's as usual.
-    """
-
-    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
-        super().__init__(path, endpoint, **options)
-        self.app = request_response(self.get_route_handler())
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-
-        async def handle(request: Request) -> Response:
-            return await endpoint(request, query_of(request))
-
-        return handle
+    def arguments(self, request: Request) -> dict[str, Any]:
+        return {"request": request, "query": query_of(request)}
 
 
-router = APIRouter(tags=["predict"], route_class=PredictRoute)
+routes = Routes(PredictRoute, tags=["predict"])
 
 
 def query_of(request: Request) -> PredictQuery:
@@ -148,7 +129,7 @@ def query_of(request: Request) -> PredictQuery:
         raise RequestValidationError(errors) from None
 
 
-@router.post(
+@routes.post(
     "/predict",
     summary="Read the digit in one or several images",
     response_model=PredictResponse,
@@ -171,13 +152,13 @@ def query_of(request: Request) -> PredictQuery:
     ),
 )
 async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> Response:
-    # The app state comes from the request, not through the `State` dependency: the endpoint is
-    # called without FastAPI's dependency machinery (see PredictRoute).
+    # The app state comes from the request, not through the `State` dependency: the `route` fast
+    # path calls the endpoint without FastAPI's dependency machinery (see PredictRoute).
     state: AppState = request.app.state.services
     model = state.model_for(query.version)
-    uploads, held = await read_uploads(request, state.settings, state.bodies)
+    uploads, held = await read_uploads(request, state.settings, state.bodies, state.fast)
     try:
-        digits = await digitize_uploads(uploads, state.settings, state.pool)
+        digits = await digitize_uploads(uploads, state.settings, state.pool, state.fast)
     finally:
         state.bodies.release(held)
     if state.settings.predict_batching:
@@ -185,7 +166,7 @@ async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> 
     else:
         answers = model.answer(digits)
     content = answer(state, model, uploads, digits, answers, query)
-    return Response(json_bytes(content), media_type="application/json")
+    return JSONResponse(content)
 
 
 def answer(
@@ -237,10 +218,3 @@ def answer(
 def digit_counter(metrics: Metrics, digit: int) -> Any:
     """The `mnist_predictions_total` child of one digit (looking a label set up costs more than counting)."""
     return metrics.predictions.labels(str(digit))
-
-
-def json_bytes(content: dict) -> bytes:
-    """What `JSONResponse(content)` would send, byte for byte."""
-    return json.dumps(
-        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode()

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
-from fastapi.routing import APIRoute
-from starlette.routing import request_response
 
 from service import encoding, tensors
 from service.body import read_body
 from service.errors import ServiceError, http_answer
+from service.fastpaths import DirectRoute, Routes
 from service.routers.predict import digit_counter
 from service.routers.v2_docs import INFER_ANSWER, INFER_BODY, INFER_ERRORS, MODEL_ERRORS, VERSION_ERRORS
 from service.state import AppState, State
@@ -172,34 +170,19 @@ async def version_ready(name: Name, version: Version, state: State) -> Any:
     return {"name": name, "version": model_version(state, name, version), "ready": True}
 
 
-class InferRoute(APIRoute):
-    """Calls the endpoint with the request, the app state and the path parameters, directly.
+class InferRoute(DirectRoute):
+    """The `route` fast path of the V2 inference routes (service/fastpaths.py), as /predict's: the
+    endpoint called with the request, the app state and the path parameters, directly."""
 
-    The same shortcut as /predict's route (`service.routers.predict.PredictRoute`): FastAPI's own
-    handler would solve the declared parameters through its dependency machinery on every request,
-    and an included router adds its route context; these routes are put straight into the app's
-    routes (service/app.py) and served by Starlette's plain `request_response`. The endpoints'
-    declared parameters still make the OpenAPI document.
-    """
-
-    def __init__(self, path: str, endpoint: Callable[..., Any], **options: Any) -> None:
-        super().__init__(path, endpoint, **options)
-        self.app = request_response(self.get_route_handler())
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint = self.endpoint
-
-        async def handle(request: Request) -> Response:
-            return await endpoint(request=request, state=request.app.state.services, **request.path_params)
-
-        return handle
+    def arguments(self, request: Request) -> dict[str, Any]:
+        return {"request": request, "state": request.app.state.services, **request.path_params}
 
 
-# The inference routes: the hot path, added to the app's own routes rather than included (see above).
-infer_router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"], route_class=InferRoute)
+# The inference routes: the hot path, put into the app by `infer_routes.install` (service/app.py).
+infer_routes = Routes(InferRoute, prefix="/v2", tags=["open inference protocol (v2)"])
 
 
-@infer_router.post(
+@infer_routes.post(
     "/models/{name}/infer",
     summary="Inference on the current version",
     openapi_extra=INFER_BODY,
@@ -210,7 +193,7 @@ async def infer(name: Name, request: Request, state: State) -> Response:
     return await run_inference(state, request, name, None)
 
 
-@infer_router.post(
+@infer_routes.post(
     "/models/{name}/versions/{version}/infer",
     summary="Inference on a given version",
     openapi_extra=INFER_BODY,
@@ -230,7 +213,7 @@ async def run_inference(state: AppState, request: Request, name: str, version: s
     coding = request.headers.get("content-encoding")
     try:
         if coding is not None:  # tritonclient's request_compression_algorithm: inflated within the cap
-            if len(raw) > INFLATE_ON_LOOP_BYTES:
+            if len(raw) > INFLATE_ON_LOOP_BYTES or not state.fast.inline:
                 body = await state.pool.run(encoding.decoded, raw, coding, limit)
             else:
                 body = encoding.decoded(raw, coding, limit)
@@ -239,7 +222,7 @@ async def run_inference(state: AppState, request: Request, name: str, version: s
         json_size = len(body)
         if json_length is not None and json_length.strip().isdigit():
             json_size = min(json_size, int(json_length))
-        if json_size > OFFLOAD_BYTES:
+        if json_size > OFFLOAD_BYTES or not state.fast.inline:
             parsed = await state.pool.run(tensors.parse_request, body, json_length)
         else:
             parsed = tensors.parse_request(body, json_length)

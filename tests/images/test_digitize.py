@@ -274,35 +274,6 @@ def test_big_photo_is_reduced_before_the_numpy_work():
     assert_mnist_shaped(out)
 
 
-@pytest.mark.filterwarnings("ignore")
-@pytest.mark.parametrize("mode", ["L", "RGB", "LA", "RGBA"])
-def test_plain_png_shortcut_decodes_exactly_like_pillow(monkeypatch, mode):
-    """Plain PNGs skip Image.open; the outcome (pixels or error) must be what Pillow's path gives."""
-    import images.decoding as module
-
-    rng = np.random.default_rng(len(mode))
-    picture = np.asarray(seven().resize((173, 131)).convert(mode))
-    picture = (picture ^ rng.integers(0, 24, picture.shape, dtype=np.uint8)).astype(np.uint8)
-    plain = encode(Image.fromarray(picture, mode), "PNG")
-    candidates = [plain, *mutations(plain, 40, seed=7)]
-    fast = []
-    for data in candidates:
-        try:
-            fast.append(digitize(data))
-        except ImageError as e:
-            fast.append(type(e))
-    monkeypatch.setattr(module, "_open_plain_png", lambda data, limits, budget: None)
-    for data, got in zip(candidates, fast, strict=True):
-        try:
-            want = digitize(data)
-        except ImageError as e:
-            want = type(e)
-        if isinstance(want, np.ndarray) and isinstance(got, np.ndarray):
-            assert np.array_equal(got, want)
-        else:
-            assert got is want
-
-
 # --- translation invariance ---------------------------------------------------------------------
 
 

@@ -1,19 +1,16 @@
-"""service/body.py: reading a body within its caps and holding it against the worker's budget, and the
-multipart fast path (the same parts as Starlette's parser, from bytes or from a buffer filled in pieces)."""
+"""service/body.py: reading a body within its caps and holding it against the worker's budget.
+
+(The multipart fast path is tested against Starlette's parser in tests/service/test_fast_paths.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-import httpx
-import numpy as np
 import pytest
-from starlette.datastructures import Headers, UploadFile
-from starlette.formparsers import MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
-from service.body import BodyBudget, read_body, split_multipart_files
+from service.body import BodyBudget, read_body
 from service.errors import BadRequest, Busy, PayloadTooLarge
 
 
@@ -75,54 +72,3 @@ def test_an_empty_or_abandoned_body_holds_nothing() -> None:
     with pytest.raises(ClientDisconnect):  # 100 of 2000 announced bytes, then the client went away
         read([b"x" * 100, None], 2000, 5000, budget)
     assert budget.held == 0
-
-
-def starlette_parts(content_type: str, body: bytes) -> list[tuple[str | None, bytes]]:
-    async def parse() -> list[tuple[str | None, bytes]]:
-        async def stream():  # type: ignore[no-untyped-def]
-            yield body
-
-        headers = Headers({"content-type": content_type})
-        form = await MultiPartParser(headers, stream(), max_files=64, max_fields=16).parse()
-        try:
-            return [(f.filename, await f.read()) for f in form.getlist("file") if isinstance(f, UploadFile)]
-        finally:
-            await form.close()
-
-    return asyncio.run(parse())
-
-
-def test_the_fast_split_gives_starlettes_parts_from_bytes_and_from_a_buffer() -> None:
-    rng = np.random.default_rng(0)
-    for n in (1, 2, 7):
-        files = [
-            (
-                "file",
-                (
-                    f"f{i}.png",
-                    rng.integers(0, 256, int(rng.integers(1, 5000)), dtype=np.uint8).tobytes(),
-                    "image/png",
-                ),
-            )
-            for i in range(n)
-        ]
-        request = httpx.Request("POST", "http://x/", files=files)
-        body, content_type = request.read(), request.headers["content-type"]
-        want = starlette_parts(content_type, body)
-        for given in (body, bytearray(body)):
-            got = split_multipart_files(content_type, given, 64)
-            assert got is not None
-            assert [(name, bytes(data)) for name, data in got] == want
-
-
-def test_a_file_name_is_decoded_as_starlettes_parser_decodes_it() -> None:
-    for raw in (b"chiffre-sept.png", "sieben-ä.png".encode(), "sept-é.png".encode("latin-1")):
-        boundary = b"b0undary"
-        body = (
-            b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="' + raw
-            + b'"\r\nContent-Type: image/png\r\n\r\n\x89PNG-ish\r\n--' + boundary + b"--\r\n"
-        )  # fmt: skip
-        content_type = "multipart/form-data; boundary=b0undary"
-        got = split_multipart_files(content_type, body, 64)
-        assert got is not None
-        assert [(name, bytes(data)) for name, data in got] == starlette_parts(content_type, body)

@@ -469,8 +469,8 @@ def test_the_answer_is_plain_json_with_io_of_bytes(api: TestClient, digit_image:
 
 
 def test_the_predict_route_is_documented_and_refuses_other_methods(api: TestClient) -> None:
-    """/predict's endpoint is called without FastAPI's dependency machinery (PredictRoute); its
-    declared parameters still produce the OpenAPI document."""
+    """/predict's declared parameters produce the OpenAPI document (the same with the `route` fast
+    path, which calls the endpoint without FastAPI's dependency machinery: test_fast_paths.py)."""
     operation = api.get("/openapi.json").json()["paths"]["/predict"]["post"]
     assert {"multipart/form-data", "image/png", "image/jpeg"} <= set(operation["requestBody"]["content"])
     assert {p["name"] for p in operation["parameters"]} == {"version", "debug", "explain"}
