@@ -1,4 +1,4 @@
-"""Kill or cancel training jobs at timings spread over their publish window; count lying records.
+"""Kill or cancel training jobs across their publish window, count lying records: one benchmark, one script.
 
 Issue 11, item 1: a job whose record is not `succeeded` must never leave a published or promoted
 version behind, and a cancel must answer what it did. Each trial starts a fresh `python -m service`

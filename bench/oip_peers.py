@@ -1,4 +1,4 @@
-"""The Open Inference Protocol side by side: this service against MLServer, KServe, LitServe and BentoML.
+"""V2 inference beside MLServer, KServe, LitServe and BentoML: one benchmark with its peers, one script.
 
     .venv/bin/python bench/oip_peers.py --setup            # create the peers' virtualenvs if missing
     .venv/bin/python bench/oip_peers.py                    # 5 interleaved rounds of 10 s runs

@@ -1,4 +1,4 @@
-"""Training throughput of the NumPy MLP, side by side with the same network in PyTorch CPU.
+"""Training throughput of the NumPy MLP beside the same network in PyTorch CPU: one benchmark, one script.
 
     .venv/bin/python bench/train_throughput.py                # both networks, 1 and 2 threads
     .venv/bin/python bench/train_throughput.py --threads 1 --repeats 9

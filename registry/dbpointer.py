@@ -4,8 +4,8 @@ A cluster keeps its model files in a shared registry (object storage or a shared
 pointer here: `model_pointer` holds one row per model (version, sha256, generation, history, who,
 when). Promote and rollback update it in one transaction that also appends to `model_pointer_log`
 and sends `NOTIFY model_pointer, '<model> <generation>'`; every serving process listens
-(:class:`PointerListener`) and also re-reads the generation every round of its watcher, in case
-a notification was lost with a connection. The row starts as a copy of the registry's own pointer
+(:mod:`registry.pointer_listener`) and also re-reads the generation every round of its watcher,
+in case a notification was lost with a connection. The row starts as a copy of the registry's own pointer
 file the first time a cluster reads it, so moving an existing registry into a cluster keeps
 serving what it served.
 
@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import socket
-import threading
 from collections.abc import Callable, Hashable
 from typing import Any
 
@@ -256,58 +255,3 @@ class DatabasePointerRegistry(BaseRegistry):
     def _query(self, work: Callable[[Any], Any], transaction: bool = False) -> Any:
         """Run `work(cursor)` on this registry's connection (see registry.pgconnection)."""
         return self._db.run(work, transaction)
-
-
-class PointerListener:
-    """A thread that LISTENs for pointer moves and calls `on_change(generation)` for each.
-
-    It also calls `on_change(None)` after every (re)connect, because notifications sent while it
-    was away are lost: the caller re-reads the row then. It reconnects with a growing pause
-    (0.2 s up to 5 s), so a restarted server or a killed connection only delays a swap.
-    """
-
-    def __init__(self, database_url: str, model: str, on_change: Callable[[int | None], None]):
-        self.database_url = database_url
-        self.model = model
-        self.on_change = on_change
-        self.connected = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pointer-listener", daemon=True)
-        self.backend_pid: int | None = None  # the listening connection's server process, for tests
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        import psycopg
-
-        pause = 0.2
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(self.database_url, autocommit=True, connect_timeout=5) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.backend_pid = conn.info.backend_pid
-                    self.connected.set()
-                    pause = 0.2
-                    self._call(None)
-                    while not self._stop.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            model, _, generation = note.payload.partition(" ")
-                            if model == self.model:
-                                self._call(int(generation) if generation.isdigit() else None)
-                        conn.execute("SELECT 1")  # a dead connection shows here, not only on the next NOTIFY
-            except psycopg.Error as exc:
-                self.connected.clear()
-                log.warning("pointer listener lost PostgreSQL (%s); reconnecting in %.1f s", exc, pause)
-                self._stop.wait(pause)
-                pause = min(pause * 2, 5.0)
-
-    def _call(self, generation: int | None) -> None:
-        try:
-            self.on_change(generation)
-        except Exception:
-            log.exception("pointer listener: the change handler failed")

@@ -3,7 +3,7 @@
 At the drain limit (`MNIST_SHUTDOWN_DRAIN_S`) uvicorn cancels the requests still running. Left
 alone, the cancellation reaches uvicorn as an exception: it logs "Exception in ASGI application"
 with a CancelledError traceback and answers 500, as if the service had failed. It did not: it was
-told to stop. `MetricsMiddleware` (service.app), which wraps every request anyway, hands such a
+told to stop. `MetricsMiddleware` (service.request_metrics), which wraps every request anyway, hands such a
 cancellation here: while the app is shutting down it is logged in one line naming the request and
 answered 503 with Retry-After and `Connection: close`, which a client or load balancer retries
 elsewhere.

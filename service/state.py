@@ -22,7 +22,7 @@ from service.offload import WorkPool
 from service.settings import FastPaths, Settings
 
 if TYPE_CHECKING:
-    from registry.dbpointer import PointerListener
+    from registry.pointer_listener import PointerListener
     from service.jobs.runner import JobRunner
 
 

@@ -1,4 +1,4 @@
-"""Open Inference Protocol bodies: an inference request in, its answer out, as JSON or binary tensors.
+"""V2 bodies in and out, JSON or binary tensors: one wire format whose two ends must agree, hence one module.
 
 A request is a JSON object, optionally followed by raw tensor bytes (the binary tensor data
 extension, which tritonclient uses by default): the `Inference-Header-Content-Length` header then

@@ -16,19 +16,16 @@ sha256 of the files read, so the second load costs a hash of the sources and one
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 
-from mlp.atomicfile import atomic_write
 from registry import sha256_of
+from trainer.dataset_cache import cache_key, read_cache, write_cache
 from trainer.dataset_specs import (
     DIGITS,
     FILES,
@@ -46,8 +43,6 @@ from trainer.download import fetch_files
 from trainer.idx import IdxFormatError, parse_idx, read_idx_bytes
 
 log = logging.getLogger(__name__)
-
-_CACHE_FORMAT = 1
 
 
 class _ChecksumMismatch(DatasetError):
@@ -107,8 +102,8 @@ def load_dataset(
 
     cache_path = cache_folder / f"{spec.name}-uint8.npz"
     sums = {path.name: sha256_of(path) for path in files.values()}
-    key = _cache_key(spec.name, sums, expected)
-    arrays = _read_cache(cache_path, key)
+    key = cache_key(spec.name, sums, expected)
+    arrays = read_cache(cache_path, key)
     if arrays is None:
         try:
             arrays = _parse_verified(spec, files, sums, expected, content)
@@ -120,9 +115,9 @@ def load_dataset(
             fetch_files(spec, cache_folder, spec.mirrors, expected, 3, progress)
             files = _find_files(cache_folder)[0]
             sums = {path.name: sha256_of(path) for path in files.values()}
-            key = _cache_key(spec.name, sums, expected)
+            key = cache_key(spec.name, sums, expected)
             arrays = _parse_verified(spec, files, sums, expected, content)
-        _write_cache(cache_path, key, arrays)
+        write_cache(cache_path, key, arrays)
     return Dataset(name=spec.name, **arrays, checksums=sums, source=str(folder), classes=spec.classes)
 
 
@@ -287,57 +282,3 @@ def _check_pair(
             f"{labels_path}: label {int(labels.max())} found, {spec.name} has {len(spec.classes)} classes"
         )
     return images.reshape(len(images), side * side), labels
-
-
-# --- the npz cache ---------------------------------------------------------------------------
-
-_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
-
-
-def _cache_key(name: str, sums: Mapping[str, str], expected: Mapping[str, str]) -> str:
-    """Identifies the files read and what they were checked against, so either change rebuilds."""
-    return json.dumps(
-        {"format": _CACHE_FORMAT, "name": name, "files": dict(sums), "expected": dict(expected)},
-        sort_keys=True,
-    )
-
-
-def _read_cache(path: Path, key: str) -> dict[str, np.ndarray] | None:
-    """The cached arrays if the cache exists, belongs to `key` and is well formed, else None."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if str(npz["key"]) != key:
-                log.info("%s: made from other files, rebuilding", path)
-                return None
-            arrays = {k: npz[k] for k in _ARRAYS}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-        log.warning("%s: unreadable cache (%s), rebuilding", path, exc)
-        return None
-    for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if not (
-            x.dtype == y.dtype == np.uint8
-            and x.ndim == 2
-            and x.shape[1] == IMAGE_SIDE * IMAGE_SIDE
-            and y.shape == (len(x),)
-        ):
-            log.warning("%s: cache arrays have unexpected shapes, rebuilding", path)
-            return None
-    for a in arrays.values():
-        a.flags.writeable = False
-    return arrays
-
-
-def _write_cache(path: Path, key: str, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write atomically (temp file + os.replace); a cache we cannot write is only a warning."""
-
-    def write(f: BinaryIO) -> None:
-        np.savez(f, key=np.array(key), **arrays)  # type: ignore[arg-type]  # stubs: `allow_pickle`
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, write)
-    except OSError as exc:
-        log.warning("could not write the dataset cache %s: %s", path, exc)

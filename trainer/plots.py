@@ -1,4 +1,4 @@
-"""The pictures of a training run: curves, confusion matrix, noise and robustness; all six of a version.
+"""A training run's pictures (curves, confusion, noise, robustness): all six of a version, hence one module.
 
 The pictures of the weights (W1 tiles, per-class maps) and the figure basics (size, dpi, fonts,
 PNG output) come from mlp/pictures.py, which the service draws `/weights` with too. Everything

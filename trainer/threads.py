@@ -1,4 +1,4 @@
-"""How many BLAS threads a training run uses, decided again and again as it goes.
+"""How many BLAS threads a training run uses, re-decided as it goes: one controller, its timings, one module.
 
 Two threads pay only when each has a core to itself. On a two-core machine that the training has
 to itself, two threads were faster or equal at every size measured, by up to 1.5x

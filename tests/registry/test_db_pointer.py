@@ -20,7 +20,8 @@ from registry import (
     Registry,
     open_registry,
 )
-from registry.dbpointer import DatabasePointerRegistry, DatabaseUnavailable, PointerListener
+from registry.dbpointer import DatabasePointerRegistry, DatabaseUnavailable
+from registry.pointer_listener import PointerListener
 
 SIZES = [784, 8, 10]
 
