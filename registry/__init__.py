@@ -10,7 +10,9 @@ from registry.errors import (
     AlreadyCurrent,
     BadVersionName,
     CorruptPointer,
+    CorruptPolicy,
     CorruptVersion,
+    NoPolicy,
     NothingToRollBack,
     RegistryError,
     StoreUnavailable,
@@ -18,10 +20,12 @@ from registry.errors import (
 )
 from registry.location import open_registry
 from registry.pointer import Pointer
+from registry.policy import MODES, Policy
 from registry.timestamps import Clock, format_utc, parse_utc, system_clock, utc_now
 from registry.versions import Registry, sha256_of
 
 __all__ = [
+    "MODES",
     "VERSION_RULE",
     "AlreadyCurrent",
     "BadVersionName",
@@ -29,10 +33,13 @@ __all__ = [
     "Catalog",
     "Clock",
     "CorruptPointer",
+    "CorruptPolicy",
     "CorruptVersion",
+    "NoPolicy",
     "NothingToRollBack",
     "PlotWriter",
     "Pointer",
+    "Policy",
     "Registry",
     "RegistryError",
     "StoreUnavailable",

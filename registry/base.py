@@ -26,6 +26,7 @@ from registry.errors import (
     VersionNotFound,
 )
 from registry.pointer import Pointer, is_version_name
+from registry.policy import Policy
 from registry.timestamps import utc_now
 
 # What `resolve` accepts from a client: a version's name exactly as listed (pointer.CANONICAL_VERSION),
@@ -170,6 +171,28 @@ class BaseRegistry(ABC):
         """Move the pointer back to the version that was current before; returns (previous, new).
 
         The target is validated as `promote` validates (by `load` when given).
+        """
+
+    # The routing policy beside the pointer (registry.policy): every storage keeps it next to its pointer.
+
+    @abstractmethod
+    def policy(self) -> Policy | None:
+        """The model's routing policy, None when there is none; CorruptPolicy when it is not one."""
+
+    @abstractmethod
+    def policy_stamp(self) -> Hashable | None:
+        """Something that changes whenever the policy does, cheap to get (a stat, a HEAD, a generation)."""
+
+    @abstractmethod
+    def set_policy(self, policy: Policy) -> None:
+        """Store `policy` in place of any other, atomically; every serving process follows it."""
+
+    @abstractmethod
+    def clear_policy(self, version: str | None = None) -> Policy | None:
+        """End the experiment: remove the policy (only one naming `version`, when given); returns it.
+
+        Returns None, changing nothing, when there is no policy or it names another version (a
+        new experiment set meanwhile is never ended by the promote of an old one's version).
         """
 
     @abstractmethod

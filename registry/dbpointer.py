@@ -5,7 +5,8 @@ pointer here: `model_pointer` holds one row per model (version, sha256, generati
 when). Promote and rollback update it in one transaction that also appends to `model_pointer_log`
 and sends `NOTIFY model_pointer, '<model> <generation>'`; every serving process listens
 (:mod:`registry.pointer_listener`) and also re-reads the generation every round of its watcher,
-in case a notification was lost with a connection. The row starts as a copy of the registry's own pointer
+in case a notification was lost with a connection. The routing policy is a row beside it, announced
+on the same channel (:mod:`registry.dbpolicy`). The row starts as a copy of the registry's own pointer
 file the first time a cluster reads it, so moving an existing registry into a cluster keeps
 serving what it served.
 
@@ -22,10 +23,12 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from mlp import MLP
+from registry import dbpolicy
 from registry.base import HISTORY_KEPT, BaseRegistry, Loader, PlotWriter, parse_version, refuse_current
 from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, StoreUnavailable
 from registry.pgconnection import SharedConnection
 from registry.pointer import Pointer
+from registry.policy import Policy
 from registry.timestamps import format_utc
 
 log = logging.getLogger("registry.dbpointer")
@@ -69,6 +72,7 @@ def ensure_schema(conn: Any) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
         conn.execute(SCHEMA)
+        conn.execute(dbpolicy.SCHEMA)
 
 
 class DatabasePointerRegistry(BaseRegistry):
@@ -187,6 +191,22 @@ class DatabasePointerRegistry(BaseRegistry):
             return row["version"], target
 
         return self._query(move, transaction=True)
+
+    # -- the policy row beside it (registry.dbpolicy) -------------------------------------------------
+
+    def policy(self) -> Policy | None:
+        return self._query(lambda cur: dbpolicy.read(cur, self.model))
+
+    def policy_stamp(self) -> Hashable | None:
+        return self._query(lambda cur: dbpolicy.stamp(cur, self.model))
+
+    def set_policy(self, policy: Policy) -> None:
+        self._query(lambda cur: dbpolicy.write(cur, CHANNEL, self.model, policy, self.who), transaction=True)
+
+    def clear_policy(self, version: str | None = None) -> Policy | None:
+        return self._query(
+            lambda cur: dbpolicy.clear(cur, CHANNEL, self.model, version, self.who), transaction=True
+        )
 
     def history_log(self, limit: int = 20) -> list[dict[str, Any]]:
         """The latest pointer moves, newest first: who moved it where, when, at which generation."""

@@ -31,6 +31,14 @@ class CorruptPointer(RegistryError):
     """The `current` pointer is not a pointer: unreadable, of the wrong shape, or naming no version."""
 
 
+class CorruptPolicy(RegistryError):
+    """The routing policy beside the pointer is not one: unreadable or of the wrong shape."""
+
+
+class NoPolicy(RegistryError):
+    """An operation on the routing policy (promote its version) when the model has none."""
+
+
 class StoreUnavailable(RegistryError):
     """Where the registry lives (object storage, PostgreSQL) did not answer: worth retrying soon."""
 

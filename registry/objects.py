@@ -9,6 +9,7 @@ Layout under `s3://<bucket>/<prefix>/<model>/`, the same names as a local folder
     v0001.json         manifest; put last (also `If-None-Match: *`): the version exists from here on
     current            the pointer (registry.pointer); replaced with `If-Match: <etag>`, so two
                        promotes at once never lose one another (the loser reads again and retries)
+    policy             the routing policy beside it (registry.policy); absent: none
 
 There is no lock to take on object storage, so the number is claimed by the weights' conditional
 put: two publishers that picked the same number find out there, the loser takes the next one, and
@@ -46,6 +47,7 @@ from registry.base import (
 )
 from registry.errors import (
     CorruptPointer,
+    CorruptPolicy,
     CorruptVersion,
     NothingToRollBack,
     RegistryError,
@@ -53,6 +55,7 @@ from registry.errors import (
     VersionNotFound,
 )
 from registry.pointer import NO_POINTER, Pointer, is_version_name, parse_pointer
+from registry.policy import Policy, parse_policy
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client  # not installed: only a name for the type checker
@@ -123,6 +126,29 @@ class ObjectRegistry(BaseRegistry):
                 "not a complete version; promote a version to repair it"
             )
         return pointer
+
+    def policy(self) -> Policy | None:
+        data, _ = self._get("policy")
+        return None if data is None else parse_policy(data, self.model)
+
+    def policy_stamp(self) -> Hashable | None:
+        return self._etag("policy")
+
+    def set_policy(self, policy: Policy) -> None:
+        self._put("policy", policy.to_bytes(), "application/json")
+
+    def clear_policy(self, version: str | None = None) -> Policy | None:
+        """Conditional on the policy read (`If-Match` is not on deletes everywhere: a re-read instead)."""
+        try:
+            stored = self.policy()
+        except CorruptPolicy:
+            stored = None
+            if version is None:
+                self._delete("policy")
+        if stored is None or (version is not None and stored.version != version):
+            return None
+        self._delete("policy")
+        return stored
 
     def read_weights(self, version: str) -> bytes:
         version = parse_version(version)

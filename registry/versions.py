@@ -8,6 +8,7 @@ Layout of `models/<model>/`:
     v0001.json     manifest; renamed into place last, so a version exists exactly when its manifest does
     v0001/         plots
     current        the pointer (see registry.pointer), replaced atomically
+    policy         the routing policy beside it (see registry.policy), replaced atomically; absent: none
     .lock          serialises the steps that pick a number or move the pointer, between processes
     .staging-*/    a publisher's work in progress, invisible under any version name
 
@@ -51,8 +52,16 @@ from registry.base import (
     refuse_current,
     utc_now,
 )
-from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, VersionNotFound
+from registry.errors import (
+    CorruptPointer,
+    CorruptPolicy,
+    CorruptVersion,
+    NothingToRollBack,
+    RegistryError,
+    VersionNotFound,
+)
 from registry.pointer import NO_POINTER, Pointer, is_version_name, parse_pointer
+from registry.policy import Policy, parse_policy
 
 STAGING_PREFIX = ".staging-"
 STAGING_LOCK = ".publisher"  # flock-ed by the live publisher: a free lock means a dead one
@@ -76,6 +85,7 @@ class Registry(BaseRegistry):
         self.model = model
         self.folder = self.root / model
         self.pointer_path = self.folder / "current"
+        self.policy_path = self.folder / "policy"
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -162,7 +172,38 @@ class Registry(BaseRegistry):
             )
         return pointer
 
+    def policy(self) -> Policy | None:
+        try:
+            data = self.policy_path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise CorruptPolicy(
+                f"the routing policy of {self.model!r} is unreadable ({exc.strerror})"
+            ) from exc
+        return parse_policy(data, self.model)
+
+    def policy_stamp(self) -> Hashable | None:
+        return _stamp(self.policy_path)
+
     # -- writing -------------------------------------------------------------------------------
+
+    def set_policy(self, policy: Policy) -> None:
+        with self._locked():
+            atomic_write_bytes(self.policy_path, policy.to_bytes())
+
+    def clear_policy(self, version: str | None = None) -> Policy | None:
+        with self._locked():
+            try:
+                stored = self.policy()
+            except CorruptPolicy:  # ending the experiment is how an operator repairs it
+                stored = None
+                if version is None:
+                    self.policy_path.unlink(missing_ok=True)
+            if stored is None or (version is not None and stored.version != version):
+                return None
+            self.policy_path.unlink(missing_ok=True)
+            return stored
 
     def publish(
         self,
