@@ -17,7 +17,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import Route
 
-from registry import BaseRegistry, RegistryError
+from registry import BaseRegistry, Policy, RegistryError
 from service.auth import load_or_create_cluster_token, load_or_create_token
 from service.batcher import PredictBatcher
 from service.body import BodyBudget
@@ -28,10 +28,12 @@ from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
 from service.offload import WorkPool
 from service.openapi import install_openapi
+from service.policy import VersionMetrics
 from service.request_metrics import MetricsMiddleware
-from service.routers import docs, feedback, health, models, predict, train, ui, v2, weights, workers
+from service.routers import docs, feedback, health, models, policy, predict, train, ui, v2, weights, workers
 from service.routers.metrics import router as metrics_router
 from service.settings import Settings
+from service.shadow import ShadowRunner
 from service.state import AppState
 
 log = logging.getLogger("service")
@@ -71,6 +73,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             state.pool.close()
+            await asyncio.to_thread(state.shadow.stop)
             if state.listener is not None:
                 await asyncio.to_thread(state.listener.stop)
             if state.jobs is not None:
@@ -101,6 +104,7 @@ def create_app(
     included = (
         health.router,
         metrics_router,
+        policy.router,  # before models: /models/policy is not /models/{version}
         models.router,
         weights.router,
         train.router,
@@ -151,6 +155,8 @@ def start_services(
         route_methods=route_methods or [],
         feedback=FeedbackParts.from_settings(settings),
         fast=settings.enabled_fast_paths,
+        experiment=(experiment := VersionMetrics(metrics, registry.model)),
+        shadow=ShadowRunner(experiment),
     )
 
     def on_reload(version: str, model: LoadedModel | None, error: Exception | None) -> None:
@@ -164,7 +170,10 @@ def start_services(
     def on_file_check(version: str, problem: str | None) -> None:
         metrics.served_file_intact.labels(registry.model).set(0 if problem else 1)
 
-    state.models = ModelStore(registry, on_reload=on_reload, on_file_check=on_file_check)
+    def on_policy(policy: Policy | None, problem: str | None) -> None:
+        experiment.applied(policy)
+
+    state.models = ModelStore(registry, on_reload=on_reload, on_file_check=on_file_check, on_policy=on_policy)
     state.models.refresh()
     if state.models.current is None:
         log.warning(

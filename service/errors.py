@@ -23,7 +23,9 @@ import images
 from registry import (
     AlreadyCurrent,
     CorruptPointer,
+    CorruptPolicy,
     CorruptVersion,
+    NoPolicy,
     NothingToRollBack,
     RegistryError,
     StoreUnavailable,
@@ -159,6 +161,8 @@ DOMAIN_ERRORS: dict[type[Exception], tuple[int, str]] = {
     NothingToRollBack: (409, "nothing_to_roll_back"),
     CorruptVersion: (409, "corrupt_version"),
     CorruptPointer: (409, "corrupt_pointer"),
+    CorruptPolicy: (409, "corrupt_policy"),
+    NoPolicy: (409, "no_policy"),
     StoreUnavailable: (503, "registry_unavailable"),  # object storage or PostgreSQL away: Retry-After
     RegistryError: (409, "registry_error"),
     ConfigError: (422, "invalid_training_parameters"),

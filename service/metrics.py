@@ -158,6 +158,58 @@ class Metrics:
             ["model", "version", "verdict"],
             registry=r,
         )
+        # A routing policy's experiment (service.policy): per version and role (current, canary, shadow),
+        # recorded only while a policy is set, so /predict without one pays nothing for them.
+        self.policy_info = Gauge(
+            "mnist_policy_info",
+            "1 for the routing policy this process applies (mode, candidate version, percent).",
+            ["model", "mode", "version", "percent"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.policy_requests = Counter(
+            "mnist_policy_requests_total",
+            "Requests under a routing policy (/predict and V2 infer that named no version), by the version "
+            "and role that answered them (current, canary) or computed them off the response path (shadow).",
+            ["model", "version", "role"],
+            registry=r,
+        )
+        self.policy_latency = Histogram(
+            "mnist_policy_latency_seconds",
+            "Under a routing policy: current and canary, the time from the request's start to its answer "
+            "(the body sent aside); shadow, the time of the network pass that computed it.",
+            ["model", "version", "role"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.policy_predictions = Counter(
+            "mnist_policy_predictions_total",
+            "Digits read under a routing policy, by version, role and predicted digit (under a shadow "
+            "policy, current and shadow over the same compared inputs).",
+            ["model", "version", "role", "digit"],
+            registry=r,
+        )
+        self.policy_confidence = Histogram(
+            "mnist_policy_confidence",
+            "Probability of the predicted digit under a routing policy, by version and role: mean "
+            "confidence is _sum / _count.",
+            ["model", "version", "role"],
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.shadow_comparisons = Counter(
+            "mnist_shadow_comparisons_total",
+            "Digits the shadow version read beside current, by whether it read the same digit (agree).",
+            ["model", "version", "agree"],
+            registry=r,
+        )
+        self.shadow_dropped = Counter(
+            "mnist_shadow_dropped_total",
+            "Digits the shadow version was not given because its queue was full (the service was busier "
+            "than the shadow's spare capacity): answers were never delayed for it.",
+            ["model", "version"],
+            registry=r,
+        )
         if multiprocess_dir() is None:  # CPU, memory, open files, start time; Python version; collections
             ProcessCollector(registry=r)
             PlatformCollector(registry=r)

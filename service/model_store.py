@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 
 from mlp import MLP, energy, softmax
-from registry import BaseRegistry, CorruptVersion, RegistryError, VersionNotFound, parse_version
+from registry import BaseRegistry, CorruptVersion, Policy, RegistryError, VersionNotFound, parse_version
+from service.policy import PolicyFollower, Routing
 
 log = logging.getLogger("service.models")
 
 ReloadListener = Callable[[str, "LoadedModel | None", Exception | None], None]
 FileListener = Callable[[str, "str | None"], None]  # (version, problem or None once it is fine again)
+PolicyListener = Callable[["Policy | None", "str | None"], None]  # (applied, why the stored one is not)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class ModelStore:
         on_reload: ReloadListener | None = None,
         cache_size: int = 4,
         on_file_check: FileListener | None = None,
+        on_policy: PolicyListener | None = None,
     ):
         self.registry = registry
         self.on_reload = on_reload or (lambda *_: None)
@@ -105,6 +108,10 @@ class ModelStore:
         self._file_checked: tuple[str, Hashable | None] | None = None  # (version, stamp) last checked
         self.file_problem: str | None = None  # what is wrong with the served version's file on disk
         self._others: OrderedDict[str, LoadedModel] = OrderedDict()
+        # The routing policy applied (service.policy), followed beside the pointer; None: no policy,
+        # and the one attribute /predict checks.
+        self.routing: Routing | None = None
+        self.policy = PolicyFollower(registry, self.get, on_policy)
         self._lock = threading.Lock()
         self._refresh_lock = threading.Lock()
 
@@ -140,12 +147,15 @@ class ModelStore:
 
     def refresh(self) -> bool:
         """Re-read the pointer if its file changed; swap in the new version once it validated.
+        The routing policy beside the pointer is followed the same way (service.policy).
 
         Returns True when a new version was swapped in. Serialised: the watcher, the pointer
         listener and a promote may all ask at once, and one load is enough.
         """
         with self._refresh_lock:
-            return self._refresh()
+            swapped = self._refresh()
+            self.routing = self.policy.follow()
+            return swapped
 
     def _refresh(self) -> bool:
         try:

@@ -19,7 +19,9 @@ from service.feedback import FeedbackParts
 from service.metrics import Metrics
 from service.model_store import LoadedModel, ModelStore
 from service.offload import WorkPool
+from service.policy import VersionMetrics
 from service.settings import FastPaths, Settings
+from service.shadow import ShadowRunner
 
 if TYPE_CHECKING:
     from registry.pointer_listener import PointerListener
@@ -40,6 +42,8 @@ class AppState:
     route_methods: list[tuple[str, Pattern[str], set[str]]]
     feedback: FeedbackParts  # /predict's recent answers by id, POST /feedback's rate limit and store
     fast: FastPaths  # which fast paths are on (MNIST_FAST_PATHS, service.fastpaths)
+    experiment: VersionMetrics  # a routing policy's figures per version and role (service.policy)
+    shadow: ShadowRunner  # the shadow version's work, off the response path (service.shadow)
     jobs: JobRunner | None = None
     listener: PointerListener | None = None  # the PostgreSQL pointer's NOTIFY listener (cluster mode)
     warmed_up: bool = False

@@ -9,8 +9,10 @@ from fastapi import APIRouter, Path
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from registry import CorruptPolicy
 from service.auth import TokenFirstRoute, TokenRequired
 from service.errors import NotFound, error_responses
+from service.routers.policy import PolicyOut, out
 from service.state import AppState, State
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=TokenFirstRoute)
@@ -58,6 +60,10 @@ class VersionList(BaseModel):
         None, description="Why the `current` pointer cannot be used; a promote overwrites (repairs) it."
     )
     versions: list[VersionSummary]
+    policy: PolicyOut | None = Field(
+        None, description="The routing policy (canary, sticky or shadow; see /models/policy); null: none."
+    )
+    policy_error: str | None = Field(None, description="Why the stored routing policy cannot be used.")
 
 
 class PointerMove(BaseModel):
@@ -69,8 +75,17 @@ class PointerMove(BaseModel):
 def summaries(state: AppState) -> VersionList:
     catalog = state.registry.catalog()
     versions = [VersionSummary(**summary) for summary in catalog.summaries()]
+    try:
+        policy, policy_error = state.registry.policy(), None
+    except CorruptPolicy as exc:
+        policy, policy_error = None, str(exc)
     return VersionList(
-        model=catalog.model, current=catalog.current, pointer_error=catalog.pointer_error, versions=versions
+        model=catalog.model,
+        current=catalog.current,
+        pointer_error=catalog.pointer_error,
+        versions=versions,
+        policy=out(policy),
+        policy_error=policy_error,
     )
 
 

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from service.errors import error_responses
+from service.experiment import Routed
 from service.explain import explanations
 from service.fastpaths import DirectRoute, Routes
 from service.metrics import Metrics
@@ -155,7 +156,11 @@ async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> 
     # The app state comes from the request, not through the `State` dependency: the `route` fast
     # path calls the endpoint without FastAPI's dependency machinery (see PredictRoute).
     state: AppState = request.app.state.services
-    model = state.model_for(query.version)
+    if (routing := state.models.routing) is None or query.version is not None:
+        model, routed = state.model_for(query.version), None
+    else:  # a routing policy (canary, sticky, shadow) for requests that name no version
+        routed = Routed.start(routing, state.model_for(None), request)
+        model = routed.model
     uploads, held = await read_uploads(request, state.settings, state.bodies, state.fast)
     try:
         digits = await digitize_uploads(uploads, state.settings, state.pool, state.fast)
@@ -166,7 +171,10 @@ async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> 
     else:
         answers = model.answer(digits)
     content = answer(state, model, uploads, digits, answers, query)
-    return JSONResponse(content)
+    response = JSONResponse(content)
+    if routed is not None:
+        routed.finish(state, request, digits, answers.probabilities, response)
+    return response
 
 
 def answer(

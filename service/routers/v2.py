@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from service import encoding, tensors
 from service.body import read_body
 from service.errors import ServiceError, http_answer
+from service.experiment import Routed
 from service.fastpaths import DirectRoute, Routes
 from service.routers.predict import digit_counter
 from service.routers.v2_docs import INFER_ANSWER, INFER_BODY, INFER_ERRORS, MODEL_ERRORS, VERSION_ERRORS
@@ -206,7 +207,12 @@ async def infer_version(name: Name, version: Version, request: Request, state: S
 
 async def run_inference(state: AppState, request: Request, name: str, version: str | None) -> Response:
     served = model_version(state, name, version)
-    model = state.models.get(served)
+    if (routing := state.models.routing) is None or version is not None:
+        model, routed = state.models.get(served), None
+    else:  # a routing policy (canary, sticky, shadow) for requests that name no version
+        routed = Routed.start(routing, state.models.get(served), request)
+        model = routed.model
+        served = model.version
     limit = state.settings.max_v2_body_bytes
     raw = await read_body(request, limit, state.bodies)
     json_length = request.headers.get(tensors.HEADER)
@@ -241,4 +247,7 @@ async def run_inference(state: AppState, request: Request, name: str, version: s
     if answer_coding is not None and len(content) >= encoding.MIN_COMPRESSED_ANSWER:
         content = encoding.encoded(content, answer_coding)
         headers = {**headers, "Content-Encoding": answer_coding, "Vary": "Accept-Encoding"}
-    return Response(content, media_type=answer.media_type, headers=headers)
+    response = Response(content, media_type=answer.media_type, headers=headers)
+    if routed is not None:
+        routed.finish(state, request, parsed.pixels, probabilities, response)
+    return response

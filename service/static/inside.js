@@ -27,9 +27,24 @@ export async function showInside(onError) {
   showWeights(models.current);
   currentShown = models.current;
   renderVersions(models.versions, models.current, onError);
+  showPolicy(models.policy, models.policy_error);
   const known = models.versions.some((v) => v.version === shownPlots);
   await showPlots(known ? shownPlots : models.current);
   return models.current;
+}
+
+/** One line: the routing policy (canary, sticky or shadow) set beside the current version, if any. */
+function showPolicy(policy, problem) {
+  const line = $("#policy");
+  if (policy) {
+    const share = policy.mode === "shadow"
+      ? `computes ${policy.percent}% of requests in the shadow`
+      : `answers ${policy.percent}% of requests`;
+    line.textContent = `Experiment (${policy.mode}): ${policy.version} ${share}.`;
+  } else {
+    line.textContent = problem ? `Experiment not applied: ${problem}` : "";
+  }
+  line.hidden = !line.textContent;
 }
 
 function showWeights(version) {

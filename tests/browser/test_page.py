@@ -236,6 +236,27 @@ def test_look_inside(page: Page, artifacts: Path, server: Server) -> None:
     inside.screenshot(path=artifacts / "05-inside.png")
 
 
+def test_the_routing_policy_is_one_line_under_the_versions(page: Page, artifacts: Path) -> None:
+    """GET /models as the service answers it, with a policy added (the shipped registry has one version
+    only, which cannot be its own canary): the page says what is set, and nothing when none is."""
+    line = page.locator("#policy")
+    expect(line).to_be_hidden()
+    policy = {"mode": "canary", "version": "v0042", "percent": 12.5, "updated_at": None, "updated_by": None}
+
+    def with_policy(route: Route) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "policy": policy})
+
+    page.route(re.compile(r".*/models$"), with_policy)
+    page.reload()
+    expect(line).to_have_text("Experiment (canary): v0042 answers 12.5% of requests.")
+    policy.update(mode="shadow", percent=100)
+    page.reload()
+    expect(line).to_have_text("Experiment (shadow): v0042 computes 100% of requests in the shadow.")
+    line.scroll_into_view_if_needed()
+    shot(page, artifacts, "05b-policy")
+
+
 # -- a phone ---------------------------------------------------------------------------------------
 
 

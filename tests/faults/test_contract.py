@@ -67,8 +67,9 @@ def test_schemathesis_finds_no_5xx_and_no_schema_mismatch(
     assert run.returncode == 0, output
     result = json.loads(next(report.glob("*.json")).read_text())
     assert result["failures"] == [] and result["errors"] == [], output
-    # 26 operations, and the three of /feedback (POST, GET, GET /feedback/export)
-    assert result["operations"]["tested"] == result["operations"]["total"] == 29, result["operations"]
+    # 26 operations, the three of /feedback (POST, GET, GET /feedback/export) and the four of
+    # /models/policy (GET, PUT, DELETE, POST /models/policy/promote)
+    assert result["operations"]["tested"] == result["operations"]["total"] == 33, result["operations"]
     assert {name: phase["status"] for name, phase in result["phases"].items()} == dict.fromkeys(
         ("examples", "coverage", "fuzzing", "stateful"), "success"
     ), result["phases"]

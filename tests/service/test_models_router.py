@@ -57,6 +57,8 @@ def test_an_empty_registry_lists_nothing(make_client: MakeClient) -> None:
             "current": None,
             "pointer_error": None,
             "versions": [],
+            "policy": None,
+            "policy_error": None,
         }
 
 

@@ -1,0 +1,214 @@
+"""/models/policy over HTTP (TestClient): set, read, route /predict and V2 by it, shadow, promote, end."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import AUTH, DigitImage, MakeClient, Publish, poll, variant
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from registry import Registry
+
+POLICY = "/models/policy"
+INFER = "/v2/models/mnist/infer"
+
+
+@pytest.fixture
+def two(make_client: MakeClient, publish: Publish, trained_net: Any) -> Any:
+    """v0001 current, v0002 a candidate (other weights that read digits too); the app running."""
+    publish()
+    publish(variant(trained_net, seed=2), promote=False)
+    with make_client() as client:
+        yield client
+
+
+def put(client: TestClient, **body: Any) -> Any:
+    return client.put(POLICY, json=body, headers=AUTH)
+
+
+def predict(client: TestClient, image: bytes, **kwargs: Any) -> Any:
+    response = client.post("/predict", files={"file": ("d.png", image, "image/png")}, **kwargs)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def infer(client: TestClient, headers: dict[str, str] | None = None) -> str:
+    pixels = np.zeros((1, 28, 28), np.uint8)
+    pixels[0, 8:20, 12:16] = 255
+    body = {
+        "inputs": [
+            {"name": "input", "datatype": "UINT8", "shape": [1, 28, 28], "data": pixels.ravel().tolist()}
+        ]
+    }
+    response = client.post(INFER, json=body, headers=headers or {})
+    assert response.status_code == 200, response.text
+    return response.json()["model_version"]
+
+
+def samples(client: TestClient, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    text = client.get("/metrics").text
+    return {
+        tuple(sorted(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    }
+
+
+def test_the_token_comes_first_and_a_bad_body_is_a_422(two: TestClient) -> None:
+    for method, path in [("PUT", POLICY), ("DELETE", POLICY), ("POST", POLICY + "/promote")]:
+        assert two.request(method, path, json={"mode": "nope"}).status_code == 401
+        wrong = two.request(method, path, json={"mode": "nope"}, headers={"Authorization": "Bearer no"})
+        assert wrong.status_code == 403 and wrong.json()["error"] == "invalid_token"
+    for body in [
+        {"mode": "blue-green", "version": "v0002", "percent": 10},
+        {"mode": "canary", "version": "v0002", "percent": 100.5},
+        {"mode": "canary", "version": "v0002", "percent": -1},
+        {"mode": "canary", "version": "v0002"},  # a canary needs its share
+        {"mode": "sticky", "version": "v0002", "percent": "ten"},
+        {"mode": "canary", "version": "v0002", "percent": 10, "colour": "blue"},
+        {"mode": "canary", "version": "v" + "0" * 40, "percent": 10},
+        {"version": "v0002", "percent": 10},
+    ]:
+        response = put(two, **body)
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["error"] == "validation_error"
+    assert two.get(POLICY).json()["policy"] is None
+
+
+def test_a_version_that_is_missing_current_or_damaged_is_refused(
+    make_client: MakeClient, publish: Publish, registry: Registry, tamper: Any
+) -> None:
+    publish()
+    broken = publish(promote=False)
+    tamper(broken)
+    with make_client() as client:
+        for version, status, error in [
+            ("v0042", 404, "version_not_found"),
+            ("3", 404, "version_not_found"),
+            ("v0001", 409, "already_current"),
+            (broken, 409, "corrupt_version"),
+        ]:
+            response = put(client, mode="canary", version=version, percent=10)
+            assert response.status_code == status, response.text
+            assert response.json()["error"] == error
+        assert registry.policy() is None
+        assert client.post(POLICY + "/promote", headers=AUTH).json()["error"] == "no_policy"
+
+
+def test_a_canary_answers_its_share_and_says_which_version_answered(
+    two: TestClient, digit_image: DigitImage
+) -> None:
+    response = put(two, mode="canary", version="v0002", percent=100)
+    assert response.status_code == 200, response.text
+    policy = response.json()["policy"]
+    assert (policy["mode"], policy["version"], policy["percent"]) == ("canary", "v0002", 100)
+    assert policy["updated_at"].endswith("Z") and policy["updated_by"] == "api from testclient"
+    listed = two.get("/models").json()
+    assert listed["current"] == "v0001" and listed["policy"] == policy
+    assert two.get(POLICY).json() == {
+        "model": "mnist",
+        "current": "v0001",
+        "policy": policy,
+        "policy_error": None,
+    }
+
+    image = digit_image(3)
+    assert predict(two, image)["version"] == "v0002"
+    assert predict(two, image, params={"version": "v0001"})["version"] == "v0001"  # a pinned version is kept
+    assert predict(two, image, params={"version": "current"})["version"] == "v0001"
+    assert infer(two) == "v0002"
+    assert two.post("/v2/models/mnist/versions/1/infer", json={"inputs": []}).status_code == 400  # still V2
+
+    assert put(two, mode="canary", version="v0002", percent=0).status_code == 200
+    assert {predict(two, image)["version"] for _ in range(5)} == {"v0001"}
+
+    assert put(two, mode="canary", version="v0002", percent=50).status_code == 200
+    served = [infer(two) for _ in range(400)]
+    share = served.count("v0002") / 4
+    assert 37.5 <= share <= 62.5, share  # five standard deviations of 400 draws at 50 %
+
+    requests = samples(two, "mnist_policy_requests_total")
+    by_role = {dict(k)["role"]: v for k, v in requests.items()}
+    assert by_role["canary"] == served.count("v0002") + 2 and by_role["current"] == served.count("v0001") + 5
+    info = samples(two, "mnist_policy_info")
+    assert info[(("mode", "canary"), ("model", "mnist"), ("percent", "50"), ("version", "v0002"))] == 1
+    assert info[(("mode", "canary"), ("model", "mnist"), ("percent", "100"), ("version", "v0002"))] == 0
+
+
+def test_a_sticky_split_keeps_each_client_on_its_version(two: TestClient, digit_image: DigitImage) -> None:
+    assert put(two, mode="sticky", version="v0002", percent=50).status_code == 200
+    seen = {}
+    for i in range(40):
+        versions = {infer(two, {"X-Client-Id": f"client-{i}"}) for _ in range(3)}
+        assert len(versions) == 1, (i, versions)
+        seen[i] = versions.pop()
+    assert set(seen.values()) == {"v0001", "v0002"}
+    image = digit_image(5)
+    for i in range(5):
+        assert predict(two, image, headers={"X-Client-Id": f"client-{i}"})["version"] == seen[i]
+    # without the header: the address, here always the same one
+    assert len({infer(two) for _ in range(5)}) == 1
+
+
+def test_a_shadow_computes_off_the_response_and_records_agreement(
+    two: TestClient, digit_image: DigitImage
+) -> None:
+    assert put(two, mode="shadow", version="v0002").status_code == 200  # percent: 100 by default
+    assert two.get(POLICY).json()["policy"]["percent"] == 100
+    answers = [predict(two, digit_image(k)) for k in range(10)]
+    assert {a["version"] for a in answers} == {"v0001"}  # the shadow never answers
+    assert infer(two) == "v0001"
+
+    def compared() -> dict[str, float]:
+        counts = samples(two, "mnist_shadow_comparisons_total")
+        return {dict(k)["agree"]: v for k, v in counts.items()} if sum(counts.values()) == 11 else {}
+
+    agreement = poll(compared)
+    assert agreement["true"] >= 8  # two versions that both read these digits mostly agree
+    confidence = samples(two, "mnist_policy_confidence_count")
+    assert confidence[(("model", "mnist"), ("role", "shadow"), ("version", "v0002"))] == 11
+    assert confidence[(("model", "mnist"), ("role", "current"), ("version", "v0001"))] == 11
+    mix = samples(two, "mnist_policy_predictions_total")
+    assert sum(v for k, v in mix.items() if dict(k)["role"] == "shadow") == 11
+    assert samples(two, "mnist_shadow_dropped_total") == {}
+
+
+def test_ending_the_experiment_sends_everything_to_current(two: TestClient, digit_image: DigitImage) -> None:
+    assert put(two, mode="canary", version="v0002", percent=100).status_code == 200
+    ended = two.delete(POLICY, headers=AUTH)
+    assert ended.status_code == 200
+    assert ended.json()["ended"]["version"] == "v0002"
+    assert predict(two, digit_image(1))["version"] == "v0001"
+    assert two.delete(POLICY, headers=AUTH).json() == {"model": "mnist", "ended": None}
+    assert two.get("/models").json()["policy"] is None
+
+
+def test_promoting_the_canary_makes_it_current_and_ends_the_experiment(
+    two: TestClient, digit_image: DigitImage, registry: Registry
+) -> None:
+    assert put(two, mode="canary", version="v0002", percent=10).status_code == 200
+    promoted = two.post(POLICY + "/promote", headers=AUTH)
+    assert promoted.status_code == 200, promoted.text
+    body = promoted.json()
+    assert (body["current"], body["previous"], body["ended"]["version"]) == ("v0002", "v0001", "v0002")
+    assert registry.current() == "v0002" and registry.policy() is None
+    assert predict(two, digit_image(2))["version"] == "v0002"
+    assert two.post("/models/rollback", headers=AUTH).json()["current"] == "v0001"  # the ordinary history
+
+
+def test_a_damaged_policy_is_shown_applies_as_none_and_ending_it_repairs_it(
+    two: TestClient, registry: Registry, digit_image: DigitImage
+) -> None:
+    assert put(two, mode="canary", version="v0002", percent=100).status_code == 200
+    registry.policy_path.write_text('{"mode": "canary"}')
+    two.app.state.services.models.refresh()  # the watcher's round, without waiting for it
+    listed = two.get("/models").json()
+    assert listed["policy"] is None and "corrupt" in listed["policy_error"]
+    assert predict(two, digit_image(4))["version"] == "v0001"
+    assert two.post(POLICY + "/promote", headers=AUTH).json()["error"] == "corrupt_policy"
+    assert two.delete(POLICY, headers=AUTH).status_code == 200
+    assert two.get(POLICY).json()["policy_error"] is None
