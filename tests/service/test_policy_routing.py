@@ -181,9 +181,9 @@ def test_a_full_shadow_queue_drops_and_counts_and_never_blocks(pair) -> None:
     class Slow:  # a shadow whose pass waits: the queue fills behind it
         version = "v0002"
 
-        def answer(self, rows):
+        def predict_proba(self, rows):
             gate.wait(10)
-            return candidate.answer(rows)
+            return candidate.predict_proba(rows)
 
     runner = ShadowRunner(VersionMetrics(metrics, "mnist"), capacity_rows=8)
     rows = np.zeros((4, 784), np.uint8)
@@ -207,7 +207,7 @@ def test_a_failing_shadow_is_logged_and_the_runner_goes_on(pair, caplog) -> None
     class Broken:
         version = "v0003"
 
-        def answer(self, rows):
+        def predict_proba(self, rows):
             raise FloatingPointError("boom")
 
     runner = ShadowRunner(VersionMetrics(metrics, "mnist"))
