@@ -1,7 +1,8 @@
 """What the training benchmarks share: the repo root on the import path, machine facts, JSON output.
 
 The benchmarks are scripts run by path (`.venv/bin/python bench/train_throughput.py`), so the
-repo root is not on `sys.path` by itself; importing this module first puts it there.
+repo root is not on `sys.path` by itself; importing this module first puts it there, and sets
+OpenBLAS's idle threads to sleep as `python -m trainer` does (trainer/blas_idle.py), before NumPy loads.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from trainer.blas_idle import let_idle_blas_threads_sleep  # noqa: E402
+
+let_idle_blas_threads_sleep()
 
 
 def load_average() -> list[float]:

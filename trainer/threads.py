@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+import cv2
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 # The smallest network measured (784-64-10) already gains from a second thread on an idle machine;
@@ -161,7 +162,9 @@ class ThreadTuner:
     Why the helper is a choice too: it runs at the lowest CPU priority, so on a busy machine it
     gets the CPU rarely, and when the scheduler leaves it out while it holds the GIL the training
     thread waits for it (measured: +76 % per epoch against +36 % without it, load 4); on a quiet
-    machine it makes the batches on the idle core (+10 % against +43 %, load 0.7).
+    machine it makes the batches on the idle core (+10 % against +43 %, load 0.7). Beside two BLAS
+    threads it has a core only while the second BLAS thread sleeps, i.e. when OpenBLAS lets its
+    idle threads sleep at once (trainer/blas_idle.py) rather than spin.
     """
 
     def __init__(
@@ -212,7 +215,10 @@ class ThreadTuner:
     def __enter__(self) -> ThreadTuner:
         if self._set is None:
             controller = ThreadpoolController()
-            self._restore = controller.limit(limits=self.threads, user_api="blas").restore_original_limits
+            restore_blas = controller.limit(limits=self.threads, user_api="blas").restore_original_limits
+            opencv_threads = cv2.getNumThreads()
+            cv2.setNumThreads(1)  # the augmentation's resampling: its own pool would contend with BLAS
+            self._restore = lambda: (restore_blas(), cv2.setNumThreads(opencv_threads))
             self._set = lambda n: controller.limit(limits=n, user_api="blas")
         self._apply(self.mode)
         return self
@@ -224,12 +230,11 @@ class ThreadTuner:
     # -- StepTimer ---------------------------------------------------------------------------------
 
     def helper_control(self, control: Callable[[bool], object]) -> None:
-        """The run has a helper thread; `control(on)` starts or pauses it. Adds the helper mode
-        (on the fewest threads) and starts in it."""
+        """The run has a helper thread; `control(on)` starts or pauses it. Adds a helper mode on
+        each thread count and starts in the one on the fewest threads."""
         self._helper = control
-        helped = Mode(self.counts[0], helper=True)
-        self.modes = [helped, *(Mode(c) for c in self.counts)]
-        self.mode, self._applied = helped, None
+        self.modes = [*(Mode(c, helper=True) for c in self.counts), *(Mode(c) for c in self.counts)]
+        self.mode, self._applied = self.modes[0], None
         self._compare_next()
 
     def step_started(self, step: int) -> None:

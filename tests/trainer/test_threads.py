@@ -133,10 +133,18 @@ def test_it_keeps_the_helper_where_it_helps_and_drops_it_where_it_hurts():
         machine = Machine(lambda step, n: {1: 0.010, 2: 0.030}[n], helper_factor=factor)
         with tuner_on(machine) as tuner:
             tuner.helper_control(machine.set_helper)
-            assert [str(m) for m in tuner.modes] == ["1+helper", "1", "2"]
+            assert [str(m) for m in tuner.modes] == ["1+helper", "2+helper", "1", "2"]
             machine.run(tuner, 3000)
         assert tuner.mode.helper is keep and machine.helper is keep and tuner.threads == 1
-        assert set(tuner.decisions[0].seconds_per_step) == {"1+helper", "1", "2"}  # all, at once
+        assert set(tuner.decisions[0].seconds_per_step) == {"1+helper", "2+helper", "1", "2"}  # all, at once
+
+
+def test_the_helper_is_kept_beside_two_threads_when_both_pay():
+    machine = Machine(lambda step, n: {1: 0.010, 2: 0.006}[n], helper_factor=0.8)
+    with tuner_on(machine) as tuner:
+        tuner.helper_control(machine.set_helper)
+        machine.run(tuner, 3000)
+    assert str(tuner.mode) == "2+helper" and machine.helper and machine.threads == 2
 
 
 def test_a_fixed_count_still_decides_the_helper():
