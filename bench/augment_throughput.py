@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import _train_common as common
+import cv2
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from trainer.augment import Augmenter, AugmentSpec
+from trainer.augment_geometry import ink_outline
 from trainer.config import PRESETS, TrainConfig
 from trainer.datasets import load_dataset
 from trainer.threads import tuned_blas_threads
@@ -78,18 +80,22 @@ def batch_costs(x: np.ndarray, augment: dict[str, float], repeats: int) -> list[
     cases["all of them, shift 1"] = AugmentSpec(**{**vars(everything), "shift": 1})
     rng = np.random.default_rng(0)
     rows = []
+    outlines = ink_outline(x)
+    opencv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # as in training (trainer.threads.ThreadTuner): thread time is all of it
     with threadpool_limits(limits=1, user_api="blas"):
         for name, spec in cases.items():
             augmenter = Augmenter(spec)
             augmenter(x[:BATCH], rng)  # work arrays made
             times = []
             for i in range(repeats):
-                batch = x[(i * BATCH) % (len(x) - BATCH) :][:BATCH]
+                batch = slice((i * BATCH) % (len(x) - BATCH), (i * BATCH) % (len(x) - BATCH) + BATCH)
                 started = time.thread_time()
-                augmenter(batch, rng)
+                augmenter(x[batch], rng, outlines[batch])  # as training does: outlines measured once
                 times.append(time.thread_time() - started)
             rows.append({"case": name, "ms_per_batch": statistics.median(times) * 1e3})
             print(f"  {name:<28} {rows[-1]['ms_per_batch']:7.3f} ms per batch of {BATCH}", file=sys.stderr)
+    cv2.setNumThreads(opencv_threads)
     return rows
 
 

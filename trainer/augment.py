@@ -35,6 +35,7 @@ import numpy as np
 from mlp import INPUT_SCALE
 from trainer.augment_geometry import (
     PIXELS,
+    InkOutline,
     WorkArrays,
     elastic_fields,
     random_shift,
@@ -89,10 +90,13 @@ class Augmenter:
         self.spec = spec
         self._work: WorkArrays | None = None
 
-    def __call__(self, images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def __call__(
+        self, images: np.ndarray, rng: np.random.Generator, outline: InkOutline | None = None
+    ) -> np.ndarray:
         """uint8 (batch, 784) -> a new float32 (batch, 784) in [0, 1], ready for the network.
 
         With every option 0 this is exactly `images * INPUT_SCALE` in float32. `images` is only read.
+        `outline`: `ink_outline(images)`, if the caller keeps the training set's (it saves time).
         """
         if images.ndim != 2 or images.shape[1] != PIXELS:
             raise ValueError(f"expected (batch, {PIXELS}) images, got shape {images.shape}")
@@ -116,7 +120,7 @@ class Augmenter:
             elastic = elastic_fields(n, spec.elastic, spec.elastic_sigma, rng) if spec.elastic else None
             # each 3x3 dilation to come widens the ink box by 2 px, and digitize would shrink it back
             grow = None if stroke is None else 2 * stroke
-            grids = source_grid_into(out, rotate, shear, scale, shift, elastic, work, grow)
+            grids = source_grid_into(out, rotate, shear, scale, shift, elastic, work, grow, outline)
             sample_into(out, grids, work, out=out)
         if stroke is not None:
             stroke_width_into(out, stroke, work)

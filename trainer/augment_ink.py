@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from trainer.augment_geometry import EDGE_CENTRES, PIXELS, SIDE, WorkArrays
@@ -57,7 +58,7 @@ def stroke_width_into(x: np.ndarray, amount: np.ndarray, work: WorkArrays) -> No
     level = np.multiply(x, sign, out=work.get("stroke_signed", (n, PIXELS)))
     retained = None  # per image: the erosion's ink level over the original's
     for k in range(1, steps + 1):  # a "hat" weight per level: at most two are non-zero
-        level = _morph3(level, np.maximum, work.get(f"stroke_level{k % 2}", (n, PIXELS)), scratch)
+        level = _dilate3(level, work.get(f"stroke_level{k % 2}", (n, PIXELS)), work)
         weight = np.maximum(1 - np.abs(magnitude - k), 0) * sign  # the sign undoes the negation
         if k == 1 and (amount < 0).any():
             retained = _ink_level(np.abs(level, out=scratch)) / np.maximum(_ink_level(x), 1e-6)
@@ -81,23 +82,24 @@ def _ink_level(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x) / np.maximum(x.sum(axis=1), 1e-6)
 
 
-def _morph3(x: np.ndarray, op: np.ufunc, out: np.ndarray, scratch: np.ndarray) -> np.ndarray:
-    """3x3 grey dilation (np.maximum) or erosion (np.minimum) of (batch, 784) images into `out`.
+def _dilate3(x: np.ndarray, out: np.ndarray, work: WorkArrays) -> np.ndarray:
+    """3x3 grey dilation of (batch, 784) images into `out`; pixels outside an image are left out.
 
-    Pixels outside the image are left out (they would be background, which MNIST's border is).
-    Long contiguous passes over the flat images, then the first and last columns redone (the
-    flat passes pair them with the neighbouring row's ends).
+    OpenCV's `dilate` (half the time of the same maxima in NumPy) over the batch as one tall image,
+    each digit above a row of -inf that no maximum picks (as its default border is for the
+    top and bottom of the whole).
     """
-    h, x3 = scratch, x.reshape(-1, SIDE, SIDE)
-    op(op(x[:, :-2], x[:, 1:-1], out=h[:, 1:-1]), x[:, 2:], out=h[:, 1:-1])  # left, centre, right
-    h3 = h.reshape(-1, SIDE, SIDE)
-    op(x3[:, :, 0], x3[:, :, 1], out=h3[:, :, 0])
-    op(x3[:, :, -1], x3[:, :, -2], out=h3[:, :, -1])
-    row = SIDE
-    op(op(h[:, : -2 * row], h[:, row:-row], out=out[:, row:-row]), h[:, 2 * row :], out=out[:, row:-row])
-    op(h[:, :row], h[:, row : 2 * row], out=out[:, :row])  # the first row has no row above
-    op(h[:, -row:], h[:, -2 * row : -row], out=out[:, -row:])
+    n = len(x)
+    tiles = work.get("dilate_in", (n, SIDE + 1, SIDE))
+    tiles[:, :SIDE] = x.reshape(n, SIDE, SIDE)
+    tiles[:, SIDE] = -np.inf
+    dilated = work.get("dilate_out", tiles.shape)
+    cv2.dilate(tiles.reshape(-1, SIDE), _SQUARE3, dst=dilated.reshape(-1, SIDE))
+    out.reshape(n, SIDE, SIDE)[:] = dilated[:, :SIDE]
     return out
+
+
+_SQUARE3 = np.ones((3, 3), dtype=np.uint8)
 
 
 def low_resolution(x: np.ndarray, size: np.ndarray, phase: np.ndarray, blocky: np.ndarray) -> np.ndarray:

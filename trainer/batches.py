@@ -27,7 +27,7 @@ import numpy as np
 
 from mlp import INPUT_SCALE
 from trainer.augment import Augmenter, AugmentSpec
-from trainer.augment_geometry import random_shift
+from trainer.augment_geometry import ink_outline, random_shift
 from trainer.noise import add_noise
 
 log = logging.getLogger(__name__)
@@ -104,13 +104,14 @@ class BatchMaker:
         self, x: np.ndarray, y: np.ndarray, plan: BatchPlan, spec: AugmentSpec, noise: float, seed: int
     ) -> None:
         self.x, self.y, self.plan, self.spec, self.noise, self.seed = x, y, plan, spec, noise, seed
+        self.outlines = ink_outline(x) if spec.geometric else None  # once, not per batch
         self._orders: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
 
     def __call__(self, step: int, augmenter: Augmenter) -> Batch:
         rng = np.random.default_rng(np.random.SeedSequence(self.seed, spawn_key=(1, step)))
         batch = self._indices(step, rng)
-        xb = augmenter(self.x[batch], rng)
+        xb = augmenter(self.x[batch], rng, None if self.outlines is None else self.outlines[batch])
         if self.noise:
             xb = add_noise(xb, self.noise, rng)
         return xb, self.y[batch]
