@@ -218,7 +218,12 @@ class ThreadTuner:
             restore_blas = controller.limit(limits=self.threads, user_api="blas").restore_original_limits
             opencv_threads = cv2.getNumThreads()
             cv2.setNumThreads(1)  # the augmentation's resampling: its own pool would contend with BLAS
-            self._restore = lambda: (restore_blas(), cv2.setNumThreads(opencv_threads))
+
+            def restore() -> None:
+                restore_blas()
+                cv2.setNumThreads(opencv_threads)
+
+            self._restore = restore
             self._set = lambda n: controller.limit(limits=n, user_api="blas")
         self._apply(self.mode)
         return self

@@ -189,3 +189,12 @@ def test_the_policy_fixes_the_count_when_asked_or_when_a_second_thread_cannot_he
     with tuned_blas_threads(BIG) as tuner:
         assert tuner.counts in ((1, 2), (1,))  # (1,) on a one-core machine
     assert blas_threads_now() == before
+
+
+def test_opencv_runs_on_one_thread_while_training_and_gets_its_pool_back():
+    import cv2
+
+    before = cv2.getNumThreads()
+    with ThreadTuner(counts=(1,)):
+        assert cv2.getNumThreads() == 1  # the augmentation's resampling beside BLAS, not against it
+    assert cv2.getNumThreads() == before
