@@ -6,7 +6,9 @@ the request's budget (413 before anything is decoded), then decodes small work a
 event loop (a 28x28 PNG: the hot path, where a hop to a thread would cost more than the work), and
 large work on the app's pool of threads, so probes and small requests are answered meanwhile.
 Four of the fast paths (service/fastpaths.py) are taken here or in `images`, each as `fast` says:
-`multipart`, `png`, `mnist` and `inline` (the small work on the loop).
+`multipart`, `png`, `mnist` and `inline` (the small work on the loop). One private name is read:
+Starlette's list of the files its multipart parser opened, to close the one a truncated body leaves
+open (Starlette is pinned in requirements.txt; without the list, that file is closed when collected).
 """
 
 from __future__ import annotations
