@@ -1,4 +1,4 @@
-"""Where each pixel of an augmented digit comes from: shifts, the affine map and elastic distortion.
+"""Where each pixel of an augmented digit comes from (one job, long because map, refit and sampling share it).
 
 The geometric half of trainer/augment.py (see its docstring for the whole picture): a random affine
 map about the digit's centre of mass (rotation, shear, scale of the ink box, whole-pixel shift),
