@@ -124,9 +124,21 @@ def models(listing: dict[str, Any]) -> str:
     lines.append(f"current: {current}" if current else "current: none")
     if listing.get("pointer_error"):
         lines.append(f"pointer error: {listing['pointer_error']}")
+    if listing.get("policy"):
+        lines.append(f"routing policy: {policy(listing['policy'])}")
+    if listing.get("policy_error"):
+        lines.append(f"policy error: {listing['policy_error']}")
     return "\n".join(lines)
+
+
+def policy(record: dict[str, Any]) -> str:
+    """`canary v0003 at 10 %`, as the service logs it."""
+    return f"{record['mode']} {record['version']} at {record['percent']:g} %"
 
 
 def pointer_move(move: dict[str, Any]) -> str:
     was = move.get("previous")
-    return f"{move['model']}: {move['current']} is current{f' (was {was})' if was else ''}"
+    text = f"{move['model']}: {move['current']} is current{f' (was {was})' if was else ''}"
+    if move.get("ended"):
+        text += f"; the routing policy ({policy(move['ended'])}) ended with it"
+    return text

@@ -5,6 +5,7 @@ nothing of training or HTTP. See :mod:`registry.versions` for the layout on disk
 """
 
 from registry.base import VERSION_RULE, BaseRegistry, PlotWriter, parse_version
+from registry.candidate import promote_candidate, start_policy
 from registry.catalog import Catalog, VersionInfo
 from registry.errors import (
     AlreadyCurrent,
@@ -19,7 +20,7 @@ from registry.errors import (
     VersionNotFound,
 )
 from registry.location import open_registry
-from registry.pointer import Pointer
+from registry.pointer import Move, Pointer
 from registry.policy import MODES, Policy
 from registry.timestamps import Clock, format_utc, parse_utc, system_clock, utc_now
 from registry.versions import Registry, sha256_of
@@ -35,6 +36,7 @@ __all__ = [
     "CorruptPointer",
     "CorruptPolicy",
     "CorruptVersion",
+    "Move",
     "NoPolicy",
     "NothingToRollBack",
     "PlotWriter",
@@ -49,7 +51,9 @@ __all__ = [
     "open_registry",
     "parse_utc",
     "parse_version",
+    "promote_candidate",
     "sha256_of",
+    "start_policy",
     "system_clock",
     "utc_now",
 ]

@@ -9,6 +9,7 @@ manifest, then the weight format) cannot drift between the two.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable
@@ -25,9 +26,11 @@ from registry.errors import (
     RegistryError,
     VersionNotFound,
 )
-from registry.pointer import Pointer, is_version_name
+from registry.pointer import Move, Pointer, is_version_name
 from registry.policy import Policy
 from registry.timestamps import utc_now
+
+log = logging.getLogger("registry.policy")
 
 # What `resolve` accepts from a client: a version's name exactly as listed (pointer.CANONICAL_VERSION),
 # or "current". One spelling per version, so a URL, a log line and a manifest never disagree.
@@ -159,18 +162,21 @@ class BaseRegistry(ABC):
         """Add (or replace) one measurement of a version, after the fact; returns the new manifest."""
 
     @abstractmethod
-    def promote(self, version: str, load: Loader | None = None) -> tuple[str | None, str]:
-        """Make `version` current; returns (previous, new).
+    def promote(self, version: str, load: Loader | None = None) -> Move:
+        """Make `version` current; returns (previous, new) and the policy it ended (`Move.ended`).
 
         The version is loaded and validated first, by `load` when given (a serving process loads,
         validates and warms it up once, then serves what it checked), else by `self.load`.
+        A routing policy whose candidate is `version` ends with the move (the experiment is over:
+        its candidate won); a policy naming another version stays, now beside the new current.
         """
 
     @abstractmethod
-    def rollback(self, load: Loader | None = None) -> tuple[str, str]:
+    def rollback(self, load: Loader | None = None) -> Move:
         """Move the pointer back to the version that was current before; returns (previous, new).
 
-        The target is validated as `promote` validates (by `load` when given).
+        The target is validated as `promote` validates (by `load` when given); a routing policy
+        whose candidate is the target ends with the move, as with `promote`.
         """
 
     # The routing policy beside the pointer (registry.policy): every storage keeps it next to its pointer.
@@ -200,6 +206,18 @@ class BaseRegistry(ABC):
         """Remove what dead publishers left; returns the names removed."""
 
     # -- the same everywhere ------------------------------------------------------------------
+
+    def _moved(self, how: str, previous: str | None, current: str, ended: Policy | None) -> Move:
+        """The result of a promote or rollback; the experiment it ended, if any, is logged here once."""
+        if ended is not None:
+            log.info(
+                "%s %s %s: the routing policy (%s) ended, its candidate is now current",
+                how,
+                self.model,
+                current,
+                ended.describe(),
+            )
+        return Move(previous, current, ended)
 
     def current(self) -> str | None:
         return self.pointer().version

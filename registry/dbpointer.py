@@ -27,7 +27,7 @@ from registry import dbpolicy
 from registry.base import HISTORY_KEPT, BaseRegistry, Loader, PlotWriter, parse_version, refuse_current
 from registry.errors import CorruptPointer, CorruptVersion, NothingToRollBack, RegistryError, StoreUnavailable
 from registry.pgconnection import SharedConnection
-from registry.pointer import Pointer
+from registry.pointer import Move, Pointer
 from registry.policy import Policy
 from registry.timestamps import format_utc
 
@@ -158,11 +158,12 @@ class DatabasePointerRegistry(BaseRegistry):
         """The row's generation: one small indexed SELECT."""
         return self._query(lambda cur: self._read_row(cur)["generation"])
 
-    def promote(self, version: str, load: Loader | None = None) -> tuple[str | None, str]:
+    def promote(self, version: str, load: Loader | None = None) -> Move:
+        """The row moves and a policy naming `version` ends in one transaction (one commit, two NOTIFYs)."""
         version = parse_version(version)
         _, manifest = (load or self.load)(version)  # never point at a version that would not load
 
-        def move(cur: Any) -> tuple[str | None, str]:
+        def move(cur: Any) -> Move:
             row = self._read_row(cur, for_update=True)
             previous, history = row["version"], list(row["history"])
             refuse_current(self.model, previous, version)
@@ -171,12 +172,13 @@ class DatabasePointerRegistry(BaseRegistry):
             self._write_row(
                 cur, "promote", version, previous, manifest.get("sha256"), history[-HISTORY_KEPT:]
             )
-            return previous, version
+            return Move(previous, version, dbpolicy.clear(cur, CHANNEL, self.model, version, self.who))
 
-        return self._query(move, transaction=True)
+        done: Move = self._query(move, transaction=True)
+        return self._moved("promote", done.previous, done.current, done.ended)
 
-    def rollback(self, load: Loader | None = None) -> tuple[str, str]:
-        def move(cur: Any) -> tuple[str, str]:
+    def rollback(self, load: Loader | None = None) -> Move:
+        def move(cur: Any) -> Move:
             row = self._read_row(cur, for_update=True)
             existing = set(self.storage.versions())
             history = [v for v in row["history"] if v in existing]
@@ -188,9 +190,10 @@ class DatabasePointerRegistry(BaseRegistry):
             except CorruptVersion as exc:
                 raise CorruptVersion(f"cannot roll back to {target}: {exc}") from exc
             self._write_row(cur, "rollback", target, row["version"], manifest.get("sha256"), history)
-            return row["version"], target
+            return Move(row["version"], target, dbpolicy.clear(cur, CHANNEL, self.model, target, self.who))
 
-        return self._query(move, transaction=True)
+        done: Move = self._query(move, transaction=True)
+        return self._moved("rollback", done.previous, done.current, done.ended)
 
     # -- the policy row beside it (registry.dbpolicy) -------------------------------------------------
 

@@ -54,7 +54,7 @@ from registry.errors import (
     StoreUnavailable,
     VersionNotFound,
 )
-from registry.pointer import NO_POINTER, Pointer, is_version_name, parse_pointer
+from registry.pointer import NO_POINTER, Move, Pointer, is_version_name, parse_pointer
 from registry.policy import Policy, parse_policy
 
 if TYPE_CHECKING:
@@ -232,8 +232,12 @@ class ObjectRegistry(BaseRegistry):
                 return manifest
         raise RegistryError(f"{version}: its manifest kept changing while it was being annotated")
 
-    def promote(self, version: str, load: Loader | None = None) -> tuple[str | None, str]:
-        """Make `version` current; returns (previous, new). A corrupt pointer is overwritten."""
+    def promote(self, version: str, load: Loader | None = None) -> Move:
+        """Make `version` current; returns (previous, new). A corrupt pointer is overwritten.
+
+        A policy naming `version` ends right after the pointer moved (two objects: no transaction
+        spans them; in between, a serving process routes the candidate's share to it as `current`).
+        """
         version = parse_version(version)
         (load or self.load)(version)  # never point at a version that would not load
 
@@ -245,9 +249,9 @@ class ObjectRegistry(BaseRegistry):
             return Pointer(version, tuple(history[-HISTORY_KEPT:]), utc_now()), pointer.version
 
         previous = self._move_pointer(move, corrupt_ok=True)
-        return previous, version
+        return self._moved("promote", previous, version, self.clear_policy(version))
 
-    def rollback(self, load: Loader | None = None) -> tuple[str, str]:
+    def rollback(self, load: Loader | None = None) -> Move:
         """Move the pointer back to the version that was current before; returns (previous, new)."""
 
         def move(pointer: Pointer) -> tuple[Pointer, tuple[str | None, str]]:
@@ -263,7 +267,7 @@ class ObjectRegistry(BaseRegistry):
             return Pointer(target, tuple(history), utc_now()), (pointer.version, target)
 
         previous, target = self._move_pointer(move, corrupt_ok=False)
-        return previous, target
+        return self._moved("rollback", previous, target, self.clear_policy(target))
 
     def sweep(self) -> list[str]:
         """Remove numbered objects without a manifest once they are older than ORPHAN_GRACE_S."""

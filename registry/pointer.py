@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry.errors import CorruptPointer
+
+if TYPE_CHECKING:
+    from registry.policy import Policy
 
 # The one rule for a version's name, as the registry writes it and every caller must spell it:
 # "v" and four digits (v0001 ... v9999), past v9999 the number without leading zeros (v10000).
@@ -45,6 +48,29 @@ class Pointer:
 
 
 NO_POINTER = Pointer(version=None)
+
+
+class Move(tuple[str | None, str]):
+    """What a promote or rollback did: `(previous, current)`, plus `ended`, the routing policy it ended.
+
+    Still the pair every caller unpacks (`previous, current = registry.promote(v)`); `ended` is the
+    experiment whose candidate became current by this move (registry.policy), None when none did.
+    """
+
+    ended: Policy | None
+
+    def __new__(cls, previous: str | None, current: str, ended: Policy | None = None) -> Move:
+        move = super().__new__(cls, (previous, current))
+        move.ended = ended
+        return move
+
+    @property
+    def previous(self) -> str | None:
+        return self[0]
+
+    @property
+    def current(self) -> str:
+        return self[1]
 
 
 def parse_pointer(data: bytes, model: str) -> Pointer:

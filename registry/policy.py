@@ -49,6 +49,10 @@ class Policy:
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_dict()).encode()
 
+    def describe(self) -> str:
+        """`canary v0003 at 10 %`: one line for logs, the CLI and the page."""
+        return f"{self.mode} {self.version} at {self.percent:g} %"
+
     def same_experiment(self, other: Policy | None) -> bool:
         """Whether `other` is this policy's mode, version and share (when and by whom aside)."""
         return other is not None and (other.mode, other.version, other.percent) == (

@@ -60,7 +60,7 @@ from registry.errors import (
     RegistryError,
     VersionNotFound,
 )
-from registry.pointer import NO_POINTER, Pointer, is_version_name, parse_pointer
+from registry.pointer import NO_POINTER, Move, Pointer, is_version_name, parse_pointer
 from registry.policy import Policy, parse_policy
 
 STAGING_PREFIX = ".staging-"
@@ -194,16 +194,19 @@ class Registry(BaseRegistry):
 
     def clear_policy(self, version: str | None = None) -> Policy | None:
         with self._locked():
-            try:
-                stored = self.policy()
-            except CorruptPolicy:  # ending the experiment is how an operator repairs it
-                stored = None
-                if version is None:
-                    self.policy_path.unlink(missing_ok=True)
-            if stored is None or (version is not None and stored.version != version):
-                return None
-            self.policy_path.unlink(missing_ok=True)
-            return stored
+            return self._clear_policy_locked(version)
+
+    def _clear_policy_locked(self, version: str | None) -> Policy | None:
+        try:
+            stored = self.policy()
+        except CorruptPolicy:  # ending the experiment is how an operator repairs it
+            stored = None
+            if version is None:
+                self.policy_path.unlink(missing_ok=True)
+        if stored is None or (version is not None and stored.version != version):
+            return None
+        self.policy_path.unlink(missing_ok=True)
+        return stored
 
     def publish(
         self,
@@ -260,7 +263,7 @@ class Registry(BaseRegistry):
             atomic_write_bytes(self.folder / f"{version}.json", data)
         return manifest
 
-    def promote(self, version: str, load: Loader | None = None) -> tuple[str | None, str]:
+    def promote(self, version: str, load: Loader | None = None) -> Move:
         """Make `version` current; returns (previous, new). The old one is kept for rollback.
 
         The version is validated first (never point at one that would not load): by `load` when
@@ -282,9 +285,10 @@ class Registry(BaseRegistry):
             if previous:
                 history.append(previous)
             self._write_pointer(Pointer(version, tuple(history[-HISTORY_KEPT:]), utc_now()))
-        return previous, version
+            ended = self._clear_policy_locked(version)  # under the same lock as the pointer moved
+        return self._moved("promote", previous, version, ended)
 
-    def rollback(self, load: Loader | None = None) -> tuple[str, str]:
+    def rollback(self, load: Loader | None = None) -> Move:
         """Move the pointer back to the version that was current before; returns (previous, new).
 
         The target is validated exactly as promote validates (by `load` when given); a damaged
@@ -303,7 +307,8 @@ class Registry(BaseRegistry):
             except CorruptVersion as exc:
                 raise CorruptVersion(f"cannot roll back to {target}: {exc}") from exc
             self._write_pointer(Pointer(target, tuple(history), utc_now()))
-        return pointer.version, target
+            ended = self._clear_policy_locked(target)
+        return self._moved("rollback", pointer.version, target, ended)
 
     def sweep(self) -> list[str]:
         """Remove what dead publishers left (see the module docstring); returns the names removed."""

@@ -26,7 +26,17 @@ from typing import Any
 import numpy as np
 
 from mlp import MLP, energy, softmax
-from registry import BaseRegistry, CorruptVersion, Policy, RegistryError, VersionNotFound, parse_version
+from registry import (
+    BaseRegistry,
+    CorruptVersion,
+    Move,
+    Policy,
+    RegistryError,
+    VersionNotFound,
+    parse_version,
+    promote_candidate,
+    start_policy,
+)
 from service.policy import PolicyFollower, Routing
 
 log = logging.getLogger("service.models")
@@ -188,36 +198,54 @@ class ModelStore:
         self._swap(model)
         return True
 
-    def promote(self, version: str) -> tuple[str | None, str]:
+    def promote(self, version: str) -> Move:
         """Make `version` current for the whole registry and serve it here now; returns (previous, new).
 
         The version is read, validated and warmed up once, before the pointer moves: a model that
         fails any of it is refused (CorruptVersion) with the pointer left alone, and the model
-        swapped in is the one that was checked. Other processes follow through the pointer.
+        swapped in is the one that was checked. Other processes follow through the pointer. A
+        routing policy whose candidate this is ends with it (`Move.ended`), here at once.
         """
         checked = _Checked(self._load)
-        previous, current = self.registry.promote(parse_version(version), load=checked)
-        self._adopt(checked.models[current])
-        return previous, current
+        move = self.registry.promote(parse_version(version), load=checked)
+        self._adopt(checked.models[move.current])
+        return move
 
-    def rollback(self) -> tuple[str, str]:
+    def rollback(self) -> Move:
         """Move the pointer back to the version current before, checked as `promote` checks it."""
         checked = _Checked(self._load)
-        previous, current = self.registry.rollback(load=checked)
-        self._adopt(checked.models[current])
-        return previous, current
+        move = self.registry.rollback(load=checked)
+        self._adopt(checked.models[move.current])
+        return move
+
+    def start_policy(self, policy: Policy) -> None:
+        """Set a routing policy whose candidate loads through this store (kept for the routing), apply it."""
+        start_policy(self.registry, policy, load=_Checked(self.get))
+        self.refresh()
+
+    def promote_candidate(self) -> Move:
+        """Promote the policy's candidate, as `promote` does, and end the experiment (registry.candidate)."""
+        checked = _Checked(self._load)
+        move = promote_candidate(self.registry, load=checked)
+        if move.current in checked.models:
+            self._adopt(checked.models[move.current])
+        else:  # current already: only the policy ended
+            self.refresh()
+        return move
 
     def _adopt(self, model: LoadedModel) -> None:
         """Serve `model`, which the pointer now names, with the pointer's new stamp and generation.
 
         The refresh finds the version already loaded and only reads the pointer; the swap comes
-        after it, so the listener sees the generation that goes with the version.
+        after it, so the listener sees the generation that goes with the version. The policy is
+        read again too: the move may have ended it.
         """
         with self._refresh_lock:
             self._current = model
             self._refresh()
             if self._current is model:  # not replaced by a version promoted meanwhile by another
                 self._swap(model)
+            self.routing = self.policy.follow()
 
     def _swap(self, model: LoadedModel) -> None:
         """Serve `model` (loaded and checked) from now on; requests in flight keep the one they took."""

@@ -129,7 +129,7 @@ class PolicyFollower:
         else:
             self._said = None
             if policy is not None:
-                log.info("applying the routing policy of %s: %s", self.registry.model, describe(policy))
+                log.info("applying the routing policy of %s: %s", self.registry.model, policy.describe())
             elif self.routing is not None:
                 log.info("the routing policy of %s ended", self.registry.model)
         self._stamp, self.routing, self.problem = stamp, routing, problem
@@ -142,11 +142,6 @@ class PolicyFollower:
         if message != self._said:
             log.error("%s", message)
             self._said = message
-
-
-def describe(policy: Policy) -> str:
-    """`canary v0003 at 10 %`: one line for logs and the page."""
-    return f"{policy.mode} {policy.version} at {policy.percent:g} %"
 
 
 class VersionMetrics:

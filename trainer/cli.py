@@ -33,7 +33,17 @@ from trainer.config import (
 from trainer.dataset_specs import DATASETS
 from trainer.optim import OPTIMIZERS, SCHEDULES
 
-SUBCOMMANDS = ("train", "evaluate", "robustness", "noise", "list", "promote", "rollback", "download")
+SUBCOMMANDS = (
+    "train",
+    "evaluate",
+    "robustness",
+    "noise",
+    "list",
+    "promote",
+    "rollback",
+    "policy",
+    "download",
+)
 MODELS_DIR_ENV = "MNIST_MODELS_DIR"
 REGISTRY_URL_ENV = "MNIST_REGISTRY_URL"
 DATABASE_URL_ENV = "MNIST_DATABASE_URL"
@@ -353,9 +363,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rollback", help="make the previously current version current again")
     add_common(p)
 
+    add_policy(sub)
+
     p = sub.add_parser("download", help="download and verify the dataset into the cache")
     add_data(p)
     return parser
+
+
+def add_policy(sub: Any) -> None:
+    """`policy show | set MODE VERSION [--percent N] | end | promote` (trainer.policy_commands)."""
+    from trainer.policy_commands import percent
+
+    p = sub.add_parser("policy", help="the routing policy: a canary, sticky or shadow version beside current")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = actions.add_parser("show", help="the current version and the policy beside it")
+    q.add_argument("--json", action="store_true")
+    add_common(q)
+    q = actions.add_parser(
+        "set",
+        help="route a share of requests to VERSION (canary: at random; sticky: by client) or have it "
+        "compute them in the shadow",
+    )
+    q.add_argument("mode", choices=("canary", "sticky", "shadow"))
+    q.add_argument("version", help="the candidate, e.g. v0003: it must exist, load and not be current")
+    q.add_argument(
+        "--percent",
+        type=percent,
+        help="0..100: the candidate's share (canary, sticky: required; shadow: 100)",
+    )
+    add_common(q)
+    q = actions.add_parser("end", help="end the experiment: every request goes to the current version")
+    add_common(q)
+    q = actions.add_parser("promote", help="make the policy's version current and end the experiment")
+    add_common(q)
 
 
 def build_seed_parser() -> argparse.ArgumentParser:
@@ -408,7 +448,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser = build_parser()
         args = parser.parse_args(argv)
         config = None
-        run = getattr(commands, f"{args.command}_command")
+        run = _policy_command() if args.command == "policy" else getattr(commands, f"{args.command}_command")
+        if (
+            args.command == "policy"
+            and args.action == "set"
+            and args.percent is None
+            and args.mode != "shadow"
+        ):
+            parser.error(f"policy set {args.mode} needs --percent (the candidate's share, 0..100)")
         if args.command in ("train", "noise"):
             try:
                 config = config_from_args(args)
@@ -429,6 +476,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         commands.close_registries(args)
+
+
+def _policy_command() -> Callable[[argparse.Namespace, Any], int]:
+    from trainer.policy_commands import policy_command
+
+    return policy_command
 
 
 def print_json(data: object) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mlp.atomicfile import atomic_write_bytes
-from registry import BaseRegistry, RegistryError, open_registry
+from registry import BaseRegistry, CorruptPolicy, Move, RegistryError, open_registry
 from registry.shipped import seed_default
 from trainer.config import ConfigError, TrainConfig
 from trainer.datasets import Dataset, DatasetError, load_dataset
@@ -58,7 +58,7 @@ def train_command(args: argparse.Namespace, config: TrainConfig) -> int:
         args, result, dataset, promote=args.promote, min_accuracy=args.min_accuracy, extra=extra
     )
     print(
-        f"{_registry(args, dataset.name).model} {published.version}: test accuracy "
+        f"{registry_of(args, dataset.name).model} {published.version}: test accuracy "
         f"{result.test.accuracy:.4f}, {result.wall_time_s:.1f} s of training, "
         f"{result.samples_per_s:,.0f} samples/s; {published.reason}"
     )
@@ -91,7 +91,7 @@ def _feedback(args: argparse.Namespace, config: TrainConfig) -> FeedbackMix | No
 
 def evaluate_command(args: argparse.Namespace, _: None) -> int:
     dataset = _dataset(args, test_only=True)  # an evaluation reads (and downloads) the test set only
-    registry = _registry(args, dataset.name)
+    registry = registry_of(args, dataset.name)
     try:
         version = registry.resolve(args.version)
         net, manifest = registry.load(version)
@@ -119,7 +119,7 @@ def robustness_command(args: argparse.Namespace, _: None) -> int:
     from trainer import robustness
 
     dataset = _dataset(args)
-    registry = _registry(args, dataset.name)
+    registry = registry_of(args, dataset.name)
     try:
         version = registry.resolve(args.version)
         net, manifest = registry.load(version)
@@ -217,8 +217,12 @@ def format_noise_table(train_levels: list[float], test_levels: list[float], tabl
 
 
 def list_command(args: argparse.Namespace, _: None) -> int:
-    """Every version; a damaged manifest is one line saying so, a corrupt pointer a warning."""
-    registry = _registry(args, "mnist")
+    """Every version; a damaged manifest is one line saying so, a corrupt pointer or policy a warning.
+
+    The routing policy's candidate is marked on its row and the policy is the last line (`--json`
+    stays the list of versions: `policy show --json` is the policy).
+    """
+    registry = registry_of(args, "mnist")
     catalog = registry.catalog()
     if catalog.pointer_error:
         print(f"warning: {catalog.pointer_error}", file=sys.stderr)
@@ -226,39 +230,57 @@ def list_command(args: argparse.Namespace, _: None) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
+    try:
+        policy = registry.policy()
+    except CorruptPolicy as exc:
+        print(f"warning: {exc}", file=sys.stderr)
+        policy = None
     if not rows:
         print(f"no versions of {registry.model!r} in {registry.where}")
     for row in rows:
         mark = "*" if row["current"] else " "
+        role = (
+            f"  <- {policy.mode} {policy.percent:g} %" if policy and policy.version == row["version"] else ""
+        )
         if row["damaged"]:
-            print(f"{mark} {row['version']}  damaged: {row['damaged']}")
+            print(f"{mark} {row['version']}  damaged: {row['damaged']}{role}")
             continue
         sizes = "-".join(str(s) for s in row["sizes"])
         print(
             f"{mark} {row['version']}  {row['test_accuracy'] or 0:.4f}  {sizes:<18} "
-            f"{row['preset'] or '':<8} {row['created_at']}"
+            f"{row['preset'] or '':<8} {row['created_at']}{role}"
         )
+    if policy is not None:
+        print(f"routing policy: {policy.describe()} (python -m trainer policy)")
     return 0
 
 
 def promote_command(args: argparse.Namespace, _: None) -> int:
-    registry = _registry(args, "mnist")
+    registry = registry_of(args, "mnist")
     try:
-        previous, current = registry.promote(args.version)
+        move = registry.promote(args.version)
     except RegistryError as exc:
         raise UserFacingError(str(exc)) from exc
-    print(f"{registry.model}: current is now {current} (was {previous or 'none'})")
+    print(f"{registry.model}: current is now {move.current} (was {move.previous or 'none'})")
+    print_ended(move)
     return 0
 
 
 def rollback_command(args: argparse.Namespace, _: None) -> int:
-    registry = _registry(args, "mnist")
+    registry = registry_of(args, "mnist")
     try:
-        previous, current = registry.rollback()
+        move = registry.rollback()
     except RegistryError as exc:
         raise UserFacingError(str(exc)) from exc
-    print(f"{registry.model}: rolled back from {previous} to {current}")
+    print(f"{registry.model}: rolled back from {move.previous} to {move.current}")
+    print_ended(move)
     return 0
+
+
+def print_ended(move: Move) -> None:
+    """The experiment a promote or rollback ended (its candidate became current), if any."""
+    if move.ended is not None:
+        print(f"the routing policy ({move.ended.describe()}) ended: {move.current} is current")
 
 
 def download_command(args: argparse.Namespace, _: None) -> int:
@@ -290,7 +312,7 @@ def _dataset(args: argparse.Namespace, test_only: bool = False) -> Dataset:
         raise UserFacingError(str(exc)) from exc
 
 
-def _registry(args: argparse.Namespace, dataset_name: str) -> BaseRegistry:
+def registry_of(args: argparse.Namespace, dataset_name: str) -> BaseRegistry:
     """The registry the command works on; `close_registries(args)` closes it (a database connection)."""
     model = args.model or dataset_name
     location = getattr(args, "registry", None)
@@ -310,7 +332,7 @@ def _registry(args: argparse.Namespace, dataset_name: str) -> BaseRegistry:
 
 
 def close_registries(args: argparse.Namespace) -> None:
-    """Close what `_registry` opened for this command (the PostgreSQL pointer holds a connection)."""
+    """Close what `registry_of` opened for this command (the PostgreSQL pointer holds a connection)."""
     for registry in args.__dict__.pop("opened_registries", []):
         close = getattr(registry, "close", None)
         if close is not None:
@@ -363,7 +385,7 @@ def _publish(args: argparse.Namespace, result: TrainResult, dataset: Dataset, **
         if note:
             print(f"note: {note}", file=sys.stderr)
     return publish_result(
-        _registry(args, dataset.name),
+        registry_of(args, dataset.name),
         result,
         dataset,
         robustness_sample=args.robustness_sample,

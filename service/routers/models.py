@@ -70,6 +70,11 @@ class PointerMove(BaseModel):
     model: str
     current: str
     previous: str | None
+    ended: PolicyOut | None = Field(
+        None,
+        description="The routing policy this move ended: its candidate became current. A policy naming "
+        "another version stays, beside the new current version.",
+    )
 
 
 def summaries(state: AppState) -> VersionList:
@@ -130,8 +135,10 @@ async def plot(version: VersionPath, name: str, state: State) -> Response:
 async def promote(version: VersionName, state: State) -> PointerMove:
     # Read, validated and warmed up once, before the pointer moves; this worker switches now, the
     # others within a second (through the pointer).
-    previous, current = await asyncio.to_thread(state.models.promote, version)
-    return PointerMove(model=state.registry.model, current=current, previous=previous)
+    move = await asyncio.to_thread(state.models.promote, version)
+    return PointerMove(
+        model=state.registry.model, current=move.current, previous=move.previous, ended=out(move.ended)
+    )
 
 
 @router.post(
@@ -142,5 +149,7 @@ async def promote(version: VersionName, state: State) -> PointerMove:
     responses=error_responses(401, 403, 409),
 )
 async def rollback(state: State) -> PointerMove:
-    previous, current = await asyncio.to_thread(state.models.rollback)
-    return PointerMove(model=state.registry.model, current=current, previous=previous)
+    move = await asyncio.to_thread(state.models.rollback)
+    return PointerMove(
+        model=state.registry.model, current=move.current, previous=move.previous, ended=out(move.ended)
+    )

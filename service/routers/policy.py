@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from registry import AlreadyCurrent, CorruptPointer, CorruptPolicy, NoPolicy, Policy, parse_version, utc_now
+from registry import CorruptPointer, CorruptPolicy, Policy, parse_version, utc_now
 from service.auth import TokenFirstRoute, TokenRequired
 from service.errors import error_responses
 from service.state import AppState, State
@@ -129,17 +129,9 @@ async def set_policy(body: PolicyIn, request: Request, state: State) -> PolicyVi
 
     def put() -> PolicyView:
         version = parse_version(body.version)
-        try:
-            current = state.registry.current()
-        except CorruptPointer:
-            current = None
-        if version == current:
-            raise AlreadyCurrent(
-                f"{version} is the current version: a policy needs another version beside it"
-            )
-        state.models.get(version)  # exists, loads, validates and warms up (cached for the routing)
-        state.registry.set_policy(Policy(body.mode, version, body.percent, utc_now(), who))
-        state.models.refresh()  # this process applies it now; the others follow the stamp
+        # exists, is not current, loads, validates and warms up (cached for the routing); this
+        # process applies it now, the others follow the stamp
+        state.models.start_policy(Policy(body.mode, version, body.percent, utc_now(), who))
         return view(state)
 
     return await asyncio.to_thread(put)
@@ -170,17 +162,10 @@ async def end_policy(state: State) -> PolicyEnded:
 )
 async def promote_policy(state: State) -> PolicyPromoted:
     def promote() -> PolicyPromoted:
-        policy = state.registry.policy()
-        if policy is None:
-            raise NoPolicy(f"model {state.registry.model!r} has no routing policy whose version to promote")
-        try:
-            previous, current = state.models.promote(policy.version)
-        except AlreadyCurrent:  # promoted by other means meanwhile: the experiment still ends
-            previous, current = None, policy.version
-        state.registry.clear_policy(policy.version)
-        state.models.refresh()
+        move = state.models.promote_candidate()
+        assert move.ended is not None  # registry.candidate: the policy promoted
         return PolicyPromoted(
-            model=state.registry.model, current=current, previous=previous, ended=out(policy)
+            model=state.registry.model, current=move.current, previous=move.previous, ended=out(move.ended)
         )
 
     return await asyncio.to_thread(promote)

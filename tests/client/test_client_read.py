@@ -140,7 +140,7 @@ def test_promote_and_rollback_move_the_pointer(server: Server, mnist: Mnist) -> 
     assert httpx.get(server.url + "/models").json()["current"] == "v0002"
     back = mnist("rollback", "--json", env=server.env())
     assert back.code == 0, back.err
-    assert json.loads(back.out) == {"model": "mnist", "current": "v0001", "previous": "v0002"}
+    assert json.loads(back.out) == {"model": "mnist", "current": "v0001", "previous": "v0002", "ended": None}
     assert httpx.get(server.url + "/models").json()["current"] == "v0001"
 
 

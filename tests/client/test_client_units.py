@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from client.errors import ServerRefused, one_line
 from client.follow import BAR_FORMAT, draw, stage_of
-from client.render import duration, table
+from client.render import duration, models, pointer_move, table
 
 RUNNING = {"epoch": 1, "epochs": 3, "percent": 40.0, "eta_seconds": 75.0, "accuracy": 0.9712, "loss": 0.1}
 
@@ -60,3 +60,17 @@ def test_durations_and_tables() -> None:
         table(("A", "NUMBER"), [("x", 5), ("long", None)], right=(1,))
         == "A     NUMBER\nx          5\nlong       -"
     )
+
+
+def test_the_routing_policy_shows_under_the_versions_and_a_promote_says_which_experiment_it_ended() -> None:
+    canary = {"mode": "canary", "version": "v0002", "percent": 10.0, "updated_at": None, "updated_by": None}
+    listing = {"model": "mnist", "current": "v0001", "versions": [], "policy": canary, "policy_error": None}
+    assert models(listing).splitlines()[-1] == "routing policy: canary v0002 at 10 %"
+    damaged = {**listing, "policy": None, "policy_error": "the routing policy is corrupt"}
+    assert models(damaged).splitlines()[-1] == "policy error: the routing policy is corrupt"
+    assert "routing policy" not in models({**listing, "policy": None})
+    move = {"model": "mnist", "current": "v0002", "previous": "v0001", "ended": canary}
+    assert pointer_move(move) == (
+        "mnist: v0002 is current (was v0001); the routing policy (canary v0002 at 10 %) ended with it"
+    )
+    assert pointer_move({**move, "ended": None}) == "mnist: v0002 is current (was v0001)"

@@ -119,7 +119,7 @@ def test_a_corrupt_pointer_is_reported_logged_once_and_repaired_by_a_promote(
 
         repaired = client.post("/models/v0001/promote", headers=AUTH)
         assert repaired.status_code == 200, repaired.text
-        assert repaired.json() == {"model": "mnist", "current": "v0001", "previous": None}
+        assert repaired.json() == {"model": "mnist", "current": "v0001", "previous": None, "ended": None}
         assert json.loads(registry.pointer_path.read_text())["version"] == "v0001"
         body = client.get("/models").json()
         assert (body["current"], body["pointer_error"]) == ("v0001", None)

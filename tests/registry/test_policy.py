@@ -17,7 +17,19 @@ import psycopg
 import pytest
 
 from mlp import MLP
-from registry import BaseRegistry, CorruptPolicy, Policy, Registry, open_registry
+from registry import (
+    AlreadyCurrent,
+    BaseRegistry,
+    CorruptPolicy,
+    CorruptVersion,
+    NoPolicy,
+    Policy,
+    Registry,
+    VersionNotFound,
+    open_registry,
+    promote_candidate,
+    start_policy,
+)
 from registry.dbpointer import DatabasePointerRegistry
 from registry.objects import ObjectRegistry
 from registry.pointer_listener import PointerListener
@@ -163,3 +175,66 @@ def test_a_policy_change_is_announced_on_the_pointer_channel(tmp_path: Path, dat
     with psycopg.connect(database_url) as conn:
         row = conn.execute("SELECT mode, generation, updated_by FROM model_policy").fetchone()
     assert row == (None, 2, "tester@host")  # the row is kept, empty: its generation only grows
+
+
+# -- a promote or rollback ends the experiment whose candidate it makes current ---------------------
+
+
+def publish_three(registry: BaseRegistry) -> list[str]:
+    return [
+        registry.publish(MLP(SIZES, rng=np.random.default_rng(seed)), {"test_accuracy": 0.5})
+        for seed in range(3)
+    ]
+
+
+def test_a_move_to_the_candidate_ends_its_policy_and_any_other_move_keeps_it(
+    registry: BaseRegistry, caplog: pytest.LogCaptureFixture
+) -> None:
+    v1, v2, v3 = publish_three(registry)
+    assert registry.promote(v1) == (None, v1)
+    canary = Policy("canary", v2, 10.0, "2026-01-01T00:00:00Z", "tester")
+    registry.set_policy(canary)
+
+    other = registry.promote(v3)  # another version: the canary now runs beside v3
+    assert (other.previous, other.current, other.ended) == (v1, v3, None)
+    assert canary.same_experiment(registry.policy())  # (PostgreSQL keeps its own updated_at)
+
+    caplog.set_level("INFO", logger="registry.policy")
+    won = registry.promote(v2)  # the candidate: the experiment is over
+    assert won == (v3, v2) and canary.same_experiment(won.ended)
+    assert registry.policy() is None and registry.current() == v2
+    assert f"promote mnist {v2}: the routing policy (canary {v2} at 10 %) ended" in caplog.text
+
+    shadow = Policy("shadow", v3, 100.0)
+    registry.set_policy(shadow)
+    back = registry.rollback()  # back to v3, the shadow's version: it ends too
+    assert back == (v2, v3) and shadow.same_experiment(back.ended) and registry.policy() is None
+    assert f"rollback mnist {v3}: the routing policy (shadow {v3} at 100 %) ended" in caplog.text
+
+    sticky = Policy("sticky", v2, 25.0)
+    registry.set_policy(sticky)
+    kept = registry.rollback()  # to v1: the sticky split on v2 stays
+    assert kept == (v3, v1) and kept.ended is None and sticky.same_experiment(registry.policy())
+
+
+def test_starting_an_experiment_checks_its_candidate_and_promoting_it_ends_it(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "models")
+    v1, v2, v3 = publish_three(registry)
+    registry.promote(v1)
+    (registry.folder / f"{v3}.npz").write_bytes(b"not weights")
+    for version, error in [("v0042", VersionNotFound), (v1, AlreadyCurrent), (v3, CorruptVersion)]:
+        with pytest.raises(error):
+            start_policy(registry, Policy("canary", version, 10))
+        assert registry.policy() is None
+    with pytest.raises(NoPolicy):
+        promote_candidate(registry)
+
+    start_policy(registry, Policy("sticky", v2, 50))
+    move = promote_candidate(registry)
+    assert move == (v1, v2) and move.ended is not None and move.ended.version == v2
+    assert registry.policy() is None
+
+    registry.set_policy(Policy("shadow", v2, 100))  # stored by hand on the current version
+    move = promote_candidate(registry)  # nothing to promote: the experiment still ends
+    assert move == (None, v2) and move.ended == Policy("shadow", v2, 100)
+    assert registry.policy() is None and registry.current() == v2

@@ -48,7 +48,7 @@ def test_a_promote_through_the_api_is_logged_with_the_process_that_made_it(
     with make_client(database_url=database_url) as client:
         response = client.post(f"/models/{v2}/promote", headers=AUTH)
         assert response.status_code == 200, response.text
-        assert response.json() == {"model": "mnist", "current": v2, "previous": v1}
+        assert response.json() == {"model": "mnist", "current": v2, "previous": v1, "ended": None}
         assert client.get("/readyz").json()["generation"] == 1
         with psycopg.connect(database_url) as conn:
             action, version, who = conn.execute(

@@ -87,7 +87,7 @@ def test_train_promote_predict_and_stop(server: Any, digit_image: DigitImage) ->
 
     promoted = client.post(f"/models/{job['version']}/promote", headers=AUTH)
     assert promoted.status_code == 200, promoted.text
-    assert promoted.json() == {"model": "mnist", "current": "v0002", "previous": "v0001"}
+    assert promoted.json() == {"model": "mnist", "current": "v0002", "previous": "v0001", "ended": None}
     wait_until(lambda: ready_with("v0002"), START_DEADLINE_S, "the new version to serve", log)
 
     answer = client.post("/predict", files={"file": ("d.png", digit_image(5), "image/png")})

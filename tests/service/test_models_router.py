@@ -164,7 +164,7 @@ def test_promote_then_rollback_move_current(three: TestClient, registry: Registr
         promoted = client.post("/models/v0003/promote", headers=AUTH)
 
         assert promoted.status_code == 200, promoted.text
-        assert promoted.json() == {"model": "mnist", "current": "v0003", "previous": "v0002"}
+        assert promoted.json() == {"model": "mnist", "current": "v0003", "previous": "v0002", "ended": None}
         assert registry.current() == "v0003"
         assert client.get("/readyz").json()["version"] == "v0003"  # this process switched at once
         assert client.get("/models").json()["current"] == "v0003"
@@ -172,10 +172,10 @@ def test_promote_then_rollback_move_current(three: TestClient, registry: Registr
         back = client.post("/models/rollback", headers=AUTH)
 
         assert back.status_code == 200, back.text
-        assert back.json() == {"model": "mnist", "current": "v0002", "previous": "v0003"}
+        assert back.json() == {"model": "mnist", "current": "v0002", "previous": "v0003", "ended": None}
         assert client.get("/readyz").json()["version"] == "v0002"
         again = client.post("/models/rollback", headers=AUTH)
-        assert again.json() == {"model": "mnist", "current": "v0001", "previous": "v0002"}
+        assert again.json() == {"model": "mnist", "current": "v0001", "previous": "v0002", "ended": None}
         assert_error(client.post("/models/rollback", headers=AUTH), 409, "nothing_to_roll_back")
         assert registry.current() == "v0001"
 

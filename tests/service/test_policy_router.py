@@ -212,3 +212,34 @@ def test_a_damaged_policy_is_shown_applies_as_none_and_ending_it_repairs_it(
     assert two.post(POLICY + "/promote", headers=AUTH).json()["error"] == "corrupt_policy"
     assert two.delete(POLICY, headers=AUTH).status_code == 200
     assert two.get(POLICY).json()["policy_error"] is None
+
+
+def test_the_ordinary_promote_of_the_candidate_ends_the_experiment_and_of_another_keeps_it(
+    make_client: MakeClient, publish: Publish, trained_net: Any, registry: Registry, digit_image: DigitImage
+) -> None:
+    publish()
+    publish(variant(trained_net, seed=2), promote=False)
+    publish(variant(trained_net, seed=3), promote=False)
+    with make_client() as client:
+        assert put(client, mode="canary", version="v0002", percent=100).status_code == 200
+
+        other = client.post("/models/v0003/promote", headers=AUTH).json()
+        assert (other["current"], other["previous"], other["ended"]) == ("v0003", "v0001", None)
+        assert client.get(POLICY).json()["policy"]["version"] == "v0002"  # now beside v0003
+        assert predict(client, digit_image(6))["version"] == "v0002"
+
+        won = client.post("/models/v0002/promote", headers=AUTH)
+        assert won.status_code == 200, won.text
+        body = won.json()
+        assert (body["current"], body["previous"], body["ended"]["mode"]) == ("v0002", "v0003", "canary")
+        assert client.get(POLICY).json()["policy"] is None and registry.policy() is None
+        assert client.get("/models").json()["policy"] is None
+        assert predict(client, digit_image(6))["version"] == "v0002"
+        assert samples(client, "mnist_policy_info") == {
+            (("mode", "canary"), ("model", "mnist"), ("percent", "100"), ("version", "v0002")): 0
+        }  # this process stopped applying it at once
+
+        assert put(client, mode="shadow", version="v0003").status_code == 200
+        back = client.post("/models/rollback", headers=AUTH).json()  # to v0003, the shadow's version
+        assert (back["current"], back["ended"]["mode"]) == ("v0003", "shadow")
+        assert registry.policy() is None
