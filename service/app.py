@@ -24,8 +24,9 @@ from service.body import BodyBudget
 from service.errors import install_error_handlers
 from service.feedback import FeedbackParts
 from service.jobs.runner import JobRunner, ProcessJobRunner
+from service.loaded_model import LoadedModel
 from service.metrics import Metrics
-from service.model_store import LoadedModel, ModelStore
+from service.model_store import ModelStore
 from service.offload import WorkPool
 from service.openapi import install_openapi
 from service.policy import VersionMetrics

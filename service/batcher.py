@@ -7,8 +7,8 @@ import asyncio
 import numpy as np
 
 from mlp import as_input
+from service.loaded_model import Answers, LoadedModel
 from service.metrics import Metrics
-from service.model_store import Answers, LoadedModel
 
 
 class PredictBatcher:

@@ -18,7 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from service.model_store import LoadedModel
+from service.loaded_model import LoadedModel
 from service.policy import Routing
 
 if TYPE_CHECKING:

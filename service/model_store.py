@@ -1,12 +1,14 @@
-"""The weights a serving process answers with, and how they follow the registry's `current` pointer.
+"""The version a serving process answers with, and how it follows the registry's `current` pointer.
 
-A `LoadedModel` is immutable: a request takes one at its start and keeps it, so swapping in a new
-version never changes the weights under a request in flight. The pointer is checked by its
-stamp (cheap: a `stat` of the pointer file, a HEAD on object storage, the generation of the
-PostgreSQL row), and a changed pointer is loaded and validated in full before the swap; a bad file
-is refused, logged and counted, and the old version keeps serving. Every worker process runs its
-own store, so all workers and replicas switch by themselves; a registry that cannot be reached
-is logged once and the loaded version keeps serving.
+The store holds `LoadedModel`s (service.loaded_model), immutable: a request takes one at its start
+and keeps it, so swapping in a new version never changes the weights under a request in flight.
+The pointer is checked by its stamp (cheap: a `stat` of the pointer file, a HEAD on object
+storage, the generation of the PostgreSQL row), and a changed pointer is loaded and validated in
+full before the swap; a bad file is refused, logged and counted, and the old version keeps
+serving. Every worker process runs its own store, so all workers and replicas switch by
+themselves; a registry that cannot be reached is logged once and the loaded version keeps serving.
+The routing policy beside the pointer is followed in the same round (service.policy), and a
+promote here applies the policy's end at once when it ended it.
 
 The served version's weight file is watched the same way: its stamp every round, its sha256 again
 only when the stamp moved. A file that no longer matches is reported (`file_problem`,
@@ -15,20 +17,15 @@ the listener) while the weights in memory keep serving: they were validated when
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from mlp import MLP, energy, softmax
+from mlp import MLP
 from registry import (
     BaseRegistry,
-    CorruptVersion,
     Move,
     Policy,
     RegistryError,
@@ -37,6 +34,7 @@ from registry import (
     promote_candidate,
     start_policy,
 )
+from service.loaded_model import LoadedModel, warm_up
 from service.policy import PolicyFollower, Routing
 
 log = logging.getLogger("service.models")
@@ -44,56 +42,6 @@ log = logging.getLogger("service.models")
 ReloadListener = Callable[[str, "LoadedModel | None", Exception | None], None]
 FileListener = Callable[[str, "str | None"], None]  # (version, problem or None once it is fine again)
 PolicyListener = Callable[["Policy | None", "str | None"], None]  # (applied, why the stored one is not)
-
-
-@dataclass(frozen=True)
-class Answers:
-    """What the network says of n digits: their probabilities and how digit-like each looked."""
-
-    probabilities: np.ndarray  # (n, 10) float32
-    digit_scores: np.ndarray | None  # (n,) in 0..1; None for a version published without calibration
-
-    def rows(self, start: int, stop: int) -> Answers:
-        scores = None if self.digit_scores is None else self.digit_scores[start:stop]
-        return Answers(self.probabilities[start:stop], scores)
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    version: str
-    net: MLP
-    manifest: dict[str, Any] = field(repr=False)
-    file_stamp: Hashable | None = field(default=None, repr=False)  # of the weight file, before it was read
-
-    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
-        """Probabilities (n, 10) for uint8 digits (n, 28, 28) or (n, 784)."""
-        return self.net.predict_proba(pixels)
-
-    def answer(self, pixels: np.ndarray) -> Answers:
-        """Probabilities and digit scores for uint8 digits (n, 28, 28) or (n, 784), in one pass.
-
-        The digit score is the share of real held-out digits whose energy (log-sum-exp of the
-        logits, :func:`mlp.energy`) is lower than this input's: 0.5 for a typical digit, near 0
-        for what the network was never shown (clothes, scribbles). The version's manifest carries
-        the energy's percentiles on its test set (trainer.evaluation.digit_score_calibration).
-        """
-        logits = self.net.infer(pixels)
-        scores = None
-        if self.energy_quantiles is not None:
-            quantiles = self.energy_quantiles
-            scores = np.interp(energy(logits), quantiles, np.linspace(0, 1, len(quantiles)))
-        return Answers(softmax(logits, out=logits), scores)
-
-    @functools.cached_property
-    def energy_quantiles(self) -> np.ndarray | None:
-        quantiles = (self.manifest.get("digit_score") or {}).get("energy_quantiles")
-        if not isinstance(quantiles, list) or len(quantiles) < 2:
-            return None
-        try:
-            values = np.asarray(quantiles, dtype=np.float64)
-        except (TypeError, ValueError):
-            return None
-        return values if np.isfinite(values).all() and (np.diff(values) >= 0).all() else None
 
 
 class ModelStore:
@@ -328,12 +276,3 @@ class _Checked:
         model = self.models.get(version) or self.load(version)
         self.models[version] = model
         return model.net, model.manifest
-
-
-def warm_up(model: LoadedModel) -> None:
-    """One prediction before a model serves: the first real request pays no first-call costs, and a
-    model whose answers are not finite (weights that pass validation yet overflow) never serves."""
-    with np.errstate(over="ignore", invalid="ignore"):  # the check below is the verdict
-        answers = model.answer(np.zeros((1, 784), dtype=np.uint8))
-    if not np.isfinite(answers.probabilities).all():
-        raise CorruptVersion(f"{model.version}: its warm-up prediction is not finite")

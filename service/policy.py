@@ -32,7 +32,7 @@ from registry import BaseRegistry, Policy, RegistryError, StoreUnavailable
 from service.metrics import Metrics
 
 if TYPE_CHECKING:
-    from service.model_store import LoadedModel
+    from service.loaded_model import LoadedModel
 
 log = logging.getLogger("service.policy")
 

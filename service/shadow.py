@@ -28,7 +28,7 @@ from service.batcher import join
 from service.policy import VersionMetrics
 
 if TYPE_CHECKING:
-    from service.model_store import LoadedModel
+    from service.loaded_model import LoadedModel
 
 log = logging.getLogger("service.shadow")
 

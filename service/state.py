@@ -16,8 +16,9 @@ from service.batcher import PredictBatcher
 from service.body import BodyBudget
 from service.errors import NotReady
 from service.feedback import FeedbackParts
+from service.loaded_model import LoadedModel
 from service.metrics import Metrics
-from service.model_store import LoadedModel, ModelStore
+from service.model_store import ModelStore
 from service.offload import WorkPool
 from service.policy import VersionMetrics
 from service.settings import FastPaths, Settings

@@ -24,8 +24,8 @@ from service.errors import error_responses
 from service.experiment import Routed
 from service.explain import explanations
 from service.fastpaths import DirectRoute, Routes
+from service.loaded_model import Answers, LoadedModel
 from service.metrics import Metrics
-from service.model_store import Answers, LoadedModel
 from service.state import AppState
 from service.uploads import IMAGE_TYPES, Upload, digitize_uploads, read_uploads
 

@@ -14,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from service.errors import error_responses
-from service.model_store import LoadedModel
+from service.loaded_model import LoadedModel
 from service.state import AppState, State
 
 router = APIRouter(prefix="/weights", tags=["weights"])

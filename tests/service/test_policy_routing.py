@@ -14,8 +14,9 @@ from starlette.requests import Request
 
 from mlp import MLP
 from registry import Policy, Registry
+from service.loaded_model import LoadedModel
 from service.metrics import Metrics
-from service.model_store import LoadedModel, ModelStore
+from service.model_store import ModelStore
 from service.policy import BUCKETS, PolicyFollower, Routing, VersionMetrics, bucket, client_key
 from service.shadow import ShadowRunner
 

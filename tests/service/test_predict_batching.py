@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mlp import MLP
 from service.batcher import PredictBatcher
+from service.loaded_model import LoadedModel
 from service.metrics import Metrics
-from service.model_store import LoadedModel
 
 
 class CountingNet:
