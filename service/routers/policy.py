@@ -63,12 +63,38 @@ class PolicyOut(BaseModel):
     updated_by: str | None
 
 
+class LiveVersion(BaseModel):
+    version: str
+    role: str = Field(description="current, canary (answered in the candidate's share) or shadow (computed).")
+    requests: int = Field(description="Requests answered (current, canary) or computed (shadow).")
+    mean_latency_ms: float | None = Field(
+        description="current, canary: request to answer; shadow: the network pass that computed it."
+    )
+    mean_confidence: float | None = Field(description="Mean probability of the predicted digit.")
+    digits: list[int] = Field(description="How many times each digit 0..9 was predicted.")
+    agreement: float | None = Field(description="shadow: the share of digits read the same as current.")
+    compared: int | None = Field(description="shadow: digits compared with current.")
+    dropped: int | None = Field(description="shadow: digits not computed because its queue was full.")
+
+
+class PolicyLive(BaseModel):
+    scope: str = Field(description="Whose figures these are: the process that answered, since when.")
+    pid: int
+    since: str | None
+    versions: list[LiveVersion]
+
+
 class PolicyView(BaseModel):
     model: str
     current: str | None = Field(description="The current version (the rest of the traffic goes there).")
     policy: PolicyOut | None = Field(description="The routing policy; null when none is set.")
     policy_error: str | None = Field(
         None, description="Why the stored policy cannot be used (it applies as none); ending it repairs it."
+    )
+    live: PolicyLive | None = Field(
+        None,
+        description="What the process that answered saw since it began applying the policy (each worker "
+        "and replica keeps its own; /metrics has them all); null when it applies none.",
     )
 
 
@@ -97,7 +123,14 @@ def view(state: AppState) -> PolicyView:
         policy, problem = state.registry.policy(), None
     except CorruptPolicy as exc:
         policy, problem = None, str(exc)
-    return PolicyView(model=state.registry.model, current=current, policy=out(policy), policy_error=problem)
+    live = state.experiment.tally.summary()
+    return PolicyView(
+        model=state.registry.model,
+        current=current,
+        policy=out(policy),
+        policy_error=problem,
+        live=None if live is None else PolicyLive(**live),
+    )
 
 
 @router.get("/policy", summary="The routing policy (canary, sticky or shadow)", response_model=PolicyView)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -109,12 +110,9 @@ def test_a_canary_answers_its_share_and_says_which_version_answered(
     assert policy["updated_at"].endswith("Z") and policy["updated_by"] == "api from testclient"
     listed = two.get("/models").json()
     assert listed["current"] == "v0001" and listed["policy"] == policy
-    assert two.get(POLICY).json() == {
-        "model": "mnist",
-        "current": "v0001",
-        "policy": policy,
-        "policy_error": None,
-    }
+    view = two.get(POLICY).json()
+    assert view.pop("live")["versions"] == []  # nothing answered under it yet
+    assert view == {"model": "mnist", "current": "v0001", "policy": policy, "policy_error": None}
 
     image = digit_image(3)
     assert predict(two, image)["version"] == "v0002"
@@ -243,3 +241,47 @@ def test_the_ordinary_promote_of_the_candidate_ends_the_experiment_and_of_anothe
         back = client.post("/models/rollback", headers=AUTH).json()  # to v0003, the shadow's version
         assert (back["current"], back["ended"]["mode"]) == ("v0003", "shadow")
         assert registry.policy() is None
+
+
+def test_the_policy_view_sums_up_what_this_process_saw_per_version(
+    two: TestClient, digit_image: DigitImage
+) -> None:
+    assert two.get(POLICY).json()["live"] is None  # no policy applied
+    assert put(two, mode="canary", version="v0002", percent=100).status_code == 200
+    answers = [predict(two, digit_image(k)) for k in (1, 1, 7)]
+    assert {a["version"] for a in answers} == {"v0002"}
+    live = two.get(POLICY).json()["live"]
+    assert f"pid {os.getpid()}" in live["scope"] and live["since"].endswith("Z")
+    (canary,) = live["versions"]
+    assert (canary["version"], canary["role"], canary["requests"]) == ("v0002", "canary", 3)
+    read = [a["predictions"][0] for a in answers]
+    digits = [0] * 10
+    for item in read:
+        digits[item["digit"]] += 1
+    assert canary["digits"] == digits
+    assert canary["mean_confidence"] == pytest.approx(sum(item["confidence"] for item in read) / 3, abs=1e-4)
+    assert canary["mean_latency_ms"] > 0 and canary["agreement"] is None
+
+    assert put(two, mode="canary", version="v0002", percent=100).status_code == 200  # the same: kept
+    assert two.get(POLICY).json()["live"]["versions"][0]["requests"] == 3
+
+    assert put(two, mode="shadow", version="v0002").status_code == 200  # another experiment: counted anew
+    assert two.get(POLICY).json()["live"]["versions"] == []
+    for k in range(10):
+        predict(two, digit_image(k))
+    shadow_ready = poll(lambda: _shadow_row(two) if (_shadow_row(two) or {}).get("compared") == 10 else None)
+    by_role = {row["role"]: row for row in two.get(POLICY).json()["live"]["versions"]}
+    assert list(by_role) == ["current", "shadow"]
+    assert by_role["current"]["requests"] == 10 and sum(by_role["current"]["digits"]) == 10
+    assert by_role["shadow"]["requests"] == 10 and shadow_ready["dropped"] == 0
+    compared = samples(two, "mnist_shadow_comparisons_total")
+    agree = sum(v for k, v in compared.items() if dict(k)["agree"] == "true")
+    assert shadow_ready["agreement"] == pytest.approx(agree / 10)  # what Prometheus counted, as a share
+
+    assert two.delete(POLICY, headers=AUTH).status_code == 200
+    assert two.get(POLICY).json()["live"] is None
+
+
+def _shadow_row(client: TestClient) -> dict[str, Any] | None:
+    rows = client.get(POLICY).json()["live"]["versions"]
+    return next((row for row in rows if row["role"] == "shadow"), None)
