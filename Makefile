@@ -10,7 +10,7 @@ ROBUSTNESS_FONTS := fonts-dkg-handwriting fonts-breip fonts-bwht fonts-klee font
   fonts-rufscript fonts-humor-sans fonts-kristi fonts-tomsontalks fonts-yusei-magic \
   fonts-kaushanscript fonts-dancingscript
 
-.PHONY: help runtime setup browser postgresql robustness-fonts fashion-mnist run demo test lint baseline robustness bench docker-smoke docker-smoke-cluster clean
+.PHONY: help runtime setup browser postgresql robustness-fonts fashion-mnist run demo test lint baseline robustness bench docker-smoke docker-smoke-cluster docker-smoke-cluster-s3 clean
 .DEFAULT_GOAL := help
 
 help:  ## list the targets (this text)
@@ -76,6 +76,9 @@ docker-smoke:  ## build the image, docker compose up, predict, train, promote, d
 
 docker-smoke-cluster:  ## docker compose --profile cluster up (stand-in postgres and nginx built here), predict on both replicas, train on a worker, promote, down
 	bash tests/docker/cluster_smoke.sh
+
+docker-smoke-cluster-s3:  ## the same with the registry on S3 (docker-compose.s3.yml; a moto stand-in for minio built here)
+	SMOKE_REGISTRY=s3 bash tests/docker/cluster_smoke.sh
 
 clean:  ## remove .venv and the tools' caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache

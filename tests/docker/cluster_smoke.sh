@@ -6,24 +6,33 @@
 #   the replica), a tiny training job submitted through it runs on a worker and publishes a version,
 #   a promote through it makes both replicas serve that version, and `--profile cluster down -v`.
 #
+# SMOKE_REGISTRY=s3 (`make docker-smoke-cluster-s3`) runs the S3 variant instead: docker-compose.s3.yml
+# on top, so an S3 server (`s3`) holds the registry and the one-shot `s3-bucket` creates the bucket
+# and seeds it with the shipped baseline before the replicas start; the test also checks that the
+# baseline and the trained version are objects in the bucket and that the trained one is not on the
+# `cluster-models` volume.
+#
 # Docker Hub may be out of reach (it is on the machines this is developed on), so by default the
 # postgres and nginx images are local stand-ins built here from the Debian base image ($BASE_IMAGE,
-# as `docker-local.sh env` exports it) with Debian's postgresql-15 and nginx packages
-# (tests/docker/standins/). SMOKE_OFFICIAL_IMAGES=1 uses the compose file's official images instead.
+# as `docker-local.sh env` exports it) with Debian's postgresql-15 and nginx packages, and with
+# SMOKE_REGISTRY=s3 the minio image one with moto's S3 server from PyPI (tests/docker/standins/).
+# SMOKE_OFFICIAL_IMAGES=1 uses the compose files' official images instead.
 #
 # The training data is a tiny synthetic MNIST (3000 + 200 images) written by the built image's NumPy,
 # mounted read-only into the workers: the step needs no download and takes seconds.
 #
 # Knobs: COMPOSE, BASE_IMAGE, DOCKER_BUILD_NETWORK, SMOKE_PORT, SMOKE_TIMEOUT (seconds for each
-# wait, default 180), SMOKE_OFFICIAL_IMAGES, SMOKE_KEEP (keep the images).
+# wait, default 180), SMOKE_REGISTRY (volume, the default, or s3), SMOKE_OFFICIAL_IMAGES, SMOKE_KEEP
+# (keep the images).
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
 TIMEOUT=${SMOKE_TIMEOUT:-180}
 STARTED_AT=$SECONDS
+REGISTRY_KIND=${SMOKE_REGISTRY:-volume}
 
-step() { printf '\n=== cluster smoke: %s (%s, %ss in)\n' "$*" "$(date +%T)" "$((SECONDS - STARTED_AT))"; }
+step() { printf '\n=== cluster smoke (%s registry): %s (%s, %ss in)\n' "$REGISTRY_KIND" "$*" "$(date +%T)" "$((SECONDS - STARTED_AT))"; }
 info() { printf '    %s\n' "$*"; }
 fail() {
   printf '\n!!! cluster smoke FAILED: %s\n' "$*" >&2
@@ -32,11 +41,17 @@ fail() {
 
 # --- preflight ----------------------------------------------------------------------------------
 step "preflight"
+case "$REGISTRY_KIND" in
+  volume) COMPOSE_FILES=(-f "$ROOT/docker-compose.yml") ;;
+  s3) COMPOSE_FILES=(-f "$ROOT/docker-compose.yml" -f "$ROOT/docker-compose.s3.yml") ;;
+  *) fail "SMOKE_REGISTRY=$REGISTRY_KIND: expected volume or s3" ;;
+esac
 # shellcheck source=preflight.sh
 source "$ROOT/tests/docker/preflight.sh"
 
-# A known configuration: no MNIST_* or COMPOSE_PROFILES from the caller's shell reaches compose.
-while read -r name; do unset "$name"; done < <(compgen -e | grep -E '^(MNIST_|COMPOSE_PROFILES$)' || true)
+# A known configuration: no MNIST_*, AWS_*, COMPOSE_PROFILES or COMPOSE_FILE from the caller's shell
+# reaches compose.
+while read -r name; do unset "$name"; done < <(compgen -e | grep -E '^(MNIST_|AWS_|COMPOSE_PROFILES$|COMPOSE_FILE$)' || true)
 
 PROJECT="mnistcluster$(date +%s)$$"
 PORT=${SMOKE_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
@@ -50,7 +65,7 @@ export BASE_IMAGE=${BASE_IMAGE:-python:3.12-slim}
 export DOCKER_BUILD_NETWORK=${DOCKER_BUILD_NETWORK:-default}
 info "project: $PROJECT  image: $MNIST_IMAGE  load balancer: $BASE  base image: $BASE_IMAGE"
 
-compose() { "${COMPOSE_CMD[@]}" -p "$PROJECT" -f "$ROOT/docker-compose.yml" --profile cluster "$@"; }
+compose() { "${COMPOSE_CMD[@]}" -p "$PROJECT" "${COMPOSE_FILES[@]}" --profile cluster "$@"; }
 
 cleanup() {
   local rc=$?
@@ -101,9 +116,14 @@ ip_of() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {
 
 # --- stand-ins for the official images ------------------------------------------------------------
 if [ -z "${SMOKE_OFFICIAL_IMAGES:-}" ]; then
-  step "build the postgres and nginx stand-ins from $BASE_IMAGE (Debian's packages)"
   export MNIST_POSTGRES_IMAGE=local/postgres-standin:15 MNIST_LB_IMAGE=local/nginx-standin:latest
-  for pair in "postgres:$MNIST_POSTGRES_IMAGE" "nginx:$MNIST_LB_IMAGE"; do
+  standins=("postgres:$MNIST_POSTGRES_IMAGE" "nginx:$MNIST_LB_IMAGE")
+  if [ "$REGISTRY_KIND" = s3 ]; then
+    export MNIST_S3_IMAGE=local/minio-standin:latest
+    standins+=("minio:$MNIST_S3_IMAGE")
+  fi
+  step "build the stand-ins from $BASE_IMAGE: ${standins[*]%%:*}"
+  for pair in "${standins[@]}"; do
     started=$SECONDS
     if ! docker build --network "$DOCKER_BUILD_NETWORK" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
       -t "${pair#*:}" "$ROOT/tests/docker/standins/${pair%%:*}" >"$TMP/build.log" 2>&1; then
@@ -113,7 +133,7 @@ if [ -z "${SMOKE_OFFICIAL_IMAGES:-}" ]; then
     info "${pair#*:}: built in $((SECONDS - started))s"
   done
 else
-  info "official images: ${MNIST_POSTGRES_IMAGE:-postgres:15}, ${MNIST_LB_IMAGE:-nginx:1.27}"
+  info "official images: ${MNIST_POSTGRES_IMAGE:-postgres:15}, ${MNIST_LB_IMAGE:-nginx:1.27}$([ "$REGISTRY_KIND" = s3 ] && echo ", the compose file's minio/minio")"
 fi
 
 step "build the service image: $COMPOSE build api-a"
@@ -145,9 +165,18 @@ step "$COMPOSE --profile cluster up -d"
 started=$SECONDS
 compose up -d
 services=$(docker ps --filter "label=com.docker.compose.project=$PROJECT" --format '{{.Label "com.docker.compose.service"}}' | sort | paste -sd' ' -)
-[ "$services" = "api-a api-b lb postgres worker-a worker-b" ] ||
-  fail "the cluster profile started '$services' (expected api-a api-b lb postgres worker-a worker-b, not the single api)"
+expected="api-a api-b lb postgres worker-a worker-b"
+[ "$REGISTRY_KIND" = s3 ] && expected="api-a api-b lb postgres s3 worker-a worker-b"
+[ "$services" = "$expected" ] ||
+  fail "the cluster profile started '$services' (expected $expected, not the single api)"
 info "running: $services"
+if [ "$REGISTRY_KIND" = s3 ]; then
+  # The one-shot ran before the replicas (they depend on its success); it has exited by now.
+  seeder=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" --filter "label=com.docker.compose.service=s3-bucket")
+  [ -n "$seeder" ] && [ "$(docker inspect -f '{{.State.Status}} {{.State.ExitCode}}' "$seeder")" = "exited 0" ] ||
+    fail "s3-bucket did not run to exit status 0: $(docker logs "$seeder" 2>&1 | tail -5)"
+  info "s3-bucket exited 0: $(docker logs "$seeder" 2>&1 | tail -2 | paste -sd' ' -)"
+fi
 deadline=$((SECONDS + TIMEOUT))
 until [ "$(http GET /readyz)" = 200 ]; do
   [ "$SECONDS" -lt "$deadline" ] || fail "the load balancer's /readyz is not 200 after ${TIMEOUT}s"
@@ -155,6 +184,27 @@ until [ "$(http GET /readyz)" = 200 ]; do
 done
 info "ready through the load balancer after $((SECONDS - started))s: $(cat "$TMP/body")"
 BASELINE=$(json 'd["version"]')
+
+# bucket_versions: the complete versions (manifest and weights) under MNIST_REGISTRY_URL, listed with
+# boto3 inside api-a (the replica's own endpoint and credentials), not through the service.
+bucket_versions() {
+  compose exec -T api-a python -c 'import os, boto3
+from urllib.parse import urlparse
+url = urlparse(os.environ["MNIST_REGISTRY_URL"])
+prefix = (url.path.strip("/") + "/" if url.path.strip("/") else "") + os.environ.get("MNIST_MODEL_NAME", "mnist") + "/"
+pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=url.netloc, Prefix=prefix)
+keys = {o["Key"][len(prefix):] for page in pages for o in page.get("Contents", [])}
+print(os.environ["MNIST_REGISTRY_URL"], *sorted(k[:-5] for k in keys if k.endswith(".json") and k[:-5] + ".npz" in keys))'
+}
+# volume_versions: what the `cluster-models` volume holds (the registry of the volume variant)
+volume_versions() { compose exec -T api-a sh -c 'cd /app/models/mnist 2>/dev/null && ls v*.json 2>/dev/null | sed "s/[.]json$//"' | paste -sd' ' -; }
+if [ "$REGISTRY_KIND" = s3 ]; then
+  step "the registry is the bucket, seeded with the shipped baseline"
+  listing=$(bucket_versions) || fail "could not list the bucket from api-a"
+  read -r -a seeded <<<"$listing"
+  info "objects in ${seeded[0]}: ${seeded[*]:1}"
+  case " ${seeded[*]:1} " in *" $BASELINE "*) ;; *) fail "the served $BASELINE is not a version in the bucket (${seeded[*]:1})" ;; esac
+fi
 
 step "the cluster's token, kept in PostgreSQL: the same on both replicas"
 TOKEN=$(compose exec -T api-a python -m service token)
@@ -223,6 +273,13 @@ info "succeeded on $ran_on in $((SECONDS - started))s: published $TRAINED"
 expect 200 GET "/models/$TRAINED"
 [ "$(json 'd["job"]')" = "$JOB" ] || fail "/models/$TRAINED does not name the job: $(head -c 300 "$TMP/body")"
 info "/models/$TRAINED names the job; test accuracy $(json 'd.get("test_accuracy")') on the tiny set"
+if [ "$REGISTRY_KIND" = s3 ]; then
+  read -r -a listed <<<"$(bucket_versions)"
+  case " ${listed[*]:1} " in *" $TRAINED "*) ;; *) fail "$TRAINED is not in the bucket ${listed[0]}: ${listed[*]:1}" ;; esac
+  on_volume=$(volume_versions)
+  case " $on_volume " in *" $TRAINED "*) fail "$TRAINED was written to the cluster-models volume too ($on_volume)" ;; esac
+  info "$TRAINED is in ${listed[0]} (${listed[*]:1}); the cluster-models volume holds only '${on_volume}'"
+fi
 
 step "promote $TRAINED through the load balancer: both replicas serve it"
 expect 200 POST "/models/$TRAINED/promote" "${AUTH[@]}"
