@@ -20,6 +20,7 @@ from registry import (
     CorruptPolicy,
     Policy,
     RegistryError,
+    parse_version,
     promote_candidate,
     start_policy,
     utc_now,
@@ -38,7 +39,7 @@ def policy_command(args: argparse.Namespace, _: None) -> int:
         if args.action == "set":
             percent = SHADOW_PERCENT if args.percent is None else args.percent
             who = f"trainer@{socket.gethostname()} pid {os.getpid()}"
-            policy = Policy(args.mode, args.version, percent, utc_now(), who)
+            policy = Policy(args.mode, parse_version(args.version), percent, utc_now(), who)
             start_policy(registry, policy)
             print(f"{registry.model}: routing policy set: {policy.describe()}")
         elif args.action == "end":

@@ -140,7 +140,7 @@ def test_a_promote_on_one_replica_reaches_every_worker_of_both_within_2_s(cluste
     assert killed >= 4  # at least each worker's listener
     rolled = a.post("/models/rollback", headers=AUTH)  # a's own connection reconnects to do it
     assert rolled.status_code == 200, rolled.text
-    assert rolled.json() == {"model": "mnist", "current": v1, "previous": v2}
+    assert rolled.json() == {"model": "mnist", "current": v1, "previous": v2, "ended": None}
     wait_until(lambda: served_versions(a) == served_versions(b) == {v1}, 10, "both back on v1", logs)
     promoted = a.post(f"/models/{v3}/promote", headers=AUTH)
     assert promoted.status_code == 200, promoted.text

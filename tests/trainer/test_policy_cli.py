@@ -64,6 +64,7 @@ def test_a_candidate_that_cannot_serve_is_refused_in_one_line(
     (models / "mnist" / "v0003.npz").write_bytes(b"not weights")
     for version, message in [
         ("v0042", "has no version v0042"),
+        ("3", "'3' is not a version name"),
         ("v0001", "v0001 is the current version"),
         ("v0003", "v0003: v0003.npz has sha256"),
     ]:
