@@ -11,11 +11,11 @@ thread.
 `epoch`: one epoch of a preset (`--preset`, default `baseline`) through `trainer.training.train`
 (its per-epoch evaluations included), without augmentation beyond whole-pixel shifts and with the
 augmentation given by `--augment` (default: the preset's own, or the proposal in bench/README.md
-for a preset without any), the latter with the batches made ahead by a helper thread when the
+for a preset without any), the latter with the batches made ahead by a helper process when the
 thread policy says so (the default) and made inline by the training thread. The runs are
 interleaved, in an order that rotates every repeat, so other load on the machine hits them alike;
 the thread policy is the CLI's (`trainer.threads.tuned_blas_threads`: BLAS threads, and whether
-the helper thread makes batches ahead, re-decided as the run goes) unless `--threads N` fixes the
+the helper process makes batches ahead, re-decided as the run goes) unless `--threads N` fixes the
 BLAS threads. Reported: median wall seconds per epoch, CPU seconds of the process, and the
 slowdown against the run without augmentation.
 """

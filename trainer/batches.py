@@ -6,19 +6,13 @@ they existed, so earlier versions' configurations still give the same weights.
 
 With them, the batch of step k depends only on the seed and k: its images come from the epoch's
 permutation (generator `(seed, 2, epoch)`) and its augmentation from generator `(seed, 1, k)`.
-So any thread may make any batch and the run is the same. A helper thread makes the next few at
-the lowest CPU priority, while the network trains on the current one, and the training thread
-makes a batch itself whenever the helper has not finished it: the helper only ever uses CPU
-time nothing else wants. That matters on two cores: a helper at normal priority beside two BLAS
-threads made every matrix product wait for a descheduled BLAS thread (steps up to 10 times
-slower), and on a busy machine a helper that the training waited for made it crawl.
+So any process may make any batch and the run is the same: trainer/batches_ahead.py has a helper
+process make the next few while the network trains on the current one, and `make_batches` there
+picks the stream a run uses.
 """
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import threading
 from collections.abc import Callable
 from typing import Protocol
@@ -30,13 +24,7 @@ from trainer.augment import Augmenter, AugmentSpec
 from trainer.augment_geometry import ink_outline, random_shift
 from trainer.noise import add_noise
 
-log = logging.getLogger(__name__)
-
 Batch = tuple[np.ndarray, np.ndarray]  # float32 (batch, 784) in [0, 1], int64 labels (batch,)
-# Batches the helper thread makes ahead of the training step.
-AHEAD = 3
-# The helper's scheduling priority (nice): the lowest, so it never delays the training's threads.
-HELPER_NICE = 19
 
 
 class BatchPlan:
@@ -59,7 +47,7 @@ class BatchPlan:
 
 
 class Batches(Protocol):
-    """The batch of each step, in order; `close` stops any helper thread."""
+    """The batch of each step, in order; `close` stops any helper process."""
 
     def __next__(self) -> Batch: ...
 
@@ -97,7 +85,8 @@ class SharedRngBatches:
 class BatchMaker:
     """Makes the augmented batch of any step, from the seed and the step number alone.
 
-    Thread-safe as long as each thread passes its own `Augmenter` (it holds work arrays).
+    Thread-safe as long as each thread passes its own `Augmenter` (it holds work arrays); a helper
+    process builds its own from the same arguments (`args`).
     """
 
     def __init__(
@@ -145,95 +134,3 @@ class InlineBatches:
 
     def close(self) -> None:
         pass
-
-
-class AheadBatches:
-    """Batches made up to `ahead` steps early by a helper thread at the lowest priority; the
-    training thread makes any batch the helper has not finished itself (the same batch: it
-    depends only on the step), so it never waits for the helper."""
-
-    def __init__(
-        self, make: Callable[[int, Augmenter], Batch], spec: AugmentSpec, steps: int, ahead: int = AHEAD
-    ) -> None:
-        self.make, self.steps, self.ahead = make, steps, ahead
-        self.augmenter = Augmenter(spec)
-        self.step = 0  # the next step the training thread asks for
-        self.made_ahead = 0  # batches the helper had ready in time
-        self._ready: dict[int, Batch] = {}
-        self._claimed = -1  # the last step the helper took on
-        self._stopped = False
-        self._helping = True
-        self._changed = threading.Condition()
-        self._thread = threading.Thread(
-            target=self._help, args=(Augmenter(spec),), name="batches-ahead", daemon=True
-        )
-        self._thread.start()
-
-    def __next__(self) -> Batch:
-        if self.step >= self.steps:
-            raise StopIteration
-        step = self.step
-        with self._changed:
-            batch = self._ready.pop(step, None)
-            self.step += 1
-            self._changed.notify_all()  # room for one more
-        if batch is not None:
-            self.made_ahead += 1
-            return batch
-        return self.make(step, self.augmenter)
-
-    def _help(self, augmenter: Augmenter) -> None:
-        with contextlib.suppress(AttributeError, OSError):  # Linux: a thread's own nice value
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HELPER_NICE)
-        while True:
-            with self._changed:
-                while not self._stopped and not self._work_left():
-                    self._changed.wait()
-                if self._stopped:
-                    return
-                step = self._claimed = max(self._claimed + 1, self.step + 1)
-            try:
-                batch = self.make(step, augmenter)
-            except Exception:  # the training thread meets the same error when it makes this batch
-                log.exception("making batch %d ahead failed; the training thread makes the rest", step)
-                return
-            with self._changed:
-                if step >= self.step:  # not overtaken meanwhile
-                    self._ready[step] = batch
-
-    def _work_left(self) -> bool:
-        """Whether a step within reach of the helper is neither made nor taken on (lock held)."""
-        if not self._helping:
-            return False
-        return max(self._claimed + 1, self.step + 1) <= min(self.step + self.ahead, self.steps - 1)
-
-    def set_helper(self, on: bool) -> None:
-        """Let the helper make batches ahead, or pause it (it finishes the one in hand)."""
-        with self._changed:
-            self._helping = on
-            self._changed.notify_all()
-
-    def close(self) -> None:
-        with self._changed:
-            self._stopped = True
-            self._ready.clear()
-            self._changed.notify_all()
-        self._thread.join()
-
-
-def make_batches(
-    x: np.ndarray,
-    y: np.ndarray,
-    plan: BatchPlan,
-    spec: AugmentSpec,
-    noise: float,
-    seed: int,
-    steps: int,
-    rng: np.random.Generator,
-    ahead: bool = True,
-) -> Batches:
-    """The batch stream a run with this augmentation uses (see the module's docstring)."""
-    if not spec.beyond_shift:
-        return SharedRngBatches(x, y, plan, spec.shift, noise, rng)
-    make = BatchMaker(x, y, plan, spec, noise, seed)
-    return AheadBatches(make, spec, steps) if ahead else InlineBatches(make, spec, steps)

@@ -2,10 +2,10 @@
 
 OpenBLAS keeps its worker threads spinning for about 2^28 cycles (a tenth of a second) after each
 matrix product, so between products (the activations, dropout, the optimiser's step, all on one
-thread) a two-thread training run keeps the second core busy doing nothing. A helper thread making
-augmented batches ahead then finds no core free: at the lowest priority it made 0.06-0.11 batches
-per step beside two spinning BLAS threads, 0.5-0.7 once they slept at once, without slowing the
-steps (`bench/augment_throughput.py`, bench/README.md). Waking a sleeping thread costs a few
+thread) a two-thread training run keeps the second core busy doing nothing. A helper process
+making augmented batches ahead (trainer/batches_ahead.py) then finds no core free: at nice 19 it
+made 0.02-0.11 batches per step beside two spinning BLAS threads, 0.5-1.4 once they slept at
+once (scratch measurements, bench/README.md). Waking a sleeping thread costs a few
 microseconds per product, which the steps did not show.
 
 OpenBLAS reads the setting when it loads, so entry points (`python -m trainer`, `python -m service`,

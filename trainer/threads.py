@@ -8,7 +8,7 @@ times as long as on one thread (figures in bench/README.md). The load changes wh
 goes on (a `best` run started beside other work stayed on the one thread chosen at its start for
 1,291 s, against 509 s on a quiet machine), so `ThreadTuner` times real training steps on one and
 on two threads every so often and keeps the faster; it also decides whether augmented batches
-are made ahead by a helper thread. `blas_threads` is the older rule, one count fixed from a look
+are made ahead by a helper process. `blas_threads` is the older rule, one count fixed from a look
 at /proc/stat when training starts, kept for benchmarks that want exactly that.
 """
 
@@ -95,7 +95,7 @@ def tuned_blas_threads(sizes: Sequence[int], threads: int | None = None) -> Abst
 
     `threads` given: that many BLAS threads, fixed. A network too small to gain from a second
     thread, or a single core: one thread. Otherwise one or two, re-decided as the run goes. In
-    each case the tuner also decides whether a helper thread makes augmented batches ahead, when
+    each case the tuner also decides whether a helper process makes augmented batches ahead, when
     the run has one (`ThreadTuner.helper_control`).
     """
     if threads:
@@ -118,7 +118,7 @@ class StepTimer(Protocol):
 
 @dataclass(frozen=True)
 class Mode:
-    """How a step runs: BLAS threads, and whether a helper thread makes batches ahead."""
+    """How a step runs: BLAS threads, and whether a helper process makes batches ahead."""
 
     threads: int
     helper: bool = False
@@ -142,7 +142,7 @@ class Decision:
 
 
 class ThreadTuner:
-    """Re-decides the BLAS thread count (1 or 2), and whether a helper thread makes augmented
+    """Re-decides the BLAS thread count (1 or 2), and whether a helper process makes augmented
     batches ahead, as a run goes, by timing its own training steps.
 
     A comparison runs `warmup` + `probe` steps in the current mode, then as many in each other
@@ -235,7 +235,7 @@ class ThreadTuner:
     # -- StepTimer ---------------------------------------------------------------------------------
 
     def helper_control(self, control: Callable[[bool], object]) -> None:
-        """The run has a helper thread; `control(on)` starts or pauses it. Adds a helper mode on
+        """The run has a batch helper; `control(on)` starts or pauses it. Adds a helper mode on
         each thread count and starts in the one on the fewest threads."""
         self._helper = control
         self.modes = [*(Mode(c, helper=True) for c in self.counts), *(Mode(c) for c in self.counts)]

@@ -18,7 +18,8 @@ import numpy as np
 
 from mlp import MLP
 from trainer.augment import AugmentSpec
-from trainer.batches import AheadBatches, BatchPlan, make_batches
+from trainer.batches import BatchPlan
+from trainer.batches_ahead import AheadBatches, make_batches
 from trainer.config import ConfigError, TrainConfig
 from trainer.evaluation import Evaluation, evaluate
 from trainer.optim import Schedule, WeightAverage, make_optimizer
@@ -128,8 +129,8 @@ def train(
     """Train a fresh network as `config` says on uint8 images (n, 784) and integer labels.
 
     `threads` (e.g. `trainer.threads.ThreadTuner`) is told when each training step starts and
-    ends and may change the BLAS thread count, and pause or start the helper thread, in between;
-    `prefetch` gives augmented runs a helper thread that makes batches ahead with spare CPU time
+    ends and may change the BLAS thread count, and pause or start the batch helper, in between;
+    `prefetch` gives augmented runs a helper process that makes batches ahead with spare CPU time
     (the result is the same either way). `extra` images and labels (people's corrections, say)
     join the training images after the validation split, so none of them is taken for validation.
     """

@@ -1,9 +1,12 @@
-"""Training batches: which images each step sees, made inline or ahead by a helper, always the same."""
+"""Training batches: which images each step sees, made inline or ahead by a helper process, the same."""
 
 from __future__ import annotations
 
-import threading
+import multiprocessing
+import os
+import signal
 import time
+from multiprocessing import shared_memory
 
 import numpy as np
 import pytest
@@ -11,7 +14,8 @@ import pytest
 from mlp import INPUT_SCALE
 from trainer.augment import Augmenter, AugmentSpec
 from trainer.augment_geometry import random_shift
-from trainer.batches import AheadBatches, BatchMaker, BatchPlan, InlineBatches, make_batches
+from trainer.batches import BatchMaker, BatchPlan, InlineBatches
+from trainer.batches_ahead import AheadBatches, make_batches
 from trainer.noise import add_noise
 
 SPEC = AugmentSpec(rotate=10, elastic=20, stroke=0.5, lowres=0.2)
@@ -61,67 +65,108 @@ def test_a_batch_depends_only_on_the_seed_and_its_step(data):
     assert not np.array_equal(other[0], forward[0][0])
 
 
+def wait_until_ready(ahead: AheadBatches, step: int) -> None:
+    """Poll (with a deadline) until the helper has `step` ready: a fresh process takes a second to start."""
+    deadline = time.monotonic() + DEADLINE_S
+    while step not in ahead._ready and time.monotonic() < deadline:
+        ahead._collect()
+        time.sleep(0.001)
+
+
+def same_batches(got, expected) -> None:
+    assert len(got) == len(expected)
+    for (xa, ya), (xb, yb) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+
+
 def test_batches_made_ahead_are_the_inline_ones_in_order_and_end_with_the_run(data):
     x, y = data
     make = BatchMaker(x, y, BatchPlan(len(x), 64, epochs=True), SPEC, 5.0, seed=3)
     inline = drain(InlineBatches(make, SPEC, 20))
-    ahead = AheadBatches(make, SPEC, 20)
-    got = []
-    for _ in range(20):
+    ahead = AheadBatches(make, 20)
+    got = [next(ahead)]
+    for step in range(1, 20):
+        wait_until_ready(ahead, step)  # let the helper catch up
         got.append(next(ahead))
-        deadline = time.monotonic() + DEADLINE_S  # let the helper catch up now and then
-        while ahead._ready.get(ahead.step) is None and time.monotonic() < deadline and ahead.step < 19:
-            time.sleep(0.001)
     with pytest.raises(StopIteration):
         next(ahead)
     ahead.close()
-    assert len(inline) == len(got) == 20
-    for (xa, ya), (xb, yb) in zip(inline, got, strict=True):
-        np.testing.assert_array_equal(xa, xb)
-        np.testing.assert_array_equal(ya, yb)
-    assert ahead.made_ahead >= 15  # the helper made them, not the training thread
-    assert not ahead._thread.is_alive()
+    same_batches(got, inline)
+    assert ahead.made_ahead == 19  # the helper made them, not the training thread
+    assert not ahead._process.is_alive()
 
 
 def test_the_training_thread_never_waits_for_a_stalled_helper(data):
     x, y = data
     make = BatchMaker(x, y, BatchPlan(len(x), 64, epochs=True), SPEC, 0.0, seed=1)
-    release = threading.Event()
-
-    def slow_on_the_helper(step, augmenter):
-        if threading.current_thread().name == "batches-ahead":
-            release.wait(DEADLINE_S)
-        return make(step, augmenter)
-
-    ahead = AheadBatches(slow_on_the_helper, SPEC, 10)
-    got = [next(ahead) for _ in range(10)]  # all made inline while the helper is stuck
-    release.set()
-    ahead.close()
+    ahead = AheadBatches(make, 10)
+    os.kill(ahead._process.pid, signal.SIGSTOP)  # still starting: it has made nothing
+    try:
+        got = [next(ahead) for _ in range(10)]  # all made inline while the helper is stuck
+    finally:
+        os.kill(ahead._process.pid, signal.SIGCONT)
+        ahead.close()
     assert ahead.made_ahead == 0
-    expected = drain(InlineBatches(make, SPEC, 10))
-    for (xa, _), (xb, _) in zip(got, expected, strict=True):
-        np.testing.assert_array_equal(xa, xb)
+    same_batches(got, drain(InlineBatches(make, SPEC, 10)))
 
 
-def test_closing_early_stops_the_helper(data):
+def test_a_paused_helper_makes_nothing_and_resumes(data):
+    x, y = data
+    make = BatchMaker(x, y, BatchPlan(len(x), 32, epochs=True), SPEC, 0.0, seed=5)
+    ahead = AheadBatches(make, 12)
+    ahead.set_helper(False)
+    got = [next(ahead) for _ in range(4)]
+    assert ahead.made_ahead == 0 and not ahead._ready
+    ahead.set_helper(True)
+    for step in range(4, 12):
+        wait_until_ready(ahead, step)
+        got.append(next(ahead))
+    ahead.close()
+    assert ahead.made_ahead == 8
+    same_batches(got, drain(InlineBatches(make, SPEC, 12)))
+
+
+def test_a_helper_that_dies_leaves_the_training_thread_to_make_every_batch(data):
+    x, y = data
+    make = BatchMaker(x, y, BatchPlan(len(x), 32, epochs=True), SPEC, 0.0, seed=6)
+    ahead = AheadBatches(make, 10)
+    got = [next(ahead)]
+    wait_until_ready(ahead, 1)
+    ahead._process.kill()
+    ahead._process.join(DEADLINE_S)
+    got += [next(ahead) for _ in range(9)]
+    assert not ahead.helper_alive
+    ahead.close()
+    same_batches(got, drain(InlineBatches(make, SPEC, 10)))
+
+
+def test_closing_early_stops_the_helper_and_frees_its_shared_memory(data):
     x, y = data
     make = BatchMaker(x, y, BatchPlan(len(x), 32, epochs=True), SPEC, 0.0, seed=0)
-    batches = AheadBatches(make, SPEC, 10_000)
+    batches = AheadBatches(make, 10_000)
     next(batches)
+    names = [memory.name for memory in batches._memory]
     batches.close()
-    assert not batches._thread.is_alive()
+    assert not batches._process.is_alive()
+    for name in names:
+        with pytest.raises(FileNotFoundError):
+            shared_memory.SharedMemory(name=name)
 
 
-def test_an_error_making_a_batch_reaches_the_training_thread(data):
+def test_an_error_making_a_batch_reaches_the_training_thread(data, monkeypatch):
     x, y = data
     make = BatchMaker(x, y, BatchPlan(len(x), 32, epochs=True), SPEC, 0.0, seed=0)
+    batches = AheadBatches(make, 10)
+    batches.set_helper(False)  # the training thread makes them all
+    original = BatchMaker.__call__
 
-    def broken(step, augmenter):
+    def broken(self, step, augmenter):
         if step == 2:
             raise RuntimeError("augmentation failed")
-        return make(step, augmenter)
+        return original(self, step, augmenter)
 
-    batches = AheadBatches(broken, SPEC, 10)
+    monkeypatch.setattr(BatchMaker, "__call__", broken)
     next(batches)
     next(batches)
     with pytest.raises(RuntimeError, match="augmentation failed"):
@@ -143,3 +188,29 @@ def test_without_new_options_the_batches_are_the_ones_the_trainer_always_drew(da
         xb = add_noise(xb, 10.0, rng)
         np.testing.assert_array_equal(ours[step][0], xb)
         np.testing.assert_array_equal(ours[step][1], y[batch])
+
+
+def _ahead_in_a_daemonic_process(x, y, out) -> None:
+    make = BatchMaker(x, y, BatchPlan(len(x), 32, epochs=True), SPEC, 0.0, seed=2)
+    ahead = AheadBatches(make, 6)
+    first = next(ahead)
+    wait_until_ready(ahead, 1)
+    rest = [next(ahead) for _ in range(5)]
+    ahead.close()
+    out.put((ahead.made_ahead, [b[0] for b in [first, *rest]]))
+
+
+def test_a_daemonic_training_process_such_as_a_services_job_gets_a_helper_too(data):
+    x, y = data
+    context = multiprocessing.get_context("spawn")
+    out = context.Queue()
+    job = context.Process(target=_ahead_in_a_daemonic_process, args=(x, y, out), daemon=True)
+    job.start()
+    made_ahead, images = out.get(timeout=DEADLINE_S)
+    job.join(DEADLINE_S)
+    assert job.exitcode == 0 and made_ahead >= 1
+    expected = drain(
+        InlineBatches(BatchMaker(x, y, BatchPlan(len(x), 32, epochs=True), SPEC, 0.0, seed=2), SPEC, 6)
+    )
+    for got, (want, _) in zip(images, expected, strict=True):
+        np.testing.assert_array_equal(got, want)

@@ -137,7 +137,7 @@ def test_the_step_timer_hears_every_step_in_order(data):
     train(SMALL.replace(epochs=1), *data, threads=recorder)
     steps = 1800 // 64
     assert recorder.calls == [(event, s) for s in range(steps) for event in ("started", "finished")]
-    assert recorder.helper is None  # no augmentation, no helper thread
+    assert recorder.helper is None  # no augmentation, no batch helper
     train(AUGMENTED.replace(epochs=1), *data, threads=recorder)
     assert recorder.helper is not None
 
