@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 AHEAD = 3
 # The helper's scheduling priority (nice): the lowest, so it never delays the training's threads.
 HELPER_NICE = 19
+# Room left in /dev/shm beside the helper's blocks, for everything else that uses it.
+SHM_MARGIN = 8 << 20
 
 
 class AheadBatches:
@@ -236,4 +238,26 @@ def make_batches(
     if not spec.beyond_shift:
         return SharedRngBatches(x, y, plan, spec.shift, noise, rng)
     make = BatchMaker(x, y, plan, spec, noise, seed)
-    return AheadBatches(make, steps) if ahead else InlineBatches(make, spec, steps)
+    if ahead and _room_in_shared_memory(x.nbytes + y.size * 8 + AHEAD * plan.batch_size * (PIXELS * 4 + 8)):
+        try:
+            return AheadBatches(make, steps)
+        except OSError as exc:  # out of processes or shared memory: train without the helper
+            log.warning("no batch helper process (%s); the training thread makes every batch", exc)
+    return InlineBatches(make, spec, steps)
+
+
+def _room_in_shared_memory(needed: int) -> bool:
+    """Whether /dev/shm has room for `needed` bytes and a margin: writing past a full one is a
+    SIGBUS, not an error (a container's /dev/shm is 64 MiB by default, MNIST's images 47 MB)."""
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:  # not Linux: shared memory comes from elsewhere
+        return True
+    free = stats.f_bavail * stats.f_frsize
+    if free >= needed + SHM_MARGIN:
+        return True
+    log.warning(
+        "/dev/shm has %d MiB free, the batch helper needs %d MiB: the training thread makes every batch",
+        free >> 20, (needed + SHM_MARGIN) >> 20,
+    )  # fmt: skip
+    return False

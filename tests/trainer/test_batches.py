@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from mlp import INPUT_SCALE
+from trainer import batches_ahead
 from trainer.augment import Augmenter, AugmentSpec
 from trainer.augment_geometry import random_shift
 from trainer.batches import BatchMaker, BatchPlan, InlineBatches
@@ -214,3 +215,16 @@ def test_a_daemonic_training_process_such_as_a_services_job_gets_a_helper_too(da
     )
     for got, (want, _) in zip(images, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_without_room_in_shared_memory_the_training_thread_makes_every_batch(data, monkeypatch):
+    x, y = data
+
+    class Full:
+        f_bavail, f_frsize = 1, 4096
+
+    monkeypatch.setattr(batches_ahead.os, "statvfs", lambda path: Full())
+    plan = BatchPlan(len(x), 32, epochs=True)
+    batches = make_batches(x, y, plan, SPEC, 0.0, 0, 5, np.random.default_rng(0))
+    assert isinstance(batches, InlineBatches)  # not a SIGBUS writing past a full /dev/shm
+    batches.close()
