@@ -209,12 +209,13 @@ def test_look_inside(page: Page, artifacts: Path, server: Server) -> None:
     # W1 and W2 of the current version are the large pictures above, not repeated among its plots.
     expect(images).to_have_count(len([p for p in manifest["plots"] if p not in ("w1", "w2")]))
     expect(plots.locator('img[src$="/w1.png"], img[src$="/w2.png"]')).to_have_count(0)
-    assert images.first.bounding_box()["width"] >= 500  # readable: its axis labels are drawn for 800 px
     plots.scroll_into_view_if_needed()
     page.wait_for_function(
         """() => Array.from(document.querySelectorAll("#plots img"))
                   .every((img) => img.complete && img.naturalWidth > 0)"""
     )
+    expect(images.first).to_be_visible()  # laid out: a box to measure (None before, which failed once)
+    assert images.first.bounding_box()["width"] >= 500  # readable: its axis labels are drawn for 800 px
     expect(plots.locator("figure.missing")).to_have_count(0)
 
     # the robustness suite of the shipped version: one row per variant, the weak ones flagged
