@@ -51,6 +51,7 @@ class AheadBatches:
         self.augmenter = Augmenter(make.spec)
         self.step = 0  # the next step the training thread asks for
         self.made_ahead = 0  # batches the helper had ready in time
+        self.helper_ready = False  # set up and making batches (it takes a second to start)
         self._helping = True
         self._alive = True
         size = make.plan.batch_size
@@ -125,7 +126,9 @@ class AheadBatches:
         try:
             while self._alive and self._conn.poll():
                 kind, step, slot, rows = self._conn.recv()
-                if kind == "made" and step >= self.step:
+                if kind == "ready":
+                    self.helper_ready = True
+                elif kind == "made" and step >= self.step:
                     self._ready[step] = (slot, rows)
                 else:  # overtaken, or the helper could not make it (the training thread will, and
                     self._free.append(slot)  # meet the same error)
@@ -187,8 +190,6 @@ def _help(
     import cv2
     from threadpoolctl import threadpool_limits
 
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, 0, HELPER_NICE)
     threadpool_limits(limits=1)
     cv2.setNumThreads(1)
     plan, spec, noise, seed, slots_name, ahead, size = settings
@@ -201,6 +202,11 @@ def _help(
         arrays = [x, y, xs, ys, progress]
         make = BatchMaker(x, y, plan, spec, noise, seed)
         augmenter = Augmenter(spec)
+        # Set up at normal priority (a second at most: imports, the images' ink outlines): at the
+        # lowest, beside a two-thread training run, it took long enough to miss the run's first choices.
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, HELPER_NICE)
+        conn.send(("ready", -1, -1, 0))
         while (request := conn.recv()) is not None:
             step, slot = request
             if step < progress[0]:  # the training thread has made it meanwhile

@@ -187,14 +187,17 @@ def train(
         x_fit, y_fit, plan, AugmentSpec.from_config(config), config.noise, config.seed, total_steps, rng,
         ahead=prefetch,
     )  # fmt: skip
-    if threads is not None and isinstance(batches, AheadBatches):
-        threads.helper_control(batches.set_helper)
+    # The tuner compares modes with the helper once the helper runs (it takes a second to start).
+    helper = batches if threads is not None and isinstance(batches, AheadBatches) else None
     try:
         started = time.perf_counter()
         loss_sum, loss_count, accuracy = 0.0, 0, None
         for step in range(total_steps):
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"cancelled at step {step} of {total_steps}")
+            if helper is not None and helper.helper_ready and threads is not None:
+                threads.helper_control(helper.set_helper)
+                helper = None
             if threads is not None:
                 threads.step_started(step)
             xb, yb = next(batches)  # (batch, 784) float32 in [0, 1], labels

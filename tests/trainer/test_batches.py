@@ -98,6 +98,18 @@ def test_batches_made_ahead_are_the_inline_ones_in_order_and_end_with_the_run(da
     assert not ahead._process.is_alive()
 
 
+def test_the_helper_says_when_it_is_ready(data):
+    x, y = data
+    ahead = AheadBatches(BatchMaker(x, y, BatchPlan(len(x), 32, epochs=True), SPEC, 0.0, seed=1), 5)
+    assert not ahead.helper_ready  # a fresh process: still starting
+    deadline = time.monotonic() + DEADLINE_S
+    while not ahead.helper_ready and time.monotonic() < deadline:
+        ahead._collect()
+        time.sleep(0.001)
+    ahead.close()
+    assert ahead.helper_ready
+
+
 def test_the_training_thread_never_waits_for_a_stalled_helper(data):
     x, y = data
     make = BatchMaker(x, y, BatchPlan(len(x), 64, epochs=True), SPEC, 0.0, seed=1)

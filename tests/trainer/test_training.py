@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from mlp import MLP
+from trainer.batches_ahead import AheadBatches
 from trainer.config import ConfigError, TrainConfig
 from trainer.evaluation import evaluate
 from trainer.training import Progress, TrainingCancelled, split_validation, train
@@ -118,7 +119,7 @@ def test_augmented_runs_are_the_same_with_batches_made_ahead_or_inline(data):
     assert not np.array_equal(ahead, other_seed)
 
 
-def test_the_step_timer_hears_every_step_in_order(data):
+def test_the_step_timer_hears_every_step_in_order(data, monkeypatch):
     class Recorder:
         def __init__(self) -> None:
             self.calls: list[tuple[str, int]] = []
@@ -138,6 +139,15 @@ def test_the_step_timer_hears_every_step_in_order(data):
     steps = 1800 // 64
     assert recorder.calls == [(event, s) for s in range(steps) for event in ("started", "finished")]
     assert recorder.helper is None  # no augmentation, no batch helper
+    # With augmentation the timer hears of the helper once it is ready (test_batches.py times that;
+    # here it is ready at once, as a short run may end before a fresh process is).
+    made = AheadBatches.__init__
+
+    def ready_at_once(self, *args, **kwargs) -> None:
+        made(self, *args, **kwargs)
+        self.helper_ready = True
+
+    monkeypatch.setattr(AheadBatches, "__init__", ready_at_once)
     train(AUGMENTED.replace(epochs=1), *data, threads=recorder)
     assert recorder.helper is not None
 
