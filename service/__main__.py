@@ -14,14 +14,11 @@ import signal
 import sys
 from typing import Any
 
-from trainer.blas_idle import let_idle_blas_threads_sleep
-
 # Importing FastAPI, NumPy and the routes allocates hundreds of thousands of objects, and the cyclic
 # collector would walk them again and again on the way: ~0.1 s of a ~1 s start here. It is paused
 # until the app's lifespan has started (service.app.end_start_up_collection_pause); the heavy
 # imports are therefore inside main(), after this line.
 gc.disable()
-let_idle_blas_threads_sleep()  # for the training jobs' child processes, which inherit it
 
 APP = "service.serve:serving_app"  # one BLAS thread, then create_app()
 

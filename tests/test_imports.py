@@ -35,7 +35,6 @@ SERVICE_MODULES_USING_TRAINER = {
     "service/schemas_train.py",
     "service/errors.py",  # ConfigError: a job's parameters that cannot train, 422
     "service/settings.py",  # the robustness sample a job measures
-    "service/__main__.py",  # trainer.blas_idle, before NumPy loads: for the jobs' processes, which inherit it
 }
 
 

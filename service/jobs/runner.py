@@ -35,6 +35,7 @@ from service.jobs.record import JobRecord, JobState
 from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.settings import Settings
+from trainer.blas_idle import for_training_children
 
 log = logging.getLogger("service.jobs")
 
@@ -240,7 +241,8 @@ class ProcessJobRunner:
             target=child.run, args=(spec,), name=f"train-{record.id[:8]}", daemon=True
         )
         try:
-            process.start()
+            with for_training_children():  # OpenBLAS's idle threads sleep there (trainer/blas_idle.py)
+                process.start()
         except Exception as exc:  # out of processes or memory: fail the job, keep the API
             log.exception("could not start training job %s", record.id)
             self.store.finish(

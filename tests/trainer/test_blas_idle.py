@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trainer.blas_idle import SPIN_LOG2_CYCLES, let_idle_blas_threads_sleep
+from trainer.blas_idle import SPIN_LOG2_CYCLES, for_training_children, let_idle_blas_threads_sleep
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,12 +27,17 @@ def test_the_trainer_asks_before_numpy_loads():
     assert order.index("trainer.blas_idle") < order.index("numpy")
 
 
-def test_the_service_asks_before_numpy_loads_so_its_training_jobs_inherit_it():
-    run = run_fresh(
-        "-c",
-        "import os, sys, service.__main__;print('numpy' in sys.modules,os.getenv('OPENBLAS_THREAD_TIMEOUT'))",
-    )
-    assert run.stdout.split() == ["False", SPIN_LOG2_CYCLES], run.stderr
+def test_a_services_training_processes_inherit_it_and_the_service_keeps_its_own(monkeypatch):
+    monkeypatch.delenv("OPENBLAS_THREAD_TIMEOUT", raising=False)
+    with for_training_children():
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert child.stdout.strip() == SPIN_LOG2_CYCLES
+    assert "OPENBLAS_THREAD_TIMEOUT" not in os.environ  # the serving process's own is untouched
+    run = run_fresh("-c", "import os, service.__main__; print(os.getenv('OPENBLAS_THREAD_TIMEOUT'))")
+    assert run.stdout.strip() == "None", run.stderr  # serving spins as before: it answered faster so
 
 
 def test_an_operators_own_setting_wins(monkeypatch):
