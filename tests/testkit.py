@@ -7,6 +7,7 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,20 @@ def start_service(
             [sys.executable, "-m", "service"], cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     return process, port, log
+
+
+def mutations(data: bytes, count: int, seed: int) -> Iterator[bytes]:
+    """`count` damaged copies of `data`: bytes flipped, the end cut off, or garbage spliced in (seeded)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(count):
+        buf = bytearray(data)
+        kind = rng.integers(3)
+        if kind == 0:  # flip bytes
+            for i in rng.integers(0, len(buf), rng.integers(1, 8)):
+                buf[i] = int(rng.integers(256))
+        elif kind == 1:  # truncate
+            del buf[int(rng.integers(1, len(buf))) :]
+        else:  # splice garbage in
+            at = int(rng.integers(len(buf)))
+            buf[at:at] = rng.bytes(int(rng.integers(1, 64)))
+        yield bytes(buf)

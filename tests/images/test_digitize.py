@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFile
+from testkit import mutations
 
 from images import (
     ALLOWED_FORMATS,
@@ -411,22 +412,6 @@ def test_webp_canvas_is_checked_before_libwebp_allocates_it(monkeypatch):
     with pytest.raises(BadImageDimensions):
         digitize(webp_claiming(16_000, 9_000))
     assert created == []
-
-
-def mutations(data: bytes, count: int, seed: int):
-    rng = np.random.default_rng(seed)
-    for _ in range(count):
-        buf = bytearray(data)
-        kind = rng.integers(3)
-        if kind == 0:  # flip bytes
-            for i in rng.integers(0, len(buf), rng.integers(1, 8)):
-                buf[i] = int(rng.integers(256))
-        elif kind == 1:  # truncate
-            del buf[int(rng.integers(1, len(buf))) :]
-        else:  # splice garbage in
-            at = int(rng.integers(len(buf)))
-            buf[at:at] = rng.bytes(int(rng.integers(1, 64)))
-        yield bytes(buf)
 
 
 @pytest.mark.filterwarnings("ignore")

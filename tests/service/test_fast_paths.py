@@ -14,7 +14,7 @@ import gzip
 import io
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -27,6 +27,7 @@ from PIL import Image
 from pydantic import ValidationError
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartParser
+from testkit import mutations
 
 import images
 import service.routers.predict
@@ -79,22 +80,6 @@ def raw(data: bytes, mime: str = "image/png") -> dict[str, Any]:
     return {"content": data, "headers": {"Content-Type": mime}}
 
 
-def mutated(data: bytes, count: int, seed: int) -> Iterator[bytes]:
-    rng = np.random.default_rng(seed)
-    for _ in range(count):
-        buf = bytearray(data)
-        kind = rng.integers(3)
-        if kind == 0:  # flip bytes
-            for i in rng.integers(0, len(buf), rng.integers(1, 8)):
-                buf[i] = int(rng.integers(256))
-        elif kind == 1:  # truncate
-            del buf[int(rng.integers(1, len(buf))) :]
-        else:  # splice garbage in
-            at = int(rng.integers(len(buf)))
-            buf[at:at] = rng.bytes(int(rng.integers(1, 64)))
-        yield bytes(buf)
-
-
 def calls() -> list[Call]:
     """What clients send: every fast path's case, its near misses and its failures."""
     drawn = digit_pixels(3)
@@ -136,10 +121,10 @@ def calls() -> list[Call]:
         plain,
         b"preamble\r\n" + plain,
         plain.replace(b"p.png", b"p\xe9.png"),
-        *mutated(plain, 30, 1),
+        *mutations(plain, 30, 1),
     ):
         out.append(("POST", "/predict", raw(body, f"multipart/form-data; boundary={boundary}")))
-    for body in mutated(png, 30, 2):
+    for body in mutations(png, 30, 2):
         out.append(("POST", "/predict", raw(body)))
     digits = np.stack([digitize_array(np.asarray(digit_pixels(k))) for k in (0, 3)])
     fp32 = {
@@ -315,7 +300,7 @@ def test_without_the_private_decoder_the_pixels_are_the_same(
 def test_plain_pngs_and_their_mutations_digitize_as_through_pillow(mode: str) -> None:
     """The outcome (pixels or error) of every file is what Pillow's public path gives."""
     plain = png_of(mode, seed=7, size=(173, 131))
-    for data in [plain, *mutated(plain, 40, seed=7)]:
+    for data in [plain, *mutations(plain, 40, seed=7)]:
         outcomes = []
         for fast in (True, False):
             try:
