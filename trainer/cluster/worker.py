@@ -37,6 +37,7 @@ TASK = "train_job"
 QUEUE = "training"
 WATCH_S = 0.2  # how often a running child and the cancel flag are looked at
 SCHEMA_LOCK = 0x70726F63
+RETRY_S = 1.0  # after the database dropped the queue's connection mid-query
 
 
 def make_app(database_url: str) -> Any:
@@ -184,6 +185,8 @@ def _signal_group(pgid: int, signum: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from procrastinate.exceptions import ConnectorException
+
     ensure_queue_schema(args.database_url)
     worker = Worker(args)
     worker.db.heartbeat(worker.name, worker.host, os.getpid(), args.concurrency, None)
@@ -196,22 +199,27 @@ def run(args: argparse.Namespace) -> int:
 
     log.info("worker %s taking training jobs (concurrency %d)", worker.name, args.concurrency)
     try:
-        app.run_worker(
-            queues=[QUEUE],
-            concurrency=args.concurrency,
-            name=worker.name,
-            abort_job_polling_interval=0.5,
-            shutdown_graceful_timeout=args.cancel_grace_s + 5,
-            delete_jobs="always",
-            # Procrastinate's own heartbeat, on the same clock as ours: release_stalled_queue_jobs
-            # reads it to free the queue jobs of a dead worker.
-            update_heartbeat_interval=args.heartbeat_s,
-            stalled_worker_timeout=args.dead_after_s,
-        )
+        while True:
+            try:
+                app.run_worker(
+                    queues=[QUEUE],
+                    concurrency=args.concurrency,
+                    name=worker.name,
+                    abort_job_polling_interval=0.5,
+                    shutdown_graceful_timeout=args.cancel_grace_s + 5,
+                    delete_jobs="always",
+                    # Procrastinate's own heartbeat, on the same clock as ours: release_stalled_queue_jobs
+                    # reads it to free the queue jobs of a dead worker.
+                    update_heartbeat_interval=args.heartbeat_s,
+                    stalled_worker_timeout=args.dead_after_s,
+                )
+                return 0
+            except ConnectorException:  # the database dropped a connection mid-query: start again
+                log.exception("worker %s lost the database; taking jobs again in %s s", worker.name, RETRY_S)
+                time.sleep(RETRY_S)
     finally:
         worker.stop()
         worker.db.unregister(worker.name)
-    return 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
