@@ -86,7 +86,7 @@ class BatchMaker:
     """Makes the augmented batch of any step, from the seed and the step number alone.
 
     Thread-safe as long as each thread passes its own `Augmenter` (it holds work arrays); a helper
-    process builds its own from the same arguments (`args`).
+    process (trainer/batches_ahead.py) builds its own from the same images, plan, spec and seed.
     """
 
     def __init__(
