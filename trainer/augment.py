@@ -38,6 +38,7 @@ from trainer.augment_geometry import (
     InkOutline,
     WorkArrays,
     elastic_fields,
+    one_blas_thread,
     random_shift,
     sample_into,
     source_grid_into,
@@ -97,7 +98,14 @@ class Augmenter:
 
         With every option 0 this is exactly `images * INPUT_SCALE` in float32. `images` is only read.
         `outline`: `ink_outline(images)`, if the caller keeps the training set's (it saves time).
+        The same bits on any BLAS thread count (`one_blas_thread`).
         """
+        with one_blas_thread():
+            return self._augment(images, rng, outline)
+
+    def _augment(
+        self, images: np.ndarray, rng: np.random.Generator, outline: InkOutline | None
+    ) -> np.ndarray:
         if images.ndim != 2 or images.shape[1] != PIXELS:
             raise ValueError(f"expected (batch, {PIXELS}) images, got shape {images.shape}")
         spec, n = self.spec, len(images)

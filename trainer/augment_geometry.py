@@ -17,11 +17,28 @@ from typing import Any
 
 import cv2
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 SIDE = 28
 PIXELS = SIDE * SIDE
 EDGE_CENTRES = np.arange(SIDE) + 0.5  # pixel centres in edge coordinates (pixel i covers [i, i + 1))
 _X, _Y = (a.astype(np.float32).ravel() for a in np.meshgrid(np.arange(SIDE), np.arange(SIDE)))
+
+
+def one_blas_thread() -> Any:
+    """A context in which NumPy's matrix products run on one BLAS thread, whatever the caller set.
+
+    The augmentation's products must give the same bits in the batch helper (one thread) and in
+    the training thread (one or two): OpenBLAS may split a product differently on two threads and
+    round differently (with `OPENBLAS_CORETYPE=Haswell` a (7168, 9) x (9, 28) product did), and
+    a batch must depend on the seed and the step alone. Costs ~7 us.
+    """
+    return _blas_pools().limit(limits=1)
+
+
+@cache
+def _blas_pools() -> Any:
+    return ThreadpoolController().select(user_api="blas")
 
 
 class WorkArrays:
@@ -182,6 +199,11 @@ class InkOutline:
 
 def ink_outline(x: np.ndarray, chunk: int = 4096) -> InkOutline:
     """The `InkOutline` of each (n, 784) image, any dtype with 0 for no ink (in parts of `chunk`)."""
+    with one_blas_thread():
+        return _outlines(x, chunk)
+
+
+def _outlines(x: np.ndarray, chunk: int) -> InkOutline:
     parts = [_outline(x[start : start + chunk]) for start in range(0, len(x), chunk)] or [_outline(x)]
     return InkOutline(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(InkOutline)))
 

@@ -9,6 +9,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from mlp import INPUT_SCALE
 from trainer.augment import Augmenter, AugmentSpec, augment
@@ -65,6 +66,20 @@ def test_the_same_seed_gives_the_same_batches_and_another_seed_others(digits):
     np.testing.assert_array_equal(first[0], first[1])  # its work arrays carry nothing over
     np.testing.assert_array_equal(first[0], fresh)
     assert not np.array_equal(fresh, other)
+
+
+def test_the_bits_do_not_depend_on_the_blas_thread_count(digits):
+    """The batch helper process augments on one BLAS thread, the training thread on one or two,
+    and a run must be the same either way (with OPENBLAS_CORETYPE=Haswell, two threads rounded
+    the grids' products differently)."""
+    images, _ = digits(1000, seed=2)
+    made, outlines = [], []
+    for threads in (1, 2):
+        with threadpool_limits(limits=threads, user_api="blas"):
+            made.append(Augmenter(EVERYTHING)(images[:256], np.random.default_rng(3)))
+            outlines.append(ink_outline(np.tile(images, (5, 1))).centre)
+    np.testing.assert_array_equal(*made)
+    np.testing.assert_array_equal(*outlines)
 
 
 def test_a_batch_size_change_and_an_empty_batch_are_handled(digits):
