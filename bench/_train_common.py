@@ -1,8 +1,9 @@
 """What the training benchmarks share: the repo root on the import path, machine facts, JSON output.
 
 The benchmarks are scripts run by path (`.venv/bin/python bench/train_throughput.py`), so the
-repo root is not on `sys.path` by itself; importing this module first puts it there, and sets
-OpenBLAS's idle threads to sleep as `python -m trainer` does (trainer/blas_idle.py), before NumPy loads.
+repo root is not on `sys.path` by itself; importing this module first puts it there.
+`blas_as_the_trainer_sets_it` gives a benchmark's runs OpenBLAS's setting as `python -m trainer`
+would (trainer/blas_idle.py).
 """
 
 from __future__ import annotations
@@ -12,17 +13,27 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from trainer.blas_idle import let_idle_blas_threads_sleep  # noqa: E402
+from trainer.blas_idle import restart_for, wanted_for  # noqa: E402
 
-let_idle_blas_threads_sleep()
+if TYPE_CHECKING:
+    from trainer.config import TrainConfig
+
+
+def blas_as_the_trainer_sets_it(configs: Sequence[TrainConfig]) -> None:
+    """Run this benchmark again, as the same process, with OpenBLAS's idle threads asleep if every
+    one of `configs` makes augmented batches in a helper (what `python -m trainer` does for each
+    run; runs with and without augmentation are best timed apart, see trainer/blas_idle.py)."""
+    if configs and all(wanted_for(config) for config in configs):
+        restart_for(configs[0])
 
 
 def load_average() -> list[float]:

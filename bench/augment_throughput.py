@@ -14,16 +14,22 @@ augmentation given by `--augment` (default: the preset's own, or the proposal in
 for a preset without any), the latter with the batches made ahead by a helper process when the
 thread policy says so (the default) and made inline by the training thread. The runs are
 interleaved, in an order that rotates every repeat, so other load on the machine hits them alike;
-the thread policy is the CLI's (`trainer.threads.tuned_blas_threads`: BLAS threads, and whether
-the helper process makes batches ahead, re-decided as the run goes) unless `--threads N` fixes the
+each in a process of its own, with OpenBLAS's idle threads asleep in the augmented runs only, as
+`python -m trainer` sets them (trainer/blas_idle.py); the thread policy is the CLI's
+(`trainer.threads.tuned_blas_threads`: BLAS threads, and whether the helper process makes batches
+ahead, re-decided as the run goes) unless `--threads N` fixes the
 BLAS threads. Reported: median wall seconds per epoch, CPU seconds of the process, and the
-slowdown against the run without augmentation.
+slowdown against the run without augmentation, and the share of batches the helper had ready.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -37,6 +43,8 @@ from threadpoolctl import threadpool_limits
 
 from trainer.augment import Augmenter, AugmentSpec
 from trainer.augment_geometry import ink_outline
+from trainer.blas_idle import SPIN_LOG2_CYCLES, wanted_for
+from trainer.blas_idle import VARIABLE as BLAS_VARIABLE
 from trainer.config import PRESETS, TrainConfig
 from trainer.datasets import load_dataset
 from trainer.threads import tuned_blas_threads
@@ -100,14 +108,15 @@ def batch_costs(x: np.ndarray, augment: dict[str, float], repeats: int) -> list[
 
 
 def epoch_times(
-    dataset: Any,
+    data_dir: Path | None,
     preset: str,
     augment: dict[str, float] | None,
     repeats: int,
     threads: int | None,
     epochs: int,
 ) -> list[dict[str, Any]]:
-    """Median seconds per epoch of `preset`, without and with augmentation, interleaved."""
+    """Median seconds per epoch of `preset`, without and with augmentation, interleaved; each run
+    in a process of its own with OpenBLAS set as `python -m trainer` sets it for that run."""
     config = PRESETS[preset].replace(epochs=epochs)
     own = {name: getattr(config, name) for name in RESAMPLING if getattr(config, name)}
     base = config.replace(**dict.fromkeys(RESAMPLING, 0.0))
@@ -117,40 +126,78 @@ def epoch_times(
         "augmented, made ahead": (augmented, True),
         "augmented, made inline": (augmented, False),
     }
-    walls: dict[str, list[float]] = {name: [] for name in variants}
-    cpus: dict[str, list[float]] = {name: [] for name in variants}
-    choices: dict[str, list[Any]] = {name: [] for name in variants}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     names = list(variants)
     for repeat in range(repeats):
         for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
             config, prefetch = variants[name]
-            cpu = time.process_time()
-            with tuned_blas_threads(config.sizes, threads) as tuner:
-                result = train(
-                    config, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test,
-                    threads=tuner, prefetch=prefetch,
-                )  # fmt: skip
-            cpus[name].append((time.process_time() - cpu) / epochs)
-            walls[name].append(result.wall_time_s / epochs)
-            kept = [str(d.mode) for d in tuner.decisions]
-            choices[name].append(kept)
+            run = one_run_in_a_process(config, prefetch, threads, data_dir)
+            runs[name].append(run)
             print(
-                f"  {name:<24} {walls[name][-1]:6.2f} s/epoch, {cpus[name][-1]:6.2f} s CPU, threads "
-                f"{kept}, test accuracy {result.test.accuracy:.4f}",
+                f"  {name:<24} {run['wall_s'] / epochs:6.2f} s/epoch, {run['cpu_s'] / epochs:6.2f} s CPU, "
+                f"threads {run['modes']}, {run['made_ahead']} of {run['steps']} batches made ahead, "
+                f"test accuracy {run['test_accuracy']:.4f}",
                 file=sys.stderr,
             )
-    plain = statistics.median(walls[names[0]])
-    return [
-        {
-            "variant": name,
-            "seconds_per_epoch": statistics.median(walls[name]),
-            "all_seconds_per_epoch": walls[name],
-            "cpu_seconds_per_epoch": statistics.median(cpus[name]),
-            "slowdown": statistics.median(walls[name]) / plain - 1,
-            "threads_kept": choices[name],
-        }
-        for name in names
-    ]
+    plain = statistics.median(r["wall_s"] / epochs for r in runs[names[0]])
+    rows = []
+    for name in names:
+        walls = [r["wall_s"] / epochs for r in runs[name]]
+        rows.append(
+            {
+                "variant": name,
+                "seconds_per_epoch": statistics.median(walls),
+                "all_seconds_per_epoch": walls,
+                "cpu_seconds_per_epoch": statistics.median(r["cpu_s"] / epochs for r in runs[name]),
+                "slowdown": statistics.median(walls) / plain - 1,
+                "threads_kept": [r["modes"] for r in runs[name]],
+                "made_ahead_share": [r["made_ahead"] / r["steps"] for r in runs[name]],
+                "openblas_thread_timeout": runs[name][0]["openblas_thread_timeout"],
+            }
+        )
+    return rows
+
+
+def one_run_in_a_process(
+    config: TrainConfig, prefetch: bool, threads: int | None, data_dir: Path | None
+) -> dict[str, Any]:
+    """One training run in a fresh interpreter: OpenBLAS is set when it loads (trainer/blas_idle.py)."""
+    env = {key: value for key, value in os.environ.items() if key != BLAS_VARIABLE}
+    if BLAS_VARIABLE in os.environ:  # the operator's own setting wins, as in the trainer
+        env[BLAS_VARIABLE] = os.environ[BLAS_VARIABLE]
+    elif wanted_for(config):
+        env[BLAS_VARIABLE] = SPIN_LOG2_CYCLES
+    job = {"config": dataclasses.asdict(config), "prefetch": prefetch, "threads": threads}
+    job["data_dir"] = str(data_dir) if data_dir else None
+    done = subprocess.run(
+        [sys.executable, __file__, "--one-run", json.dumps(job)],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"a training run failed:\n{done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.splitlines()[-1]))
+
+
+def run_one(job: dict[str, Any]) -> dict[str, Any]:
+    """The child's side of `one_run_in_a_process`: train once, report times and thread choices."""
+    config = TrainConfig(**{**job["config"], "hidden": tuple(job["config"]["hidden"])})
+    data_dir = Path(job["data_dir"]) if job["data_dir"] else None
+    dataset = load_dataset("mnist", data_dir=data_dir, cache_dir=common.ROOT / "data", progress=False)
+    cpu = time.process_time()
+    with tuned_blas_threads(config.sizes, job["threads"]) as tuner:
+        result = train(
+            config, dataset.x_train, dataset.y_train, dataset.x_test, dataset.y_test,
+            threads=tuner, prefetch=job["prefetch"],
+        )  # fmt: skip
+    return {
+        "wall_s": result.wall_time_s,
+        "cpu_s": time.process_time() - cpu,
+        "modes": [str(d.mode) for d in tuner.decisions],
+        "made_ahead": result.made_ahead,
+        "steps": round(result.samples_per_s * result.wall_time_s / config.batch_size),
+        "test_accuracy": result.test.accuracy,
+        "openblas_thread_timeout": os.environ.get(BLAS_VARIABLE),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,9 +215,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="fix the BLAS threads (default: tuned)")
     parser.add_argument("--data-dir", type=Path, default=common.default_data_dir())
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--one-run", default=None, help=argparse.SUPPRESS)  # a child of --part epoch
     args = parser.parse_args(argv)
+    if args.one_run is not None:
+        print(json.dumps(run_one(json.loads(args.one_run))))
+        return 0
 
-    dataset = load_dataset("mnist", data_dir=args.data_dir, cache_dir=common.ROOT / "data")
     payload: dict[str, Any] = {
         "benchmark": "augment_throughput",
         "machine": common.machine(),
@@ -179,11 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if args.part in ("batch", "both"):
         print("per batch (thread CPU time):", file=sys.stderr)
+        dataset = load_dataset("mnist", data_dir=args.data_dir, cache_dir=common.ROOT / "data")
         payload["batch"] = batch_costs(dataset.x_train, args.augment or PROPOSAL, repeats=200)
     if args.part in ("epoch", "both"):
         print(f"per epoch of {args.preset}:", file=sys.stderr)
         payload["epoch"] = epoch_times(
-            dataset, args.preset, args.augment, args.repeats, args.threads, args.epochs
+            args.data_dir, args.preset, args.augment, args.repeats, args.threads, args.epochs
         )
     payload["load_average_after"] = common.load_average()
 
@@ -194,9 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "epoch" in payload:
         print(f"\n{args.preset + ', one epoch':<26} {'s/epoch':>8} {'CPU s':>7} {'slowdown':>9}  modes kept")
         for row in payload["epoch"]:
+            ahead = " ".join(f"{share:.0%}" for share in row["made_ahead_share"])
             print(
                 f"{row['variant']:<26} {row['seconds_per_epoch']:>8.2f} {row['cpu_seconds_per_epoch']:>7.2f} "
-                f"{100 * row['slowdown']:>8.1f}%  {row['threads_kept']}"
+                f"{100 * row['slowdown']:>8.1f}%  {row['threads_kept']}, made ahead {ahead}"
             )
     print(f"load average before {payload['load_average_before']}, after {payload['load_average_after']}")
     print(f"wrote {common.write_json('augment_throughput', payload, args.json)}")

@@ -161,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     args = parser.parse_args(argv)
     names = args.preset or list(PRESETS)
+    common.blas_as_the_trainer_sets_it([PRESETS[name] for name in names])
 
     started = time.perf_counter()
     dataset = load_dataset("mnist", data_dir=args.data_dir, cache_dir=common.ROOT / "data", progress=False)

@@ -2,10 +2,7 @@
 
 import sys
 
-from trainer.blas_idle import let_idle_blas_threads_sleep
+from trainer.blas_idle import restart_for
+from trainer.cli import main
 
-let_idle_blas_threads_sleep()  # before trainer.cli imports NumPy
-
-from trainer.cli import main  # noqa: E402
-
-sys.exit(main())
+sys.exit(main(before_run=restart_for))

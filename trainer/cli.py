@@ -422,8 +422,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig.from_preset(args.preset, args.dataset, **overrides)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 failed, 2 bad usage)."""
+def main(argv: Sequence[str] | None = None, before_run: Callable[[TrainConfig], None] | None = None) -> int:
+    """Entry point; returns the exit status (0 ok, 1 failed, 2 bad usage). `before_run` sees the
+    run's valid configuration before it starts (`python -m trainer`: trainer.blas_idle.restart_for)."""
     from trainer import commands  # heavy imports (numpy work, plots) only after parsing
 
     run: Callable[[argparse.Namespace, Any], int]
@@ -466,6 +467,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             config.validate()
         except ConfigError as exc:
             parser.error(str(exc))
+        if before_run is not None:
+            before_run(config)
     try:
         return run(args, config)
     except commands.UserFacingError as exc:

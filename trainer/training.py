@@ -98,6 +98,7 @@ class TrainResult:
     test: Evaluation
     wall_time_s: float
     samples_per_s: float
+    made_ahead: int = 0  # batches the helper process had ready in time (trainer/batches_ahead.py)
 
 
 ProgressCallback = Callable[[Progress], None]
@@ -261,6 +262,7 @@ def train(
             test=evaluate(net, x_test, y_test),
             wall_time_s=wall,
             samples_per_s=total_steps * config.batch_size / wall,
+            made_ahead=batches.made_ahead if isinstance(batches, AheadBatches) else 0,
         )
     finally:
         batches.close()

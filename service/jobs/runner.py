@@ -35,7 +35,8 @@ from service.jobs.record import JobRecord, JobState
 from service.jobs.store import JobStore
 from service.metrics import Metrics
 from service.settings import Settings
-from trainer.blas_idle import for_training_children
+from trainer.blas_idle import for_training_children, wanted_for
+from trainer.config import ConfigError
 
 log = logging.getLogger("service.jobs")
 
@@ -221,7 +222,12 @@ class ProcessJobRunner:
         # Imported here, not at start-up: the training code is the child's business, and the API
         # reaches /readyz sooner without it.
         from service.jobs import child
+        from service.jobs.params import build_config
 
+        try:  # a run that makes augmented batches in a helper wants OpenBLAS's idle threads asleep
+            augmented = wanted_for(build_config(record.params, self.settings.train_dataset))
+        except ConfigError:  # the child fails the job with the same message
+            augmented = False
         spec = child.ChildSpec(
             job_id=record.id,
             db_path=str(self.store.path.resolve()),
@@ -241,7 +247,7 @@ class ProcessJobRunner:
             target=child.run, args=(spec,), name=f"train-{record.id[:8]}", daemon=True
         )
         try:
-            with for_training_children():  # OpenBLAS's idle threads sleep there (trainer/blas_idle.py)
+            with for_training_children(augmented):  # trainer/blas_idle.py
                 process.start()
         except Exception as exc:  # out of processes or memory: fail the job, keep the API
             log.exception("could not start training job %s", record.id)

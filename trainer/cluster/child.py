@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from registry import open_registry
+from trainer.blas_idle import restart_for
 from trainer.cluster.store import JobsDatabase
 from trainer.config import ConfigError, TrainConfig
 from trainer.datasets import DatasetError, load_dataset
@@ -94,6 +95,7 @@ def run(job_id: str, env: dict[str, str]) -> int:
         if record is None:
             return 1
         params, config = record["params"], config_from_record(record["config"])
+        restart_for(config)  # as the same process, when OpenBLAS's idle threads should sleep
         dataset = load_dataset(
             config.dataset,
             data_dir=Path(env["MNIST_DATA_DIR"]) if env.get("MNIST_DATA_DIR") else None,

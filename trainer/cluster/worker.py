@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from registry import open_registry
-from trainer.blas_idle import SPIN_LOG2_CYCLES
-from trainer.blas_idle import VARIABLE as BLAS_SPIN_VARIABLE
 from trainer.cluster.store import JobsDatabase, settle_from_registry
 
 log = logging.getLogger("trainer.worker")
@@ -77,7 +75,6 @@ class Worker:
 
     def child_env(self) -> dict[str, str]:
         env = {**os.environ, "MNIST_DATABASE_URL": self.args.database_url}
-        env.setdefault(BLAS_SPIN_VARIABLE, SPIN_LOG2_CYCLES)  # see trainer/blas_idle.py
         for key, value in (
             ("MNIST_REGISTRY_URL", self.args.registry),
             ("MNIST_MODELS_DIR", str(self.args.models_dir)),
