@@ -18,6 +18,7 @@ from registry import BaseRegistry, open_registry
 from registry.shipped import DEFAULT_ROOT
 from trainer.config import ROBUSTNESS_SAMPLE
 from trainer.dataset_specs import DATASETS
+from trainer.priority import TRAIN_NICE
 
 Dataset = Literal[DATASETS]  # type: ignore[valid-type]
 
@@ -157,6 +158,14 @@ class Settings(BaseSettings):
         le=30,
         description="Cluster mode: a training worker whose heartbeat is older than this is dead, and its "
         "running job is failed (not retried). Workers take the same setting.",
+    )
+    train_nice: int = Field(
+        TRAIN_NICE,
+        ge=0,
+        le=19,
+        description="Scheduling priority (nice) of training jobs' processes, here and on cluster workers "
+        "(`python -m trainer worker --train-nice`): serving gets the CPU first when both want it, training "
+        "every cycle left. 0 leaves them at the service's.",
     )
     job_cancel_grace_s: float = Field(10.0, gt=0, description="How long a cancelled job may take to stop.")
     shutdown_drain_s: float = Field(10.0, ge=0, description="Time in-flight requests get after SIGTERM.")

@@ -36,6 +36,7 @@ from service.jobs.store import JobStore
 from trainer.config import ConfigError
 from trainer.datasets import DatasetError, load_dataset
 from trainer.feedback_data import DEFAULT_HOLDOUT, DEFAULT_WEIGHT, FeedbackDataError, feedback_mix
+from trainer.priority import yield_cpu
 from trainer.publish import publish_result
 from trainer.robustness import load_others
 from trainer.threads import tuned_blas_threads
@@ -66,6 +67,7 @@ class ChildSpec:
     parent_pid: int
     log_level: int = logging.INFO
     robustness_sample: int = 0  # test digits per robustness variant measured at publish time
+    nice: int = 0  # the scheduling priority it trains at (trainer/priority.py)
     registry_url: str | None = None  # s3://... instead of models_dir
     s3_endpoint_url: str | None = None
     database_url: str | None = None  # the pointer row a --promote moves
@@ -142,6 +144,7 @@ class ProgressWriter:
 def run(spec: ChildSpec) -> None:
     """Entry point of the spawned process: train the job and record how it ended."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the API decides
+    yield_cpu(spec.nice)  # serving, in the parent, gets the CPU first
     stop = StopFlag()
     signal.signal(signal.SIGTERM, lambda *_: stop.set("signal"))
     logging.basicConfig(

@@ -242,6 +242,7 @@ class ProcessJobRunner:
             parent_pid=self.owner.pid,
             log_level=logging.getLogger().getEffectiveLevel(),
             robustness_sample=self.settings.robustness_sample,
+            nice=self.settings.train_nice,
         )
         process = self._context.Process(
             target=child.run, args=(spec,), name=f"train-{record.id[:8]}", daemon=True

@@ -22,6 +22,7 @@ from tests.testkit import write_idx
 from trainer.cluster.store import QueueIsFull
 from trainer.cluster.submit import JobQueue
 from trainer.config import preset
+from trainer.priority import TRAIN_NICE
 
 pytestmark = pytest.mark.cluster
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,6 +141,9 @@ def test_a_cancel_ends_the_job_s_process_group_within_2_s(setup):
         lambda: (queue.db.get(job)["progress"] or {}).get("epoch", 0) >= 1, 120, "the job to train", logs
     )
     [pid] = job_children(job)
+    # it trains below the worker's priority (trainer/priority.py), in an autogroup of its own lowered too
+    assert Path(f"/proc/{pid}/autogroup").read_text().split()[-1] == str(TRAIN_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, pid) == TRAIN_NICE
     started = time.monotonic()
     queue.cancel(job)
     wait_until(lambda: not group_alive(pid), 2.0, "the process group to end", logs)

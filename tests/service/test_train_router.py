@@ -30,6 +30,7 @@ from service.app import create_app
 from service.jobs.owner import Owner
 from service.jobs.store import ORPHAN_ERROR, JobStore
 from service.settings import Settings
+from trainer.priority import TRAIN_NICE
 
 TOKEN = "t"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -407,11 +408,21 @@ def test_a_queued_job_waits_for_a_slot_and_cancels_at_once(make_client: Client) 
         assert client.get(f"/train/{first['id']}").json()["state"] == "running"
 
 
+def thread_nices(pid: int) -> set[int]:
+    """The nice value of each thread of process `pid` (field 19 of /proc/PID/task/TID/stat)."""
+    tasks = Path(f"/proc/{pid}/task")
+    return {
+        int((tasks / tid / "stat").read_text().rsplit(")", 1)[1].split()[16]) for tid in os.listdir(tasks)
+    }
+
+
 def test_a_job_whose_process_dies_is_failed_and_the_api_lives_on(client: TestClient, tmp_path: Path) -> None:
     job = submit(client, LONG)
     wait_for(client, job["id"], training)
     worker_pid = store_of(tmp_path).get(job["id"]).worker_pid
     assert worker_pid is not None and worker_pid != os.getpid()
+    # it trains below the API's priority, every thread of it (OpenBLAS's too: trainer/priority.py)
+    assert thread_nices(worker_pid) == {TRAIN_NICE}
 
     os.kill(worker_pid, signal.SIGKILL)  # what the OOM killer does
 

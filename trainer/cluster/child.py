@@ -28,6 +28,7 @@ from trainer.config import ConfigError, TrainConfig
 from trainer.datasets import DatasetError, load_dataset
 from trainer.feedback_data import DEFAULT_HOLDOUT, DEFAULT_WEIGHT, FeedbackDataError, feedback_mix
 from trainer.gate import PublishRefused
+from trainer.priority import train_nice_from_env, yield_cpu
 from trainer.publish import publish_result
 from trainer.threads import tuned_blas_threads
 from trainer.training import Progress, TrainingCancelled, train
@@ -76,6 +77,7 @@ def run(job_id: str, env: dict[str, str]) -> int:
         return os.getppid() != worker_pid
 
     signal.signal(signal.SIGTERM, lambda *_: stopped.append("signal"))
+    yield_cpu(train_nice_from_env(0))  # the worker passes --train-nice; API replicas here go first
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides
     last_write = -math.inf
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from registry import open_registry
 from trainer.cluster.store import JobsDatabase, settle_from_registry
+from trainer.priority import TRAIN_NICE, TRAIN_NICE_ENV, train_nice_from_env
 
 log = logging.getLogger("trainer.worker")
 
@@ -82,6 +83,7 @@ class Worker:
             ("MNIST_CACHE_DIR", self.args.cache_dir),
             ("MNIST_MODEL_NAME", self.args.model),
             ("MNIST_ROBUSTNESS_SAMPLE", str(self.args.robustness_sample)),
+            (TRAIN_NICE_ENV, str(self.args.train_nice)),
         ):
             if value:
                 env[key] = value
@@ -245,6 +247,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=int(env("MNIST_MAX_RUNNING_JOBS", "1")),
         help="training jobs running at once in the whole cluster (env MNIST_MAX_RUNNING_JOBS)",
+    )
+    parser.add_argument(
+        "--train-nice",
+        type=int,
+        choices=range(20),
+        metavar="0..19",
+        default=train_nice_from_env(),
+        help=f"scheduling priority of the jobs' processes (env {TRAIN_NICE_ENV}, default {TRAIN_NICE}): an "
+        "API replica on the same host gets the CPU first; 0 leaves them at the worker's",
     )
     parser.add_argument("--cancel-grace-s", type=float, default=float(env("MNIST_JOB_CANCEL_GRACE_S", "10")))
     parser.add_argument("--heartbeat-s", type=float, default=float(env("MNIST_WORKER_HEARTBEAT_S", "2")))
