@@ -102,23 +102,6 @@ def _ink_level(x: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", x, x) / np.maximum(x.sum(axis=1), 1e-6)
 
 
-def _dilate3(x: np.ndarray, out: np.ndarray, work: WorkArrays) -> np.ndarray:
-    """3x3 grey dilation of (batch, 784) images into `out`; pixels outside an image are left out.
-
-    OpenCV's `dilate` (half the time of the same maxima in NumPy) over the batch as one tall image,
-    each digit above a row of -inf that no maximum picks (as its default border is for the
-    top and bottom of the whole).
-    """
-    n = len(x)
-    tiles = work.get("dilate_in", (n, SIDE + 1, SIDE))
-    tiles[:, :SIDE] = x.reshape(n, SIDE, SIDE)
-    tiles[:, SIDE] = -np.inf
-    dilated = work.get("dilate_out", tiles.shape)
-    cv2.dilate(tiles.reshape(-1, SIDE), _SQUARE3, dst=dilated.reshape(-1, SIDE))
-    out.reshape(n, SIDE, SIDE)[:] = dilated[:, :SIDE]
-    return out
-
-
 _SQUARE3 = np.ones((3, 3), dtype=np.uint8)
 
 
