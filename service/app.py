@@ -29,7 +29,7 @@ from service.metrics import Metrics
 from service.model_store import ModelStore
 from service.offload import WorkPool
 from service.openapi import install_openapi
-from service.policy import VersionMetrics
+from service.policy_metrics import VersionMetrics
 from service.request_metrics import MetricsMiddleware
 from service.routers import docs, feedback, health, models, policy, predict, train, ui, v2, weights, workers
 from service.routers.metrics import router as metrics_router
@@ -75,6 +75,7 @@ def create_app(
                 await watcher
             state.pool.close()
             await asyncio.to_thread(state.shadow.stop)
+            state.experiment.publish()  # the last figures, into this worker's metrics files too
             if state.listener is not None:
                 await asyncio.to_thread(state.listener.stop)
             if state.jobs is not None:
@@ -234,7 +235,8 @@ def end_start_up_collection_pause() -> None:
 
 
 async def watch_pointer(state: AppState) -> None:
-    """Every `reload_interval_s`: follow the `current` pointer and re-check the served weight file.
+    """Every `reload_interval_s`: follow the `current` pointer, re-check the served weight file and
+    publish a routing policy's figures (service.policy_metrics).
 
     With the pointer in PostgreSQL this is the fallback for a NOTIFY lost with its connection: the
     listener (registry.dbpointer) usually has the new version loaded before this round comes.
@@ -249,6 +251,7 @@ async def watch_pointer(state: AppState) -> None:
             log.exception("checking the model pointer failed")
         if (generation := state.models.generation) is not None:
             state.metrics.pointer_generation.labels(state.registry.model).set(generation)
+        state.experiment.publish()  # a scrape through another worker sees this one's figures
 
 
 def mark_not_ready_on_sigterm(state: AppState) -> Any:

@@ -2,9 +2,9 @@
 
 /predict and V2 infer call `Routed.start` only when the model store has a policy (`routing`) and the
 request names no version; everything else takes the path it always took. `finish` runs once the
-answer is built: it records the request under its version and role (service.policy.VersionMetrics)
-and, under a shadow policy, attaches the shadow's work to the response as a background task, so it
-is queued (service.shadow) only after the response was sent.
+answer is built: it counts the request under its version and role (service.policy_metrics: a few
+additions) and, under a shadow policy, queues the shadow's work (service.shadow: an append), which
+the shadow's threads compute later, in batches.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from starlette.background import BackgroundTask
 from starlette.requests import Request
-from starlette.responses import Response
 
 from service.loaded_model import LoadedModel
 from service.policy import Routing
@@ -39,23 +37,17 @@ class Routed:
         model, role = routing.choose(current, request)
         return cls(routing, current, model, role, started)
 
-    def finish(
-        self,
-        state: AppState,
-        request: Request,
-        rows: np.ndarray,
-        probabilities: np.ndarray,
-        response: Response,
-    ) -> None:
-        """Record the answer; under a shadow policy, queue the shadow's pass once the response is sent.
+    def finish(self, state: AppState, request: Request, rows: np.ndarray, probabilities: np.ndarray) -> None:
+        """Count the answer; under a shadow policy, queue the rows for the shadow.
 
         Under a shadow policy the digits `current` read are recorded by the shadow's pass, beside
         the shadow's own, so both sides' mix and confidence cover the same inputs.
         """
         seconds = time.perf_counter() - self.started
-        shadow = self.routing.shadow
-        state.experiment.answered(self.model.version, self.role, None if shadow else probabilities, seconds)
-        if shadow and self.routing.shadows(self.current, request):
-            response.background = BackgroundTask(
-                state.shadow.submit_after, self.routing.candidate, self.current.version, rows, probabilities
-            )
+        routing = self.routing
+        if not routing.shadow:
+            state.experiment.answered(self.model.version, self.role, seconds, probabilities)
+            return
+        state.experiment.answered(self.model.version, self.role, seconds, None)
+        if routing.shadows(self.current, request):
+            state.shadow.submit(routing.candidate, self.current.version, rows, probabilities)

@@ -13,9 +13,8 @@ are routed (`?version=` and V2's versioned routes always get the version they na
 - shadow: `current` answers; `percent` % of requests (random) are handed to `service.shadow`,
   which computes the candidate on the same inputs after the response and compares.
 
-`VersionMetrics` records the experiment per version and role (current, canary, shadow), in Prometheus
-and in the process's own memory for `GET /models/policy` (service.policy_tally), only while a
-policy is set: /predict without one checks one attribute and records nothing more than before.
+service.policy_metrics records the experiment per version and role (current, canary, shadow), only
+while a policy is set: /predict without one checks one attribute and records nothing more than before.
 """
 
 from __future__ import annotations
@@ -24,14 +23,11 @@ import hashlib
 import logging
 import random
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 from starlette.requests import Request
 
 from registry import BaseRegistry, Policy, RegistryError, StoreUnavailable
-from service.metrics import Metrics
-from service.policy_tally import PolicyTally
 
 if TYPE_CHECKING:
     from service.loaded_model import LoadedModel
@@ -144,62 +140,3 @@ class PolicyFollower:
         if message != self._said:
             log.error("%s", message)
             self._said = message
-
-
-class VersionMetrics:
-    """Records an experiment's figures per version and role, with each label set looked up once."""
-
-    def __init__(self, metrics: Metrics, model: str):
-        self.metrics = metrics
-        self.model = model
-        self._children: dict[tuple[str, ...], Any] = {}
-        self._info: tuple[str, ...] | None = None
-        self.tally = PolicyTally()  # the same figures in this process's memory, for GET /models/policy
-
-    def answered(self, version: str, role: str, probabilities: np.ndarray | None, seconds: float) -> None:
-        """One request answered (or, for shadow, computed) by `version` in `role`: its digits, if given."""
-        self._child(self.metrics.policy_requests, version, role).inc()
-        self._child(self.metrics.policy_latency, version, role).observe(seconds)
-        self.tally.answered(version, role, seconds)
-        if probabilities is not None:
-            self.read(version, role, probabilities)
-
-    def read(self, version: str, role: str, probabilities: np.ndarray) -> None:
-        """The digits `version` read in `role`, (n, 10) probabilities: the digit mix and the confidence."""
-        confidence = self._child(self.metrics.policy_confidence, version, role)
-        values = probabilities.max(axis=1).tolist()
-        for value in values:
-            confidence.observe(value)
-        counts = np.bincount(probabilities.argmax(axis=1), minlength=10).tolist()
-        self.tally.read(version, role, sum(values), counts)
-        for digit, count in enumerate(counts):
-            if count:
-                self._child(self.metrics.policy_predictions, version, role, str(digit)).inc(count)
-
-    def compared(self, version: str, agree: int, disagree: int) -> None:
-        self.tally.compared(version, agree, disagree)
-        if agree:
-            self._child(self.metrics.shadow_comparisons, version, "true").inc(agree)
-        if disagree:
-            self._child(self.metrics.shadow_comparisons, version, "false").inc(disagree)
-
-    def dropped(self, version: str, rows: int) -> None:
-        self._child(self.metrics.shadow_dropped, version).inc(rows)
-        self.tally.dropped(version, rows)
-
-    def applied(self, policy: Policy | None) -> None:
-        """The policy this process now applies; the one before drops to 0 (see Metrics.served)."""
-        self.tally.restart(policy)
-        if self._info is not None:
-            self.metrics.policy_info.labels(*self._info).set(0)
-        self._info = None
-        if policy is not None:
-            self._info = (self.model, policy.mode, policy.version, f"{policy.percent:g}")
-            self.metrics.policy_info.labels(*self._info).set(1)
-
-    def _child(self, family: Any, *labels: str) -> Any:
-        key = (family._name, *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = family.labels(self.model, *labels)
-        return child

@@ -1,84 +1,180 @@
-"""A routing policy's figures in this process's memory, for a person reading `GET /models/policy`.
+"""A routing policy's figures per version and role, counted in plain numbers by the threads that see them.
 
-Prometheus has the same figures (service.policy.VersionMetrics records both), summed over every
-worker by a scrape; this is the short answer without one: per version and role, since this
-process began applying the policy, the requests, mean latency, mean confidence, the predicted-digit
-mix and, for a shadow, how often it read the same digit as `current`. One process's share only
-(with several workers, each answers with its own), and it starts again when the experiment
-changes (another mode, version or percent). Written from the event loop and the shadow thread,
-hence the lock; only ever touched while a policy is applied, never by /predict without one.
+A request under a policy adds a handful of integers and floats to its side (version, role): no
+Prometheus sample, no lock, no NumPy beyond one row's argmax. The event loop is the only writer of
+its `Tally`; the shadow's threads write theirs under a lock of their own, once per batched pass.
+Both are lifetime counts, every field only grows, so they are read without a lock (the shadow's
+threads run at idle priority: a reader waiting for one could wait long): a read between two of a
+pass's additions is early for the second, which the next read has.
+They serve two readers:
+
+- Prometheus: service.policy_metrics publishes what was added since its last publication into
+  the metrics in bulk, before a scrape and every `reload_interval_s` (so a scrape answered by
+  another worker sees this one's figures within that time);
+- a person reading `GET /models/policy`: `PolicyTally.summary`, the
+  figures since this process began applying the policy, as the lifetime counts less those it had
+  when the experiment began. One process's share only (with several workers, each answers with
+  its own); a new mode, version or percent starts again.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass, field
+from bisect import bisect_left
 from typing import Any
 
+import numpy as np
+
 from registry import Policy, utc_now
+from service.metrics import CONFIDENCE_BUCKETS, LATENCY_BUCKETS
+
+CONFIDENCE_BOUNDS = np.array(CONFIDENCE_BUCKETS, dtype=np.float64)
+
+Key = tuple[str, str]  # (version, role): role is current, canary or shadow
 
 
-@dataclass
 class Side:
-    """One version in one role."""
+    """One version in one role. Histogram counts are per bucket (not cumulative), +Inf last, and a
+    value falls in the first bucket whose bound it does not exceed, as prometheus_client counts."""
 
-    requests: int = 0
-    seconds: float = 0.0
-    read: int = 0  # digits whose confidence and digit were recorded
-    confidence: float = 0.0  # their sum
-    digits: list[int] = field(default_factory=lambda: [0] * 10)
-    agree: int = 0  # shadow only: digits read the same as current
-    disagree: int = 0
-    dropped: int = 0  # shadow only: digits not given to it (queue full)
+    __slots__ = (
+        "agree",
+        "confidence",
+        "confidence_buckets",
+        "digits",
+        "disagree",
+        "dropped",
+        "latency",
+        "read",
+        "requests",
+        "seconds",
+    )
+
+    def __init__(self) -> None:
+        self.requests = 0  # answered (current, canary) or computed (shadow)
+        self.seconds = 0.0  # their latency's sum
+        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.read = 0  # digits whose digit and confidence were recorded
+        self.confidence = 0.0  # their confidence's sum
+        self.confidence_buckets = [0] * (len(CONFIDENCE_BUCKETS) + 1)
+        self.digits = [0] * 10
+        self.agree = 0  # shadow only: digits read the same as current
+        self.disagree = 0
+        self.dropped = 0  # shadow only: digits not given to it (queue full)
+
+    def answered(self, seconds: float, requests: int = 1) -> None:
+        self.requests += requests
+        self.seconds += seconds * requests
+        self.latency[bisect_left(LATENCY_BUCKETS, seconds)] += requests
+
+    def read_one(self, probabilities: np.ndarray) -> None:
+        """One digit's (10,) probabilities: what a request of one image adds, without array work."""
+        digit = int(probabilities.argmax())
+        confidence = float(probabilities[digit])
+        self.read += 1
+        self.confidence += confidence
+        self.confidence_buckets[bisect_left(CONFIDENCE_BUCKETS, confidence)] += 1
+        self.digits[digit] += 1
+
+    def read_many(self, probabilities: np.ndarray) -> None:
+        """(n, 10) probabilities, in a few array operations whatever n is."""
+        if len(probabilities) == 1:
+            self.read_one(probabilities[0])
+            return
+        digits = probabilities.argmax(axis=1)
+        confidence = probabilities.max(axis=1).astype(np.float64)
+        self.read += len(digits)
+        self.confidence += float(confidence.sum())
+        add(
+            self.confidence_buckets,
+            np.bincount(np.searchsorted(CONFIDENCE_BOUNDS, confidence), minlength=len(CONFIDENCE_BOUNDS) + 1),
+        )
+        add(self.digits, np.bincount(digits, minlength=10))
+
+    def copy(self) -> Side:
+        other = Side()
+        for name in Side.__slots__:
+            value = getattr(self, name)
+            setattr(other, name, list(value) if isinstance(value, list) else value)
+        return other
+
+    def add(self, other: Side, sign: int = 1) -> None:
+        """Add (sign 1) or take away (sign -1) another side's counts."""
+        for name in Side.__slots__:
+            mine, theirs = getattr(self, name), getattr(other, name)
+            if isinstance(mine, list):
+                setattr(self, name, [a + sign * b for a, b in zip(mine, theirs, strict=True)])
+            else:
+                setattr(self, name, mine + sign * theirs)
+
+
+def add(into: list[int], counts: np.ndarray) -> None:
+    for i, count in enumerate(counts.tolist()):
+        if count:
+            into[i] += count
+
+
+class Tally:
+    """Sides by (version, role), written by one thread (or under its owner's lock)."""
+
+    __slots__ = ("sides",)
+
+    def __init__(self) -> None:
+        self.sides: dict[Key, Side] = {}
+
+    def side(self, version: str, role: str) -> Side:
+        side = self.sides.get((version, role))
+        if side is None:
+            side = self.sides[(version, role)] = Side()
+        return side
+
+    def copy(self) -> dict[Key, Side]:
+        return {key: side.copy() for key, side in list(self.sides.items())}
 
 
 class PolicyTally:
+    """The event loop's and the shadow's counts, and what was counted when the experiment began."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sides: dict[tuple[str, str], Side] = {}
+        self.loop = Tally()  # the event loop's only: no lock
+        self.shadow = Tally()  # the shadow's threads', written under `shadow_lock`
+        self.shadow_lock = threading.Lock()  # theirs only: readers never wait for a shadow thread
         self.policy: Policy | None = None
         self.since: str | None = None
+        self._start: dict[Key, Side] = {}  # the lifetime counts when the experiment began
+
+    def totals(self) -> dict[Key, Side]:
+        """Every side's lifetime counts, the loop's and the shadow's added up (copies)."""
+        sides = self.loop.copy()
+        for key, side in self.shadow.copy().items():
+            if key in sides:
+                sides[key].add(side)
+            else:
+                sides[key] = side
+        return sides
 
     def restart(self, policy: Policy | None) -> None:
-        """Count for `policy` from now on; the same experiment set again keeps its figures."""
+        """Count for `policy` from now on; the same experiment set again keeps its figures.
+
+        Called by the model store only, one call at a time (under its refresh lock).
+        """
         if policy is not None and policy.same_experiment(self.policy):
             return
-        with self._lock:
-            self._sides = {}
-            self.policy, self.since = policy, (utc_now() if policy is not None else None)
-
-    def answered(self, version: str, role: str, seconds: float) -> None:
-        with self._lock:
-            side = self._side(version, role)
-            side.requests += 1
-            side.seconds += seconds
-
-    def read(self, version: str, role: str, confidence_sum: float, digit_counts: list[int]) -> None:
-        with self._lock:
-            side = self._side(version, role)
-            side.read += sum(digit_counts)
-            side.confidence += confidence_sum
-            side.digits = [a + b for a, b in zip(side.digits, digit_counts, strict=True)]
-
-    def compared(self, version: str, agree: int, disagree: int) -> None:
-        with self._lock:
-            side = self._side(version, "shadow")
-            side.agree += agree
-            side.disagree += disagree
-
-    def dropped(self, version: str, rows: int) -> None:
-        with self._lock:
-            self._side(version, "shadow").dropped += rows
+        self._start = self.totals()
+        self.policy, self.since = policy, (utc_now() if policy is not None else None)
 
     def summary(self) -> dict[str, Any] | None:
         """What this process saw of the policy it applies; None when it applies none."""
-        with self._lock:
-            policy, since = self.policy, self.since
-            sides = sorted(self._sides.items(), key=lambda item: (item[0][1] != "current", item[0]))
-            rows = [_row(version, role, side) for (version, role), side in sides]
+        policy, since, start = self.policy, self.since, self._start
         if policy is None:
             return None
+        rows = []
+        for key, side in sorted(self.totals().items(), key=lambda item: (item[0][1] != "current", item[0])):
+            if (before := start.get(key)) is not None:
+                side.add(before, -1)
+            if side.requests or side.read or side.dropped:
+                rows.append(_row(*key, side))
         return {
             "scope": f"this process only (pid {os.getpid()}), since it began applying {policy.describe()}; "
             "each worker and replica counts its own, /metrics has them all",
@@ -86,12 +182,6 @@ class PolicyTally:
             "since": since,
             "versions": rows,
         }
-
-    def _side(self, version: str, role: str) -> Side:
-        side = self._sides.get((version, role))
-        if side is None:
-            side = self._sides[(version, role)] = Side()
-        return side
 
 
 def _row(version: str, role: str, side: Side) -> dict[str, Any]:

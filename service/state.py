@@ -20,7 +20,7 @@ from service.loaded_model import LoadedModel
 from service.metrics import Metrics
 from service.model_store import ModelStore
 from service.offload import WorkPool
-from service.policy import VersionMetrics
+from service.policy_metrics import VersionMetrics
 from service.settings import FastPaths, Settings
 from service.shadow import ShadowRunner
 
@@ -43,7 +43,7 @@ class AppState:
     route_methods: list[tuple[str, Pattern[str], set[str]]]
     feedback: FeedbackParts  # /predict's recent answers by id, POST /feedback's rate limit and store
     fast: FastPaths  # which fast paths are on (MNIST_FAST_PATHS, service.fastpaths)
-    experiment: VersionMetrics  # a routing policy's figures per version and role (service.policy)
+    experiment: VersionMetrics  # a routing policy's figures per version and role (service.policy_metrics)
     shadow: ShadowRunner  # the shadow version's work, off the response path (service.shadow)
     jobs: JobRunner | None = None
     listener: PointerListener | None = None  # the PostgreSQL pointer's NOTIFY listener (cluster mode)

@@ -21,8 +21,10 @@ log = logging.getLogger("service")
     responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
 )
 async def metrics(state: State) -> Response:
-    """Gauges that are read, not counted (bodies held, jobs by state), are set just before the scrape."""
+    """Gauges that are read, not counted (bodies held, jobs by state), are set just before the scrape,
+    and a routing policy's figures, counted in plain numbers, are added then."""
     state.metrics.body_bytes_in_flight.set(state.bodies.held)
+    state.experiment.publish()  # a routing policy's figures, counted since the last scrape
     if (generation := state.models.generation) is not None:
         state.metrics.pointer_generation.labels(state.registry.model).set(generation)
     if state.jobs is not None:

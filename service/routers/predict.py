@@ -173,7 +173,7 @@ async def predict(request: Request, query: Annotated[PredictQuery, Query()]) -> 
     content = answer(state, model, uploads, digits, answers, query)
     response = JSONResponse(content)
     if routed is not None:
-        routed.finish(state, request, digits, answers.probabilities, response)
+        routed.finish(state, request, digits, answers.probabilities)
     return response
 
 

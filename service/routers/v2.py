@@ -249,5 +249,5 @@ async def run_inference(state: AppState, request: Request, name: str, version: s
         headers = {**headers, "Content-Encoding": answer_coding, "Vary": "Accept-Encoding"}
     response = Response(content, media_type=answer.media_type, headers=headers)
     if routed is not None:
-        routed.finish(state, request, parsed.pixels, probabilities, response)
+        routed.finish(state, request, parsed.pixels, probabilities)
     return response

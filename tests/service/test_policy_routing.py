@@ -3,13 +3,15 @@ and the shadow's queue (service.policy, service.shadow), without HTTP."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from conftest import variant
+from conftest import poll, variant
 from starlette.requests import Request
 
 from mlp import MLP
@@ -17,7 +19,8 @@ from registry import Policy, Registry
 from service.loaded_model import LoadedModel
 from service.metrics import Metrics
 from service.model_store import ModelStore
-from service.policy import BUCKETS, PolicyFollower, Routing, VersionMetrics, bucket, client_key
+from service.policy import BUCKETS, PolicyFollower, Routing, bucket, client_key
+from service.policy_metrics import VersionMetrics
 from service.shadow import ShadowRunner
 
 SAMPLES = 10_000
@@ -38,8 +41,9 @@ def pair(trained_net: MLP) -> tuple[LoadedModel, LoadedModel]:
     return model(trained_net, "v0001"), model(variant(trained_net, seed=5, scale=0.3), "v0002")
 
 
-def value(metrics: Metrics, name: str, **labels: str) -> float:
-    found = metrics.registry.get_sample_value(name, {"model": "mnist", **labels})
+def value(recorder: VersionMetrics, name: str, **labels: str) -> float:
+    recorder.publish()  # what a scrape does first
+    found = recorder.metrics.registry.get_sample_value(name, {"model": "mnist", **labels})
     return 0.0 if found is None else found
 
 
@@ -149,8 +153,8 @@ def test_a_policy_that_cannot_apply_applies_as_none_and_says_why(tmp_path: Path,
 
 def test_the_shadow_compares_in_its_thread_and_records_both_sides(pair) -> None:
     current, candidate = pair
-    metrics = Metrics()
-    runner = ShadowRunner(VersionMetrics(metrics, "mnist"))
+    recorder = VersionMetrics(Metrics(), "mnist")
+    runner = ShadowRunner(recorder)
     rng = np.random.default_rng(0)
     rows = rng.integers(0, 256, (30, 784)).astype(np.uint8)
     try:
@@ -163,20 +167,19 @@ def test_the_shadow_compares_in_its_thread_and_records_both_sides(pair) -> None:
     ours = candidate.answer(rows).probabilities.argmax(axis=1)
     theirs = current.answer(rows).probabilities.argmax(axis=1)
     same = int((ours == theirs).sum())
-    assert value(metrics, "mnist_shadow_comparisons_total", version="v0002", agree="true") == same
-    assert value(metrics, "mnist_shadow_comparisons_total", version="v0002", agree="false") == 30 - same
-    assert value(metrics, "mnist_policy_requests_total", version="v0002", role="shadow") == 10
-    assert value(metrics, "mnist_policy_confidence_count", version="v0002", role="shadow") == 30
-    assert value(metrics, "mnist_policy_confidence_count", version="v0001", role="current") == 30
+    assert value(recorder, "mnist_shadow_comparisons_total", version="v0002", agree="true") == same
+    assert value(recorder, "mnist_shadow_comparisons_total", version="v0002", agree="false") == 30 - same
+    assert value(recorder, "mnist_policy_requests_total", version="v0002", role="shadow") == 10
+    assert value(recorder, "mnist_policy_confidence_count", version="v0002", role="shadow") == 30
+    assert value(recorder, "mnist_policy_confidence_count", version="v0001", role="current") == 30
     for digit in range(10):
         assert value(
-            metrics, "mnist_policy_predictions_total", version="v0002", role="shadow", digit=str(digit)
+            recorder, "mnist_policy_predictions_total", version="v0002", role="shadow", digit=str(digit)
         ) == int((ours == digit).sum())
 
 
 def test_a_full_shadow_queue_drops_and_counts_and_never_blocks(pair) -> None:
     current, candidate = pair
-    metrics = Metrics()
     gate = threading.Event()
 
     class Slow:  # a shadow whose pass waits: the queue fills behind it
@@ -186,7 +189,8 @@ def test_a_full_shadow_queue_drops_and_counts_and_never_blocks(pair) -> None:
             gate.wait(10)
             return candidate.predict_proba(rows)
 
-    runner = ShadowRunner(VersionMetrics(metrics, "mnist"), capacity_rows=8)
+    recorder = VersionMetrics(Metrics(), "mnist")
+    runner = ShadowRunner(recorder, capacity_rows=8)
     rows = np.zeros((4, 784), np.uint8)
     probabilities = current.answer(rows).probabilities
     try:
@@ -198,12 +202,11 @@ def test_a_full_shadow_queue_drops_and_counts_and_never_blocks(pair) -> None:
     # the first is taken by the thread at once (or not), then at most 8 rows wait: at most 3 accepted
     assert accepted[:2] == [True, True] and accepted.count(True) <= 3
     dropped = 4 * accepted.count(False)
-    assert value(metrics, "mnist_shadow_dropped_total", version="v0002") == dropped
+    assert value(recorder, "mnist_shadow_dropped_total", version="v0002") == dropped
 
 
 def test_a_failing_shadow_is_logged_and_the_runner_goes_on(pair, caplog) -> None:
     current, candidate = pair
-    metrics = Metrics()
 
     class Broken:
         version = "v0003"
@@ -211,7 +214,8 @@ def test_a_failing_shadow_is_logged_and_the_runner_goes_on(pair, caplog) -> None
         def predict_proba(self, rows):
             raise FloatingPointError("boom")
 
-    runner = ShadowRunner(VersionMetrics(metrics, "mnist"))
+    recorder = VersionMetrics(Metrics(), "mnist")
+    runner = ShadowRunner(recorder)
     rows = np.zeros((1, 784), np.uint8)
     probabilities = current.answer(rows).probabilities
     try:
@@ -222,4 +226,69 @@ def test_a_failing_shadow_is_logged_and_the_runner_goes_on(pair, caplog) -> None
     finally:
         runner.stop()
     assert "the shadow pass failed" in caplog.text
-    assert value(metrics, "mnist_policy_requests_total", version="v0002", role="shadow") == 1
+    assert value(recorder, "mnist_policy_requests_total", version="v0002", role="shadow") == 1
+
+
+class Passes(ShadowRunner):
+    """A runner that notes each pass: the thread that ran it and its rows (the work itself as always)."""
+
+    def __init__(self, recorder: VersionMetrics, **options: Any) -> None:
+        super().__init__(recorder, **options)
+        self.passes: list[tuple[str, int]] = []
+
+    def _compute(self, items: list[Any]) -> None:
+        self.passes.append((threading.current_thread().name, sum(len(item[2]) for item in items)))
+        super()._compute(items)
+
+
+class NoIdleThread(Passes):
+    """As on a machine whose cores are never idle: the idle-priority thread never gets to run."""
+
+    def _run_idle(self) -> None:
+        return
+
+
+def test_the_shadow_computes_many_requests_in_one_pass_at_idle_priority(pair) -> None:
+    current, candidate = pair
+    recorder = VersionMetrics(Metrics(), "mnist")
+    runner = Passes(recorder)
+    row = np.zeros((1, 784), np.uint8)
+    probabilities = current.answer(row).probabilities
+    try:
+        for i in range(200):  # a promote came after the first 150: those after it, under v0003
+            assert runner.submit(candidate, "v0001" if i < 150 else "v0003", row, probabilities)
+        poll(lambda: sum(rows for _, rows in runner.passes) == 200)
+        assert runner.wait_idle(10)
+        idle = next(t for t in threading.enumerate() if t.name == "shadow idle")
+        if hasattr(os, "SCHED_IDLE"):  # Linux: runs only when nothing else wants the core
+            assert os.sched_getscheduler(idle.native_id) == os.SCHED_IDLE  # type: ignore[arg-type]
+    finally:
+        runner.stop()
+    assert len(runner.passes) <= 10, runner.passes  # batches (up to 256 rows), not 200 passes of one
+    assert value(recorder, "mnist_policy_requests_total", version="v0002", role="shadow") == 200
+    assert value(recorder, "mnist_policy_confidence_count", version="v0001", role="current") == 150
+    assert value(recorder, "mnist_policy_confidence_count", version="v0003", role="current") == 50
+    assert not any(t.name.startswith("shadow ") for t in threading.enumerate())  # stopped
+
+
+def test_without_idle_cores_the_catch_up_thread_computes_a_backlog_and_what_waited_too_long(pair) -> None:
+    current, candidate = pair
+    recorder = VersionMetrics(Metrics(), "mnist")
+    rows = np.zeros((4, 784), np.uint8)
+    probabilities = current.answer(rows).probabilities
+    runner = NoIdleThread(recorder, batch_rows=4, catch_up_rows=16, max_lag_s=60.0)
+    try:
+        for _ in range(5):  # 20 rows: past the backlog's 16
+            assert runner.submit(candidate, "v0001", rows, probabilities)
+        poll(lambda: sum(n for _, n in runner.passes) >= 16)  # the backlog, at least
+        assert {name for name, _ in runner.passes} == {"shadow catch-up"}
+    finally:
+        runner.stop()  # what is left too: the idle thread may never run
+    assert sum(n for _, n in runner.passes) == 20
+
+    late = NoIdleThread(VersionMetrics(Metrics(), "mnist"), max_lag_s=0.05)
+    try:
+        assert late.submit(candidate, "v0001", rows[:1], probabilities[:1])  # one row, no backlog
+        poll(lambda: late.passes == [("shadow catch-up", 1)])  # after max_lag_s, not at stop
+    finally:
+        late.stop()

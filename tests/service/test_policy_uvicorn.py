@@ -94,6 +94,22 @@ def test_both_workers_apply_a_policy_set_through_one(
 
     wait_until(lambda: compared() == 30, START_DEADLINE_S, "the shadow's 30 comparisons", log)
 
+    def shadow_histograms() -> list[float]:  # added in bulk by each worker into its own files
+        return [
+            sum(
+                s.value
+                for s in samples(url, name)
+                if s.labels["role"] == "shadow" and s.labels.get("le") in le
+            )
+            for name, le in [
+                ("mnist_policy_confidence_count", {None}),
+                ("mnist_policy_confidence_bucket", {"+Inf"}),
+                ("mnist_policy_latency_seconds_count", {None}),
+            ]
+        ]
+
+    wait_until(lambda: shadow_histograms() == [30, 30, 30], START_DEADLINE_S, "the shadow's histograms", log)
+
     promoted = httpx.post(url + "/models/policy/promote", headers=AUTH)
     assert promoted.status_code == 200, promoted.text
     assert promoted.json()["current"] == "v0002"
