@@ -11,7 +11,7 @@ They serve two readers:
 - Prometheus: service.policy_metrics publishes what was added since its last publication into
   the metrics in bulk, before a scrape and every `reload_interval_s` (so a scrape answered by
   another worker sees this one's figures within that time);
-- a person reading `GET /models/policy`: `PolicyTally.summary`, the
+- a person reading `GET /models/policy` (or the end of an experiment): `PolicyTally.summary`, the
   figures since this process began applying the policy, as the lifetime counts less those it had
   when the experiment began. One process's share only (with several workers, each answers with
   its own); a new mode, version or percent starts again.
@@ -143,6 +143,7 @@ class PolicyTally:
         self.policy: Policy | None = None
         self.since: str | None = None
         self._start: dict[Key, Side] = {}  # the lifetime counts when the experiment began
+        self.ended: dict[str, Any] | None = None  # the last experiment this process stopped applying
 
     def totals(self) -> dict[Key, Side]:
         """Every side's lifetime counts, the loop's and the shadow's added up (copies)."""
@@ -155,31 +156,41 @@ class PolicyTally:
         return sides
 
     def restart(self, policy: Policy | None) -> None:
-        """Count for `policy` from now on; the same experiment set again keeps its figures.
+        """Count for `policy` from now on; the same experiment set again keeps its figures. The one
+        it replaces (if any) is kept as `ended`, its final figures and when it ended.
 
         Called by the model store only, one call at a time (under its refresh lock).
         """
         if policy is not None and policy.same_experiment(self.policy):
             return
-        self._start = self.totals()
+        totals = self.totals()
+        if self.policy is not None:
+            self.ended = self.summary(totals, ended_at=utc_now())
+        self._start = totals
         self.policy, self.since = policy, (utc_now() if policy is not None else None)
 
-    def summary(self) -> dict[str, Any] | None:
-        """What this process saw of the policy it applies; None when it applies none."""
+    def summary(
+        self, totals: dict[Key, Side] | None = None, ended_at: str | None = None
+    ) -> dict[str, Any] | None:
+        """What this process saw of the policy it applies; None when it applies none. `totals`: the
+        lifetime counts to use (else read now), `ended_at`: when it ended, for its final figures."""
         policy, since, start = self.policy, self.since, self._start
         if policy is None:
             return None
         rows = []
-        for key, side in sorted(self.totals().items(), key=lambda item: (item[0][1] != "current", item[0])):
+        totals = self.totals() if totals is None else {key: side.copy() for key, side in totals.items()}
+        for key, side in sorted(totals.items(), key=lambda item: (item[0][1] != "current", item[0])):
             if (before := start.get(key)) is not None:
                 side.add(before, -1)
             if side.requests or side.read or side.dropped:
                 rows.append(_row(*key, side))
         return {
+            "policy": policy.to_dict(),
             "scope": f"this process only (pid {os.getpid()}), since it began applying {policy.describe()}; "
             "each worker and replica counts its own, /metrics has them all",
             "pid": os.getpid(),
             "since": since,
+            "ended_at": ended_at,
             "versions": rows,
         }
 

@@ -23,6 +23,8 @@ from service.state import AppState, State
 
 router = APIRouter(prefix="/models", tags=["models"], route_class=TokenFirstRoute)
 
+SHADOW_WAIT_S = 1.0  # ending an experiment waits this long at most for the shadow's queued rows
+
 
 VERSION = Field(max_length=16, description="The candidate, by its name exactly as listed: v0003.")
 PERCENT_DOC = "0..100: the candidate's share of the requests that name no version"
@@ -78,9 +80,14 @@ class LiveVersion(BaseModel):
 
 
 class PolicyLive(BaseModel):
+    policy: PolicyOut = Field(description="The experiment these figures are of, as this process applied it.")
     scope: str = Field(description="Whose figures these are: the process that answered, since when.")
     pid: int
-    since: str | None
+    since: str | None = Field(description="When this process began applying it.")
+    ended_at: str | None = Field(
+        None,
+        description="When this process stopped applying it (ended, promoted, replaced); null while live.",
+    )
     versions: list[LiveVersion]
 
 
@@ -96,11 +103,24 @@ class PolicyView(BaseModel):
         description="What the process that answered saw since it began applying the policy (each worker "
         "and replica keeps its own; /metrics has them all); null when it applies none.",
     )
+    ended: PolicyLive | None = Field(
+        None,
+        description="The last experiment the process that answered stopped applying, with its final figures "
+        "and when it ended (kept in its memory until another ends); null when none has yet.",
+    )
+
+
+FINAL = Field(
+    None,
+    description="The experiment's final figures in the process that answered (what `live` showed, to its "
+    "end); null when that process did not apply it.",
+)
 
 
 class PolicyEnded(BaseModel):
     model: str
     ended: PolicyOut | None = Field(description="The policy that ended; null when there was none.")
+    final: PolicyLive | None = FINAL
 
 
 class PolicyPromoted(BaseModel):
@@ -108,6 +128,7 @@ class PolicyPromoted(BaseModel):
     current: str
     previous: str | None = Field(description="The version current before; null if the candidate already was.")
     ended: PolicyOut
+    final: PolicyLive | None = FINAL
 
 
 def out(policy: Policy | None) -> PolicyOut | None:
@@ -123,14 +144,24 @@ def view(state: AppState) -> PolicyView:
         policy, problem = state.registry.policy(), None
     except CorruptPolicy as exc:
         policy, problem = None, str(exc)
-    live = state.experiment.tally.summary()
+    tally = state.experiment.tally
+    live, ended = tally.summary(), tally.ended
     return PolicyView(
         model=state.registry.model,
         current=current,
         policy=out(policy),
         policy_error=problem,
         live=None if live is None else PolicyLive(**live),
+        ended=None if ended is None else PolicyLive(**ended),
     )
+
+
+def final(state: AppState, ended: Policy | None) -> PolicyLive | None:
+    """This process's figures of the experiment `ended`, which it has just stopped applying."""
+    figures = state.experiment.tally.ended
+    if ended is None or figures is None or not ended.same_experiment(Policy(**figures["policy"])):
+        return None
+    return PolicyLive(**figures)
 
 
 @router.get("/policy", summary="The routing policy (canary, sticky or shadow)", response_model=PolicyView)
@@ -180,8 +211,9 @@ async def set_policy(body: PolicyIn, request: Request, state: State) -> PolicyVi
 async def end_policy(state: State) -> PolicyEnded:
     def end() -> PolicyEnded:
         ended = state.registry.clear_policy()
-        state.models.refresh()
-        return PolicyEnded(model=state.registry.model, ended=out(ended))
+        state.shadow.wait_idle(SHADOW_WAIT_S)  # the shadow's queued rows, in the final figures
+        state.models.refresh()  # this process stops applying it: its figures become final
+        return PolicyEnded(model=state.registry.model, ended=out(ended), final=final(state, ended))
 
     return await asyncio.to_thread(end)
 
@@ -195,10 +227,15 @@ async def end_policy(state: State) -> PolicyEnded:
 )
 async def promote_policy(state: State) -> PolicyPromoted:
     def promote() -> PolicyPromoted:
+        state.shadow.wait_idle(SHADOW_WAIT_S)  # the shadow's queued rows, in the final figures
         move = state.models.promote_candidate()
         assert move.ended is not None  # registry.candidate: the policy promoted
         return PolicyPromoted(
-            model=state.registry.model, current=move.current, previous=move.previous, ended=out(move.ended)
+            model=state.registry.model,
+            current=move.current,
+            previous=move.previous,
+            ended=out(move.ended),
+            final=final(state, move.ended),
         )
 
     return await asyncio.to_thread(promote)

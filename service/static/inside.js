@@ -23,6 +23,7 @@ let currentShown = null; // the current version, whose weight pictures are the o
 
 /** Loads GET /models and redraws the whole section. Returns the current version. */
 export async function showInside(onError) {
+  insideErrors = onError;
   const models = await api("/models");
   showWeights(models.current);
   currentShown = models.current;
@@ -33,18 +34,98 @@ export async function showInside(onError) {
   return models.current;
 }
 
-/** One line: the routing policy (canary, sticky or shadow) set beside the current version, if any. */
+const POLICY_REFRESH_MS = 5000; // while an experiment runs, its figures are read again this often
+let policyTimer = null;
+let policyRound = 0; // showPolicy's calls: a refresh begun before the last one draws nothing
+let insideErrors = null; // showInside's onError, for the refresh an experiment's end calls for
+
+/** The routing policy (canary, sticky or shadow) set beside the current version, in one line from
+ * GET /models at once; then GET /models/policy adds its figures, live while it runs (read again every
+ * few seconds) and final once it ended, with when. */
 function showPolicy(policy, problem) {
-  const line = $("#policy");
-  if (policy) {
-    const share = policy.mode === "shadow"
-      ? `computes ${policy.percent}% of requests in the shadow`
-      : `answers ${policy.percent}% of requests`;
-    line.textContent = `Experiment (${policy.mode}): ${policy.version} ${share}.`;
-  } else {
-    line.textContent = problem ? `Experiment not applied: ${problem}` : "";
+  clearTimeout(policyTimer);
+  renderPolicyLine(policy ? describePolicy(policy) : problem ? `Experiment not applied: ${problem}` : "");
+  $("#policy-figures").replaceChildren();
+  refreshExperiment(false, ++policyRound);
+}
+
+/** `running`: the last GET /models/policy had a policy; its end then redraws the whole section. */
+async function refreshExperiment(running, round) {
+  let view;
+  try {
+    view = await api("/models/policy");
+  } catch {
+    return; // the figures are extra: the line from GET /models stays
   }
-  line.hidden = !line.textContent;
+  if (round !== policyRound) return; // the section was redrawn meanwhile
+  let figures = null;
+  if (view.policy) {
+    renderPolicyLine(describePolicy(view.policy));
+    figures = view.live;
+    policyTimer = setTimeout(() => refreshExperiment(true, round), POLICY_REFRESH_MS);
+  } else if (running && insideErrors) {
+    showInside(insideErrors).catch(insideErrors); // it ended meanwhile (a promote may have moved current)
+    return;
+  } else if (view.policy_error) {
+    renderPolicyLine(`Experiment not applied: ${view.policy_error}`);
+  } else if (view.ended) {
+    const when = DATE_FORMAT.format(new Date(view.ended.ended_at));
+    const { mode, version, percent } = view.ended.policy;
+    renderPolicyLine(`Experiment (${mode}) of ${version} at ${percent}% ended ${when}. Its final figures:`);
+    figures = view.ended;
+  }
+  $("#policy-figures").replaceChildren(...(figures ? experimentFigures(figures) : []));
+}
+
+function describePolicy(policy) {
+  const share = policy.mode === "shadow"
+    ? `computes ${policy.percent}% of requests in the shadow`
+    : `answers ${policy.percent}% of requests`;
+  return `Experiment (${policy.mode}): ${policy.version} ${share}.`;
+}
+
+function renderPolicyLine(text) {
+  const line = $("#policy");
+  line.textContent = text;
+  line.hidden = !text;
+}
+
+/** An experiment's figures per version and role (GET /models/policy's `live` or `ended`): a table,
+ * and whose figures they are (one worker's, from when). */
+function experimentFigures(figures) {
+  const scope = document.createElement("p");
+  scope.className = "hint";
+  const since = figures.since ? DATE_FORMAT.format(new Date(figures.since)) : "its start";
+  scope.textContent = `As one worker (pid ${figures.pid}) saw it, from ${since}` +
+    (figures.ended_at ? "." : "; each worker counts its own.");
+  if (!figures.versions.length) {
+    scope.textContent += " No requests yet.";
+    return [scope];
+  }
+  const table = document.createElement("table");
+  table.dataset.testid = "policy-table";
+  table.innerHTML = `<caption class="visually-hidden"></caption>
+    <thead><tr><th scope="col">Version</th><th scope="col">Role</th><th scope="col">Requests</th>
+    <th scope="col">Mean latency</th><th scope="col">Mean confidence</th>
+    <th scope="col">Same digit as current</th></tr></thead><tbody></tbody>`;
+  table.caption.textContent = `Figures of the experiment on ${figures.policy.version}, per version and role`;
+  const rows = figures.versions.map((v) => {
+    const row = document.createElement("tr");
+    row.dataset.role = v.role;
+    row.innerHTML = "<th scope=\"row\"></th><td></td><td></td><td></td><td></td><td></td>";
+    row.cells[0].textContent = v.version; // server text goes in as text, never as HTML
+    row.cells[1].textContent = v.role;
+    row.cells[2].textContent = String(v.requests);
+    row.cells[3].textContent = v.mean_latency_ms == null ? "–" : `${v.mean_latency_ms.toFixed(2)} ms`;
+    row.cells[4].textContent = v.mean_confidence == null ? "–" : PERCENT(v.mean_confidence);
+    row.cells[5].textContent = v.agreement == null ? "–" : `${PERCENT(v.agreement)} of ${v.compared}`;
+    return row;
+  });
+  table.tBodies[0].replaceChildren(...rows);
+  const wrap = document.createElement("div");
+  wrap.className = "table-wrap";
+  wrap.append(table);
+  return [scope, wrap];
 }
 
 function showWeights(version) {

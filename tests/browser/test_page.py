@@ -237,25 +237,65 @@ def test_look_inside(page: Page, artifacts: Path, server: Server) -> None:
     inside.screenshot(path=artifacts / "05-inside.png")
 
 
-def test_the_routing_policy_is_one_line_under_the_versions(page: Page, artifacts: Path) -> None:
-    """GET /models as the service answers it, with a policy added (the shipped registry has one version
-    only, which cannot be its own canary): the page says what is set, and nothing when none is."""
+def test_the_routing_policy_is_one_line_under_the_versions_with_its_figures(
+    page: Page, artifacts: Path
+) -> None:
+    """GET /models and /models/policy as the service answers them, with a policy and its figures put in
+    (the page's drawing of them, whatever the service's registry holds): the page says what is set,
+    with the figures of a live experiment, when one ended with its final figures, nothing when none is."""
     line = page.locator("#policy")
+    figures = page.get_by_test_id("policy-figures")
     expect(line).to_be_hidden()
     policy = {"mode": "canary", "version": "v0042", "percent": 12.5, "updated_at": None, "updated_by": None}
+    row = {
+        "version": "v0042",
+        "role": "canary",
+        "requests": 7,
+        "mean_latency_ms": 1.234,
+        "mean_confidence": 0.9876,
+        "digits": [0, 0, 0, 0, 0, 0, 0, 7, 0, 0],
+        "agreement": None,
+        "compared": None,
+        "dropped": None,
+    }
+    live = {"policy": policy, "scope": "", "pid": 4321, "since": "2026-01-02T03:04:05Z", "ended_at": None}
+    view: dict[str, Any] = {"policy": policy, "policy_error": None, "live": {**live, "versions": [row]}}
 
     def with_policy(route: Route) -> None:
         answer = route.fetch()
-        route.fulfill(response=answer, json={**answer.json(), "policy": policy})
+        route.fulfill(response=answer, json={**answer.json(), "policy": view["policy"]})
+
+    def policy_view(route: Route) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), **view})
 
     page.route(re.compile(r".*/models$"), with_policy)
+    page.route(re.compile(r".*/models/policy$"), policy_view)
     page.reload()
     expect(line).to_have_text("Experiment (canary): v0042 answers 12.5% of requests.")
+    expect(figures).to_contain_text("As one worker (pid 4321) saw it")
+    cells = figures.locator("tr[data-role=canary] > *")
+    expect(cells).to_have_text(["v0042", "canary", "7", "1.23 ms", "98.8%", "–"])
     policy.update(mode="shadow", percent=100)
+    shadow = {**row, "role": "shadow", "agreement": 0.75, "compared": 8}
+    view["live"] = {**live, "versions": [{**row, "version": "v0001", "role": "current"}, shadow]}
     page.reload()
     expect(line).to_have_text("Experiment (shadow): v0042 computes 100% of requests in the shadow.")
+    expect(figures.locator("tr[data-role=shadow] td").last).to_have_text("75.0% of 8")
     line.scroll_into_view_if_needed()
     shot(page, artifacts, "05b-policy")
+
+    view.update(policy=None, live=None, ended={**view["live"], "ended_at": "2026-01-02T04:00:00Z"})
+    page.reload()
+    expect(line).to_contain_text(
+        "Experiment (shadow) of v0042 at 100% ended "
+    )  # the date, as the browser writes it
+    expect(line).to_contain_text(". Its final figures:")
+    expect(figures.locator("tr[data-role=shadow] td").last).to_have_text("75.0% of 8")
+    view.update(ended=None)
+    page.reload()
+    expect(line).to_be_hidden()
+    expect(figures).to_be_empty()
 
 
 # -- a phone ---------------------------------------------------------------------------------------

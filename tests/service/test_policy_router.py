@@ -111,8 +111,11 @@ def test_a_canary_answers_its_share_and_says_which_version_answered(
     listed = two.get("/models").json()
     assert listed["current"] == "v0001" and listed["policy"] == policy
     view = two.get(POLICY).json()
-    assert view.pop("live")["versions"] == []  # nothing answered under it yet
-    assert view == {"model": "mnist", "current": "v0001", "policy": policy, "policy_error": None}
+    live = view.pop("live")
+    assert live["versions"] == [] and live["policy"] == policy  # nothing answered under it yet
+    assert live["ended_at"] is None
+    expected = {"model": "mnist", "current": "v0001", "policy": policy, "policy_error": None, "ended": None}
+    assert view == expected
 
     image = digit_image(3)
     assert predict(two, image)["version"] == "v0002"
@@ -175,14 +178,37 @@ def test_a_shadow_computes_off_the_response_and_records_agreement(
     assert samples(two, "mnist_shadow_dropped_total") == {}
 
 
-def test_ending_the_experiment_sends_everything_to_current(two: TestClient, digit_image: DigitImage) -> None:
+def test_ending_the_experiment_sends_everything_to_current_and_answers_its_final_figures(
+    two: TestClient, digit_image: DigitImage
+) -> None:
     assert put(two, mode="canary", version="v0002", percent=100).status_code == 200
+    for k in (2, 3):
+        assert predict(two, digit_image(k))["version"] == "v0002"
+    last = two.get(POLICY).json()["live"]
     ended = two.delete(POLICY, headers=AUTH)
     assert ended.status_code == 200
-    assert ended.json()["ended"]["version"] == "v0002"
+    body = ended.json()
+    assert body["ended"]["version"] == "v0002"
+    final = body["final"]
+    assert final["policy"] == body["ended"] and final["since"] == last["since"]
+    assert final["ended_at"].endswith("Z") and final["ended_at"] >= final["since"]
+    assert final["versions"] == last["versions"] and final["versions"][0]["requests"] == 2
     assert predict(two, digit_image(1))["version"] == "v0001"
-    assert two.delete(POLICY, headers=AUTH).json() == {"model": "mnist", "ended": None}
+    view = two.get(POLICY).json()
+    assert view["live"] is None and view["ended"] == final  # kept, for the page
+    assert two.delete(POLICY, headers=AUTH).json() == {"model": "mnist", "ended": None, "final": None}
     assert two.get("/models").json()["policy"] is None
+
+
+def test_a_shadows_final_figures_count_what_it_had_queued(two: TestClient, digit_image: DigitImage) -> None:
+    two.app.state.services.shadow.max_wait_s = 60.0  # queued rows wait for the end, not for a batch
+    two.app.state.services.shadow.max_lag_s = 60.0
+    assert put(two, mode="shadow", version="v0002").status_code == 200
+    for k in range(5):
+        predict(two, digit_image(k))
+    final = two.delete(POLICY, headers=AUTH).json()["final"]
+    shadow = next(row for row in final["versions"] if row["role"] == "shadow")
+    assert (shadow["requests"], shadow["compared"], shadow["dropped"]) == (5, 5, 0)
 
 
 def test_promoting_the_canary_makes_it_current_and_ends_the_experiment(
@@ -193,6 +219,7 @@ def test_promoting_the_canary_makes_it_current_and_ends_the_experiment(
     assert promoted.status_code == 200, promoted.text
     body = promoted.json()
     assert (body["current"], body["previous"], body["ended"]["version"]) == ("v0002", "v0001", "v0002")
+    assert body["final"]["policy"] == body["ended"] and body["final"]["ended_at"] is not None
     assert registry.current() == "v0002" and registry.policy() is None
     assert predict(two, digit_image(2))["version"] == "v0002"
     assert two.post("/models/rollback", headers=AUTH).json()["current"] == "v0001"  # the ordinary history

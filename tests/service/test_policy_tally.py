@@ -131,8 +131,12 @@ def test_a_new_experiment_counts_anew_and_the_same_one_set_again_keeps_counting(
     since = tally.since
     recorder.applied(Policy("canary", "v0002", 10, "2026-01-02T00:00:00Z", "b"))  # the same experiment
     assert tally.summary()["versions"][0]["requests"] == 1 and tally.since == since  # type: ignore[index]
+    assert tally.ended is None
     recorder.applied(Policy("canary", "v0002", 20))
     assert tally.summary()["versions"] == []  # type: ignore[index]
+    ended = tally.ended  # the one replaced: its final figures, and when it ended
+    assert ended is not None and ended["policy"]["percent"] == 10 and ended["since"] == since
+    assert ended["ended_at"] >= since and ended["versions"][0]["requests"] == 1
     recorder.answered("v0002", "canary", 0.001, None)
     assert tally.summary()["versions"][0]["requests"] == 1  # type: ignore[index]
     recorder.publish()  # Prometheus counts for the process's life: both experiments
@@ -144,3 +148,5 @@ def test_a_new_experiment_counts_anew_and_the_same_one_set_again_keeps_counting(
     )
     recorder.applied(None)
     assert tally.summary() is None and PolicyTally().summary() is None
+    assert tally.ended is not None and tally.ended["policy"]["percent"] == 20
+    assert tally.ended["versions"][0]["requests"] == 1
