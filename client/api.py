@@ -82,6 +82,23 @@ class Api:
     def rollback(self) -> dict[str, Any]:
         return self.call("POST", "/models/rollback", auth=True).json()
 
+    def policy(self) -> dict[str, Any]:
+        """The routing policy, and what the worker that answered saw under it (`live`)."""
+        return self.call("GET", "/models/policy").json()
+
+    def set_policy(self, mode: str, version: str, percent: float | None) -> dict[str, Any]:
+        """Set it; without `percent` the service's default (shadow: 100; canary, sticky: a 422)."""
+        body: dict[str, Any] = {"mode": mode, "version": version}
+        if percent is not None:
+            body["percent"] = percent
+        return self.call("PUT", "/models/policy", json=body, auth=True).json()
+
+    def end_policy(self) -> dict[str, Any]:
+        return self.call("DELETE", "/models/policy", auth=True).json()
+
+    def promote_policy(self) -> dict[str, Any]:
+        return self.call("POST", "/models/policy/promote", auth=True).json()
+
     # -- the one place requests are made ------------------------------------------------------------
 
     def call(self, method: str, path: str, *, auth: bool = False, **options: Any) -> httpx.Response:

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from client import commands
 from client.api import Api
@@ -14,11 +15,12 @@ from client.errors import BROKEN_PIPE, INTERRUPTED, ClientError
 from client.train_options import add_train_options
 
 DESCRIPTION = f"""\
-Talk to the MNIST digit service: read digits, train, follow jobs, manage model versions.
+Talk to the MNIST digit service: read digits, train, follow jobs, manage model versions
+and the routing policy (canary, sticky, shadow).
 
 The server is --url, else ${URL_ENV}, else {DEFAULT_URL}. The token for train, cancel,
-promote and rollback is --token, else ${TOKEN_ENV}, else the file the service keeps it in
-(${STATE_DIR_ENV}/token, default state/token).
+promote, rollback and changing the routing policy is --token, else ${TOKEN_ENV}, else the
+file the service keeps it in (${STATE_DIR_ENV}/token, default state/token).
 """
 EPILOG = """\
 exit status: 0 ok, 1 the server said no (its error in one line), 2 bad usage,
@@ -92,6 +94,7 @@ def build_parser(prog: str = "mnist") -> argparse.ArgumentParser:
     command("models", commands.models, "list model versions (* marks the current one)")
     command("promote", commands.promote, "make a version current").add_argument("version", help="e.g. v0002")
     command("rollback", commands.rollback, "make the previously current version current again")
+    add_policy(sub, common)
     command(
         "ready", commands.ready, "check that the service is ready to answer (a model is loaded)"
     ).add_argument("--wait", type=float, default=0.0, metavar="S", help="keep trying for up to S seconds")
@@ -99,10 +102,49 @@ def build_parser(prog: str = "mnist") -> argparse.ArgumentParser:
     return parser
 
 
+def add_policy(sub: Any, common: list[argparse.ArgumentParser]) -> None:
+    """`policy show | set MODE VERSION [--percent N] | end | promote`: GET, PUT, DELETE /models/policy
+    and POST /models/policy/promote."""
+    help_text = "the routing policy: a canary, sticky or shadow version beside the current one"
+    parser = sub.add_parser("policy", parents=common, help=help_text, description=help_text)
+    parser.set_defaults(run=commands.policy)
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str) -> argparse.ArgumentParser:
+        return actions.add_parser(name, parents=common, help=help_text, description=help_text)
+
+    action("show", "the policy, who set it, and what the worker that answered saw under it")
+    setting = action(
+        "set",
+        "route a share of requests to VERSION (canary: at random; sticky: by client) or have it compute "
+        "them in the shadow; it must exist, load and not be current",
+    )
+    setting.add_argument("mode", choices=("canary", "sticky", "shadow"))
+    setting.add_argument("version", help="the candidate, e.g. v0003")
+    setting.add_argument(
+        "--percent", type=share, help="0..100: the candidate's share (canary, sticky: required; shadow: 100)"
+    )
+    action("end", "end the experiment (every request to the current version) and print its final figures")
+    action("promote", "make the policy's version current and end the experiment")
+
+
+def share(text: str) -> float:
+    """An argparse type: a percentage from 0 to 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 100, got {text!r}") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 100, got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None, prog: str = "mnist") -> int:
     """Run one command; returns the exit status (argparse exits with 2 by itself on bad usage)."""
     parser = build_parser(prog)
     args = parser.parse_args(argv)
+    if args.command == "policy" and args.action == "set" and args.mode != "shadow" and args.percent is None:
+        parser.error(f"policy set {args.mode} needs --percent (the candidate's share, 0..100)")
     try:
         if args.command == "token":
             return args.run(args)

@@ -124,6 +124,24 @@ def rollback(args: argparse.Namespace, api: Api) -> int:
     return OK
 
 
+def policy(args: argparse.Namespace, api: Api) -> int:
+    """show | set MODE VERSION [--percent N] | end | promote, as `python -m trainer policy` but over HTTP."""
+    if args.action == "show":
+        view = api.policy()
+        show(args, view, render.policy_view(view))
+    elif args.action == "set":
+        view = api.set_policy(args.mode, args.version, args.percent)
+        assert view["policy"] is not None  # the service answers with the policy it stored
+        show(args, view, f"{view['model']}: routing policy set: {render.policy(view['policy'])}")
+    elif args.action == "end":
+        answer = api.end_policy()
+        show(args, answer, render.policy_ended(answer))
+    else:  # promote
+        move = api.promote_policy()
+        show(args, move, render.pointer_move(move))
+    return OK
+
+
 def ready(args: argparse.Namespace, api: Api) -> int:
     """Ready now, or (with --wait S) as soon as it is within S seconds; the last refusal otherwise."""
     deadline = time.monotonic() + args.wait

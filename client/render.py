@@ -141,4 +141,61 @@ def pointer_move(move: dict[str, Any]) -> str:
     text = f"{move['model']}: {move['current']} is current{f' (was {was})' if was else ''}"
     if move.get("ended"):
         text += f"; the routing policy ({policy(move['ended'])}) ended with it"
+    if move.get("final"):
+        text += "\n" + figures(move["final"])
     return text
+
+
+def policy_view(view: dict[str, Any]) -> str:
+    """GET /models/policy: the current version, the policy and who set it, and its live figures."""
+    lines = [f"{view['model']}: current {view['current'] or 'none'}"]
+    if view.get("policy_error"):
+        lines.append(f"policy error: {view['policy_error']} (applied as none; `mnist policy end` clears it)")
+    record = view.get("policy")
+    if record is None:
+        lines.append("routing policy: none")
+    else:
+        lines.append(f"routing policy: {policy(record)}")
+        lines.append(
+            f"set {record['updated_at'] or 'at an unknown time'} by {record['updated_by'] or 'unknown'}"
+        )
+    if view.get("live"):
+        lines.append(figures(view["live"]))
+    elif view.get("ended"):
+        lines.append(figures(view["ended"]))
+    return "\n".join(lines)
+
+
+def policy_ended(answer: dict[str, Any]) -> str:
+    """DELETE /models/policy: what ended, and its final figures in the worker that answered."""
+    if answer["ended"] is None:
+        return f"{answer['model']}: no routing policy to end"
+    text = f"{answer['model']}: ended {policy(answer['ended'])}"
+    return text + ("\n" + figures(answer["final"]) if answer.get("final") else "")
+
+
+def figures(live: dict[str, Any]) -> str:
+    """An experiment's figures per version and role (`live`, or `final` once it ended) as a table."""
+    since = live.get("since") or "?"
+    if live.get("ended_at"):
+        ended = f"{policy(live['policy'])}, ended {live['ended_at']}"
+        head = f"{ended}: final figures of worker pid {live['pid']}, from {since}"
+    else:
+        head = f"live figures of worker pid {live['pid']} (each worker counts its own), since {since}"
+    rows = [
+        (
+            row["version"],
+            row["role"],
+            row["requests"],
+            None if row["mean_latency_ms"] is None else f"{row['mean_latency_ms']:.2f} ms",
+            percent(row["mean_confidence"]),
+            percent(row["agreement"]),
+            row["dropped"],
+            " ".join(str(n) for n in row["digits"]),
+        )
+        for row in live["versions"]
+    ]
+    if not rows:
+        return f"{head}: no requests yet"
+    header = ("VERSION", "ROLE", "REQUESTS", "LATENCY", "CONFIDENCE", "AGREEMENT", "DROPPED", "DIGITS 0-9")
+    return f"{head}\n" + table(header, rows, right=(2, 3, 4, 5, 6))

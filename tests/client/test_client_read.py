@@ -164,6 +164,55 @@ def test_without_a_token_the_refusal_says_where_tokens_come_from(
     assert httpx.get(server.url + "/models").json()["current"] == "v0001"
 
 
+# -- the routing policy -----------------------------------------------------------------------------------
+
+
+def test_policy_set_show_end_and_promote_as_the_http_routes_do(server: Server, mnist: Mnist) -> None:
+    env = server.env()
+    assert mnist("policy", "show", env=env).out == "mnist: current v0001\nrouting policy: none\n"
+    run = mnist("policy", "set", "canary", "v0002", "--percent", "100", env=env)
+    assert (run.code, run.out) == (0, "mnist: routing policy set: canary v0002 at 100 %\n"), run.err
+    answered = json.loads(mnist("predict", str(EXAMPLES / "seven.png"), "--json", env=env).out)
+    (item,) = answered["predictions"]
+    assert item["version"] == "v0002"  # the canary answers all
+
+    # the figures of the worker that answers: the service runs one, which answered the predict
+    shown = mnist("policy", "show", env=env)
+    lines = shown.out.splitlines()
+    assert lines[:2] == ["mnist: current v0001", "routing policy: canary v0002 at 100 %"], shown.out
+    assert lines[2].startswith("set ") and lines[2].endswith(" by api from 127.0.0.1")
+    assert lines[3].startswith("live figures of worker pid ")
+    header = ["VERSION", "ROLE", "REQUESTS", "LATENCY", "CONFIDENCE", "AGREEMENT", "DROPPED", "DIGITS 0-9"]
+    assert re.split(r"\s{2,}", lines[4]) == header
+    row = re.split(r"\s{2,}", lines[5].strip())
+    assert row[:3] == ["v0002", "canary", "1"]
+    assert row[-1].split()[item["digit"]] == "1"  # one request, read as the answer said
+    as_json = json.loads(mnist("policy", "show", "--json", env=env).out)
+    assert as_json["policy"]["mode"] == "canary" and as_json["live"]["versions"][0]["requests"] == 1
+
+    ended = mnist("policy", "end", env=env)
+    assert ended.code == 0 and ended.out.startswith("mnist: ended canary v0002 at 100 %\n"), ended.err
+    assert ", ended " in ended.out and "v0002    canary" in ended.out  # its final figures
+    assert mnist("policy", "end", env=env).out == "mnist: no routing policy to end\n"
+    again = mnist("policy", "show", env=env).out.splitlines()
+    assert again[1] == "routing policy: none" and "ended" in again[2]  # the last one's final figures
+
+    assert mnist("policy", "set", "shadow", "v0002", env=env).out.endswith("shadow v0002 at 100 %\n")
+    promoted = mnist("policy", "promote", env=env)
+    assert promoted.code == 0, promoted.err
+    assert promoted.out.splitlines()[0] == (
+        "mnist: v0002 is current (was v0001); the routing policy (shadow v0002 at 100 %) ended with it"
+    )
+    assert httpx.get(server.url + "/models").json()["current"] == "v0002"
+    assert mnist("rollback", env=env).code == 0  # as the other tests expect it
+
+    refused = mnist("policy", "set", "canary", "v0001", "--percent", "5", env=env)  # current already
+    assert refused.code == 1 and refused.error_line.endswith("(HTTP 409 already_current)")
+    assert mnist("policy", "promote", env=env).error_line.endswith("(HTTP 409 no_policy)")
+    anonymous = mnist("policy", "end", env={URL_ENV: server.url, STATE_DIR_ENV: str(server.folder / "none")})
+    assert anonymous.code == 1 and "(HTTP 401 missing_token)" in anonymous.error_line
+
+
 # -- token, ready, jobs -----------------------------------------------------------------------------------
 
 
@@ -234,6 +283,10 @@ def test_ready_wait_gives_up_at_its_deadline(mnist: Mnist) -> None:
         ["promote"],
         ["frobnicate"],
         ["--url", "ftp://127.0.0.1:8000", "models"],
+        ["policy"],
+        ["policy", "set", "canary", "v0002"],  # a canary's share is not guessed
+        ["policy", "set", "sticky", "v0002", "--percent", "101"],
+        ["policy", "set", "blue-green", "v0002", "--percent", "5"],
     ],
 )
 def test_bad_usage_is_exit_2(mnist: Mnist, argv: list[str]) -> None:

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from client.errors import ServerRefused, one_line
 from client.follow import BAR_FORMAT, draw, stage_of
-from client.render import duration, models, pointer_move, table
+from client.render import duration, models, pointer_move, policy_ended, policy_view, table
 
 RUNNING = {"epoch": 1, "epochs": 3, "percent": 40.0, "eta_seconds": 75.0, "accuracy": 0.9712, "loss": 0.1}
 
@@ -74,3 +74,44 @@ def test_the_routing_policy_shows_under_the_versions_and_a_promote_says_which_ex
         "mnist: v0002 is current (was v0001); the routing policy (canary v0002 at 10 %) ended with it"
     )
     assert pointer_move({**move, "ended": None}) == "mnist: v0002 is current (was v0001)"
+
+
+def test_an_experiments_figures_are_a_table_live_or_final() -> None:
+    canary = {"mode": "canary", "version": "v0002", "percent": 10.0, "updated_at": "T0", "updated_by": "me"}
+    row = {
+        "version": "v0002",
+        "role": "shadow",
+        "requests": 12,
+        "mean_latency_ms": 0.4567,
+        "mean_confidence": 0.98765,
+        "digits": [1, 0, 0, 0, 0, 0, 0, 11, 0, 0],
+        "agreement": 0.5,
+        "compared": 12,
+        "dropped": 0,
+    }
+    live = {"policy": canary, "scope": "", "pid": 42, "since": "T1", "ended_at": None, "versions": [row]}
+    view = {"model": "mnist", "current": "v0001", "policy": canary, "policy_error": None, "live": live}
+    assert policy_view(view).splitlines() == [
+        "mnist: current v0001",
+        "routing policy: canary v0002 at 10 %",
+        "set T0 by me",
+        "live figures of worker pid 42 (each worker counts its own), since T1",
+        "VERSION  ROLE    REQUESTS  LATENCY  CONFIDENCE  AGREEMENT  DROPPED  DIGITS 0-9",
+        "v0002    shadow        12  0.46 ms     98.77 %    50.00 %        0  1 0 0 0 0 0 0 11 0 0",
+    ]
+    final = {**live, "ended_at": "T2", "versions": []}
+    assert policy_ended({"model": "mnist", "ended": canary, "final": final}) == (
+        "mnist: ended canary v0002 at 10 %\ncanary v0002 at 10 %, ended T2: final figures of worker pid 42, "
+        "from T1: no requests yet"
+    )
+    assert (
+        policy_ended({"model": "mnist", "ended": canary, "final": None})
+        == "mnist: ended canary v0002 at 10 %"
+    )
+    none = {**view, "policy": None, "live": None, "ended": final}
+    assert policy_view(none).splitlines()[1:3] == [
+        "routing policy: none",
+        "canary v0002 at 10 %, ended T2: final figures of worker pid 42, from T1: no requests yet",
+    ]
+    broken = {**none, "ended": None, "policy_error": "corrupt"}
+    assert policy_view(broken).splitlines()[1].startswith("policy error: corrupt (applied as none")
