@@ -1,7 +1,12 @@
 """Two API replicas as real processes (`python -m service`, two uvicorn workers each) on one PostgreSQL
 (the pointer row) and one S3 API server (moto, the model files): a promote on one replica reaches every
 worker of both through NOTIFY, long before their pointer watch would come round (set to 30 s here),
-and keeps doing so after every PostgreSQL connection was killed."""
+and keeps doing so after every PostgreSQL connection was killed.
+
+The replicas and the training workers start once for the module (seconds each: six processes that
+import the service or the trainer): the tests run in the order written, each against what the ones
+before it left (the read-only test first, then the promote test, which needs the first generation,
+then the jobs)."""
 
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ import pytest
 
 from mlp import MLP
 from registry import open_registry
-from tests.realservers import new_bucket, s3_environment
+from tests.realservers import fresh_database, new_bucket, s3_environment
 from tests.testkit import start_service, write_idx
 
 TOKEN = "cluster-secret"
@@ -58,11 +63,16 @@ def served_versions(client: httpx.Client, n: int = 12) -> set[str]:
     return found
 
 
-@pytest.fixture
-def cluster(tmp_path, s3_endpoint, database_url, monkeypatch) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, s3_endpoint, postgres_admin_url) -> Iterator[dict[str, Any]]:
+    with fresh_database(postgres_admin_url) as database_url, pytest.MonkeyPatch.context() as monkeypatch:
+        for name, value in s3_environment(s3_endpoint).items():
+            monkeypatch.setenv(name, value)
+        yield from _cluster(tmp_path_factory.mktemp("cluster"), s3_endpoint, database_url)
+
+
+def _cluster(tmp_path: Path, s3_endpoint: str, database_url: str) -> Iterator[dict[str, Any]]:
     url = f"s3://{new_bucket(s3_endpoint)}/cluster"
-    for name, value in s3_environment(s3_endpoint).items():
-        monkeypatch.setenv(name, value)
     env = {
         **s3_environment(s3_endpoint),
         "MNIST_REGISTRY_URL": url,
@@ -100,6 +110,15 @@ def cluster(tmp_path, s3_endpoint, database_url, monkeypatch) -> Iterator[dict[s
                 process.kill()
                 process.wait(5)
         setup.close()
+
+
+def test_the_plots_and_manifests_come_from_object_storage(cluster):
+    a, _ = cluster["clients"]
+    v1 = cluster["versions"][0]
+    assert a.get(f"/models/{v1}").json()["version"] == v1
+    assert a.get(f"/models/{v1}/plots/w1.png").status_code == 404  # published without plots
+    listing = a.get("/models").json()
+    assert [v["version"] for v in listing["versions"]] == list(reversed(cluster["versions"]))
 
 
 def test_a_promote_on_one_replica_reaches_every_worker_of_both_within_2_s(cluster):
@@ -150,9 +169,10 @@ def test_a_promote_on_one_replica_reaches_every_worker_of_both_within_2_s(cluste
     assert b.get("/readyz").json()["generation"] == 4
 
 
-@pytest.fixture
-def workers(cluster, tmp_path, digits) -> Iterator[list[subprocess.Popen]]:
+@pytest.fixture(scope="module")
+def workers(cluster, tmp_path_factory, digits) -> Iterator[list[subprocess.Popen]]:
     """Two `python -m trainer worker`s on the cluster's database and object storage."""
+    tmp_path = tmp_path_factory.mktemp("workers")
     data = tmp_path / "tiny-mnist"
     data.mkdir()
     write_idx(data, "train", *digits(3000, seed=0))
@@ -238,15 +258,6 @@ def test_a_job_submitted_on_one_replica_trains_on_a_worker_watched_and_cancelled
     assert "mnist_training_workers{" in metrics
 
 
-def test_the_plots_and_manifests_come_from_object_storage(cluster):
-    a, _ = cluster["clients"]
-    v1 = cluster["versions"][0]
-    assert a.get(f"/models/{v1}").json()["version"] == v1
-    assert a.get(f"/models/{v1}/plots/w1.png").status_code == 404  # published without plots
-    listing = a.get("/models").json()
-    assert [v["version"] for v in listing["versions"]] == list(reversed(cluster["versions"]))
-
-
 def test_every_connection_killed_during_a_running_job_comes_back_and_the_jobs_end_cleanly(cluster, workers):
     """pg_terminate_backend on every connection of the replicas, the workers and the training child
     while a job trains: its progress keeps reaching the record, a cancel from the other replica
@@ -255,6 +266,7 @@ def test_every_connection_killed_during_a_running_job_comes_back_and_the_jobs_en
     a, b = cluster["clients"]
     logs = cluster["logs"]
     wait_until(lambda: len(b.get("/workers").json()["workers"]) == 2, 30, "both workers", logs)
+    before = [v["version"] for v in a.get("/models").json()["versions"]]
     submitted = a.post("/train", json={"hidden": [256], "epochs": 200, "val_size": 200}, headers=AUTH)
     assert submitted.status_code == 202, submitted.text
     job = submitted.json()["id"]
@@ -288,7 +300,7 @@ def test_every_connection_killed_during_a_running_job_comes_back_and_the_jobs_en
     assert record is not None and record["state"] == "succeeded", record
     version = record["version"]
     listed = [v["version"] for v in a.get("/models").json()["versions"]]
-    assert listed == [version, *reversed(cluster["versions"])]  # nothing of the cancelled job
+    assert listed == [version, *before]  # nothing of the cancelled job
     promoted = a.post(f"/models/{version}/promote", headers=AUTH)
     assert promoted.status_code == 200, promoted.text
     wait_until(
