@@ -21,6 +21,7 @@ from registry import Registry
 from tests.testkit import write_idx
 from trainer.cluster.store import QueueIsFull
 from trainer.cluster.submit import JobQueue
+from trainer.cluster.worker import QUEUE
 from trainer.config import preset
 from trainer.priority import TRAIN_NICE
 
@@ -165,6 +166,20 @@ def queue_job_status(database_url: str, job_id: str) -> str | None:
             (job_id,),
         ).fetchone()
     return None if row is None else str(row[0])
+
+
+def workers_listening(database_url: str) -> int:
+    """Worker processes whose Procrastinate listener is on the training queue's channel: each takes a
+    job the moment it is deferred. A worker's heartbeat row comes before that (it is written before
+    Procrastinate starts), so two rows do not yet mean two workers that take jobs."""
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND starts_with(query, %s)",
+            (f'LISTEN "procrastinate_queue_v1#{QUEUE}"',),
+        ).fetchone()[0]
 
 
 def registry_files(models: Path) -> list[str]:
@@ -335,6 +350,8 @@ def test_two_trainers_publishing_at_once_get_distinct_versions(setup, database_u
         setup["start_worker"]("b", "--max-running-jobs", "2")
         logs = [log for _, log in setup["workers"]]
         wait_until(lambda: len(queue.db.workers(DEAD_AFTER_S)) == 2, 30, "both workers", logs)
+        # Not one worker taking both jobs in turn because the other's queue listener was still starting.
+        wait_until(lambda: workers_listening(database_url) == 2, 30, "both workers listening", logs)
         jobs = [submit(queue, epochs=2) for _ in range(2)]
         records = [
             wait_until(
