@@ -42,6 +42,10 @@ def make_client(tmp_path: Path, tiny_mnist: Path) -> MakeClient:
                 "cache_dir": tmp_path / "cache",
                 "token": TOKEN,
                 "reload_interval_s": 0.05,
+                # As the real services here (testkit.start_service): a job's publish phase is its noise
+                # curve and plots, not the 10-15 s robustness suite, which does not look at a cancel
+                # (a cancel there waited out the 10 s grace and killed the job).
+                "robustness_sample": 0,
                 **overrides,
             }
         )
