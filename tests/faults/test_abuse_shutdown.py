@@ -14,7 +14,9 @@ import subprocess
 import time
 from collections.abc import Callable
 
+import httpx
 from faultkit import Service, digit_png, poll, publish
+from prometheus_client.parser import text_string_to_metric_families
 
 from registry import Registry
 
@@ -28,6 +30,25 @@ def start_upload(port: int, body: bytes) -> socket.socket:
     head += f"Content-Length: {len(body)}\r\n\r\n"
     sock.sendall(head.encode() + body[: len(body) // 2])
     return sock
+
+
+def bodies_held(service: Service) -> float:
+    """Request-body bytes the service's workers hold, from /metrics: a worker holds a body from the
+    moment its request reaches the app (by its Content-Length), and sets its own figure when it
+    answers a scrape. A connection per scrape, so that over a few of them both workers answer."""
+    text = httpx.get(f"http://127.0.0.1:{service.port}/metrics", timeout=10.0).text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "mnist_body_bytes_in_flight"
+    )
+
+
+def wait_in_flight(service: Service, uploads: int, body: bytes) -> None:
+    """Until every half-sent upload has reached the app: a signal before that would meet it still
+    in the kernel's queue of connections nobody accepted yet, not in flight."""
+    poll(lambda: bodies_held(service) >= uploads * len(body), 20.0, 0.01, "the uploads to be in flight")
 
 
 def response_of(sock: socket.socket) -> bytes:
@@ -87,7 +108,7 @@ def test_sigterm_with_two_workers_refuses_new_connections_and_finishes_in_flight
     assert service.process is not None
     body = digit_png()
     in_flight = [start_upload(service.port, body) for _ in range(4)]
-    time.sleep(0.3)  # the uploads' first halves reach the workers (nothing to poll for from outside)
+    wait_in_flight(service, 4, body)
 
     signalled = time.monotonic()
     service.process.send_signal(signal.SIGTERM)
@@ -122,7 +143,7 @@ def test_a_request_cut_at_the_drain_limit_is_logged_as_cut(
     service = services(MNIST_WORKERS="2", MNIST_SHUTDOWN_DRAIN_S="1")
     assert service.process is not None
     stuck = start_upload(service.port, digit_png())  # its second half never comes
-    time.sleep(0.3)
+    wait_in_flight(service, 1, digit_png())
     service.process.send_signal(signal.SIGTERM)
     answer = response_of(stuck)
     stuck.close()
@@ -140,7 +161,7 @@ def test_one_worker_drains_the_same_way(services: Callable[..., Service], regist
     assert service.process is not None
     body = digit_png()
     upload = start_upload(service.port, body)
-    time.sleep(0.3)
+    wait_in_flight(service, 1, body)
     service.process.send_signal(signal.SIGTERM)
     poll(lambda: a_new_connection(service.port) == "refused", 2.0, what="new connections to be refused")
     upload.sendall(body[len(body) // 2 :])
