@@ -85,7 +85,9 @@ def test_a_seeded_share_is_held_out_and_the_rest_repeated() -> None:
         mix_feedback(images, labels, source="s", holdout=1.0)
 
 
-def test_the_cli_trains_with_an_export_and_records_it_in_the_manifest(tmp_path: Path, digits, capsys) -> None:
+def test_the_cli_trains_with_an_export_and_records_it_in_the_manifest(
+    tmp_path: Path, digits, capsys, one_blas_thread
+) -> None:
     data = tmp_path / "data"
     data.mkdir()
     write_idx(data, "train", *digits(300, seed=0))

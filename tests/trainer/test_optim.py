@@ -167,7 +167,7 @@ def test_the_weight_average_follows_the_weights_and_swaps_in_and_out():
     assert (params == 5.0).all()  # the training weights are back
 
 
-def test_training_with_a_weight_average_publishes_the_average(digits):
+def test_training_with_a_weight_average_publishes_the_average(digits, one_blas_thread):
     from trainer.config import TrainConfig
     from trainer.training import train
 
