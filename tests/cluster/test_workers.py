@@ -171,7 +171,9 @@ def queue_job_status(database_url: str, job_id: str) -> str | None:
 def workers_listening(database_url: str) -> int:
     """Worker processes whose Procrastinate listener is on the training queue's channel: each takes a
     job the moment it is deferred. A worker's heartbeat row comes before that (it is written before
-    Procrastinate starts), so two rows do not yet mean two workers that take jobs."""
+    Procrastinate starts), so two rows do not yet mean two workers that take jobs. The LISTEN is the
+    listener connection's last statement until 30 s of silence, when Procrastinate checks it with a
+    SELECT 1: ask right after the workers start."""
     import psycopg
 
     with psycopg.connect(database_url, autocommit=True) as conn:
