@@ -19,7 +19,7 @@ from trainer.config import ROBUSTNESS_SAMPLE
 from trainer.datasets import Dataset
 from trainer.evaluation import DIGIT_SCORE_KEY, NOISE_LEVELS, digit_score_calibration, noise_curve
 from trainer.gate import PublishGate, PublishRefused
-from trainer.training import TrainResult
+from trainer.training import TrainingCancelled, TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ def publish_result(
     others: np.ndarray | None = None,
     gate: PublishGate | None = None,
     on_phase: Callable[[str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Published:
     """Publish a version with its plots and log; promote it if asked (and if it passes the gate).
 
@@ -72,8 +73,20 @@ def publish_result(
     With a `gate`, PublishRefused from `before_publish` stops the publish (nothing is published);
     a refusal at `promoting` leaves the version published as a candidate. `on_phase` hears
     "evaluating", "plotting" and "publishing" as each begins (a job shows them as its progress).
+    `should_stop` (a job's cancel) is asked at each phase and between the robustness variants, so
+    a cancel while the version is measured stops it within a second, as during training:
+    TrainingCancelled, nothing published.
     """
-    phase = on_phase or (lambda _: None)
+
+    def check(*_: object) -> None:
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled("cancelled while the new version was measured; nothing was published")
+
+    def phase(name: str) -> None:
+        check()
+        if on_phase is not None:
+            on_phase(name)
+
     phase("evaluating")
     noise_accuracy = noise_curve(result.net, dataset.x_test, dataset.y_test, seed=result.config.seed)
     manifest = {**build_manifest(result, dataset, noise_accuracy), **(extra or {})}
@@ -89,8 +102,11 @@ def publish_result(
                 limit=robustness_sample,
                 seed=result.config.seed,
                 others=others,
+                progress=check,
             )
             manifest[robustness.MANIFEST_KEY] = suite.as_dict()
+        except TrainingCancelled:
+            raise
         except Exception as exc:  # a measurement that fails must not throw the trained model away
             log.warning("the robustness suite failed; publishing without it", exc_info=True)
             manifest[robustness.MANIFEST_KEY] = {"error": f"{type(exc).__name__}: {exc}"[:500]}

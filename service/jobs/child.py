@@ -253,6 +253,7 @@ def execute(spec: ChildSpec, store: JobStore, stop: StopFlag) -> Outcome:
                 others=others,
                 gate=claim,
                 on_phase=progress.phase,
+                should_stop=stop,
             )
         log.info("published %s (%s)", published.version, published.reason)
         return Outcome("succeeded", version=published.version, promoted=published.promoted)

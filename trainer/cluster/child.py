@@ -142,6 +142,7 @@ def run(job_id: str, env: dict[str, str]) -> int:
             extra={"job": job_id, **({"feedback": mix.manifest(result.net)} if mix else {})},
             robustness_sample=int(env.get("MNIST_ROBUSTNESS_SAMPLE", "0")),
             gate=RecordGate(db, job_id),
+            should_stop=lambda: bool(stopped) or orphaned(),
         )
         db.finish(job_id, "succeeded", version=published.version, promoted=published.promoted)
         return 0
