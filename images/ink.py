@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import cv2
+# OpenCV is imported inside the functions that call it: a serving worker that only ever reads
+# MNIST-shaped digits and V2 tensors never loads it (~16 MiB of its resident memory, bench/README.md).
 import numpy as np
 
 # The rule above, in numbers: the ring is "all but entirely dark" from DARK_RING_ALONE; a class is
@@ -185,6 +186,8 @@ def stroke_width(mask: np.ndarray, longest: float | None = 1 / 3) -> float:
     """The typical width of the strokes in a bool mask of ink: the median over its pixels of the
     shorter of their row and column runs (across the stroke), leaving out pixels whose width is
     more than `longest` x the image (a shadow, a blot); specks of grain are filtered out first."""
+    import cv2
+
     mask = cv2.medianBlur(mask.view(np.uint8), 3).view(bool)
     across = np.minimum(_run_lengths(mask), _run_lengths(mask.T).T)[mask]
     if longest is not None:
@@ -196,6 +199,8 @@ def _opening(up: np.ndarray, side: int) -> np.ndarray:
     """A grey opening of `up` by a disc `side` px wide (a square would leave its corners along a
     slanted shadow edge), worked at 1/8 of `side` per pixel: the minimum over blocks first (the
     erosion's start), the disc there, then bilinear back to full size."""
+    import cv2
+
     h, w = up.shape
     block = max(1, side // 8)
     if block > 1:
@@ -228,6 +233,8 @@ def paper_level(up: np.ndarray, paper: np.ndarray) -> np.ndarray | int:
     low, level, high = quantiles(up[paper], (0.05, 0.5, 0.75))
     if high - low < FLAT_PAPER_SPREAD:  # clean paper: no need to look further
         return level
+    import cv2
+
     # The strokes' width, from their darkest half: a shadow is darker than paper, not than ink.
     darkest = int(cv2.medianBlur(up, 3).max())  # the darkest ink, not a lone hot pixel
     cores = up > (level + darkest) // 2

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import operator
 
-import cv2
+# OpenCV is imported inside the functions that call it: a serving worker that only ever reads
+# MNIST-shaped digits and V2 tensors never loads it (~16 MiB of its resident memory, bench/README.md).
 import numpy as np
 from PIL import Image
 
@@ -97,6 +98,8 @@ def _bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
 def _reduced(a: np.ndarray, factor: int) -> np.ndarray:
     """`a` reduced `factor` times by averaging blocks (edge pixels repeated to fill the last ones),
     so that pixel (i, j) of the result is exactly the block at (i * factor, j * factor)."""
+    import cv2
+
     h, w = a.shape
     padded = cv2.copyMakeBorder(a, 0, -h % factor, 0, -w % factor, cv2.BORDER_REPLICATE)
     return cv2.resize(padded, (-(-w // factor), -(-h // factor)), interpolation=cv2.INTER_AREA)
@@ -168,6 +171,8 @@ def digitize_array(gray: np.ndarray) -> np.ndarray:
     if max(a.shape) < FULL_RES_BELOW:
         keep = ink > found.noise
     else:
+        import cv2
+
         ink = without_ruled_lines(ink, max(found.noise, WEAK * found.peak), found.peak)
         strokes = digit_mask(ink, found.noise, found.peak)
         rim = cv2.dilate(strokes.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)

@@ -11,7 +11,8 @@ paler than the ink; they are taken out before any of this.
 
 from __future__ import annotations
 
-import cv2
+# OpenCV is imported inside the functions that call it: a serving worker that only ever reads
+# MNIST-shaped digits and V2 tensors never loads it (~16 MiB of its resident memory, bench/README.md).
 import numpy as np
 
 # Hysteresis: a stroke starts at ink of STRONG x the peak and extends through ink of WEAK x the
@@ -66,6 +67,8 @@ def without_ruled_lines(ink: np.ndarray, level: float, peak: float) -> np.ndarra
 
 def digit_mask(ink: np.ndarray, noise: float, peak: float) -> np.ndarray:
     """The pixels of the digit's strokes: a bool mask of `ink`'s shape, never empty."""
+    import cv2
+
     weak = ink > max(noise, WEAK * peak)
     strong = ink > max(noise, STRONG * peak)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(weak.view(np.uint8), connectivity=8)
