@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 
 from service.feedback import AnswerIds, ClientRate, RecentAnswers
@@ -47,3 +49,24 @@ def test_the_rate_refills_over_a_minute_and_forgets_clients_beyond_its_table() -
     rate.wait_s("y")
     rate.wait_s("z")  # x is dropped: the table holds two clients
     assert rate.wait_s("x") == 0
+
+
+def test_the_recent_answers_take_about_a_kib_each_and_nothing_more_as_they_turn_over() -> None:
+    """A worker's memory for them is fixed (README: 4,096 answers, ~4 MiB): the digits as bytes,
+    not as the network's floats (4x as much), and keeping answer after answer adds nothing."""
+    digits = np.full((1, 28, 28), 255, np.uint8)
+    new_id = AnswerIds()
+    tracemalloc.start()
+    try:
+        recent = RecentAnswers(capacity=1024, ttl_s=60)
+        for _ in range(2 * 1024):  # full, then turned over once (the id table settles at its size)
+            recent.keep(new_id(), digits, 0, "v0001", 7, 0.5)
+        full = tracemalloc.get_traced_memory()[0]
+        for _ in range(4 * 1024):
+            recent.keep(new_id(), digits, 0, "v0001", 7, 0.5)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(recent) == 1024
+    assert full < 1024 * 1280  # 784 bytes of pixels, the id, the slot: < 1.25 KiB an answer
+    assert after - full < 4 * 1024
