@@ -51,10 +51,16 @@ class LoadedModel:
         """
         logits = self.net.infer(pixels)
         scores = None
-        if self.energy_quantiles is not None:
-            quantiles = self.energy_quantiles
-            scores = np.interp(energy(logits), quantiles, np.linspace(0, 1, len(quantiles)))
+        if (curve := self._score_curve) is not None:
+            scores = np.interp(energy(logits), *curve)
         return Answers(softmax(logits, out=logits), scores)
+
+    @functools.cached_property
+    def _score_curve(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The energy quantiles and the share of digits below each, made once (per answer, making
+        the shares cost ~15 us of a ~190 us /predict)."""
+        quantiles = self.energy_quantiles
+        return None if quantiles is None else (quantiles, np.linspace(0, 1, len(quantiles)))
 
     @functools.cached_property
     def energy_quantiles(self) -> np.ndarray | None:
