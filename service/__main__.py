@@ -16,7 +16,7 @@ from typing import Any
 
 # Importing FastAPI, NumPy and the routes allocates hundreds of thousands of objects, and the cyclic
 # collector would walk them again and again on the way: ~0.1 s of a ~1 s start here. It is paused
-# until the app's lifespan has started (service.app.end_start_up_collection_pause); the heavy
+# until the app's lifespan has started (service.serve.end_start_up_collection_pause); the heavy
 # imports are therefore inside main(), after this line.
 gc.disable()
 

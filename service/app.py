@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -62,7 +61,6 @@ def create_app(
             settings, metrics, runner=runner, registry=registry, batcher=batcher, route_methods=route_methods
         )
         app.state.services = state
-        end_start_up_collection_pause()
         watcher = asyncio.create_task(watch_pointer(state))
         restore_sigterm = mark_not_ready_on_sigterm(state)
         try:
@@ -215,23 +213,6 @@ def sweep_registry(registry: BaseRegistry) -> None:
         return
     if removed:
         log.warning("removed what interrupted publishers left in %s: %s", registry.where, ", ".join(removed))
-
-
-def end_start_up_collection_pause() -> None:
-    """Move what start-up built (modules, the app, the model) to the permanent generation; resume collecting.
-
-    It lives as long as the process; out of the collector's sight, a full collection no longer
-    walks it (~60 ms with every request in flight waiting, measured under load). `python -m service`
-    pauses the collector while it imports (a tenth of the start-up time here), which leaves little
-    garbage: a few hundred kB, frozen with the rest rather than paying a full collection (35-90 ms)
-    before the first request. Started some other way (tests, `uvicorn --factory`, uvicorn's worker
-    processes), the collector ran all along and a collection first keeps earlier garbage (a previous
-    app, say) out of the freeze.
-    """
-    if gc.isenabled():
-        gc.collect()
-    gc.freeze()
-    gc.enable()
 
 
 async def watch_pointer(state: AppState) -> None:

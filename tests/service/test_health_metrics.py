@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 from typing import Any
 
 from conftest import DigitImage, MakeClient
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from threadpoolctl import threadpool_limits
+
+from service.serve import serving_app
+from service.settings import Settings
 
 
 def scrape(client: TestClient) -> dict[str, Any]:
@@ -132,14 +137,20 @@ def test_model_info_follows_a_promotion(api: TestClient, publish: Any) -> None:
 
 
 def test_start_up_ends_a_paused_collector_and_freezes_what_it_built(
-    make_client: MakeClient, publish: Any
+    make_client: MakeClient, publish: Any, tmp_path: Path, models_dir: Path
 ) -> None:
-    """`python -m service` pauses the cyclic collector while it imports; the lifespan resumes it."""
+    """`python -m service` pauses the cyclic collector while it imports; the serving app's lifespan
+    resumes it and freezes what start-up built. An app built by `create_app` alone (a test's) leaves
+    the process's collector as it found it."""
     publish()
     gc.disable()
     try:
         frozen_before = gc.get_freeze_count()
-        with make_client() as client:
+        with make_client() as client:  # create_app alone
+            assert client.get("/readyz").status_code == 200
+            assert not gc.isenabled() and gc.get_freeze_count() == frozen_before
+        settings = Settings(models_dir=models_dir, state_dir=tmp_path / "state", cache_dir=tmp_path / "cache")
+        with threadpool_limits(limits=None), TestClient(serving_app(settings)) as client:
             assert client.get("/readyz").status_code == 200
             assert gc.isenabled()
             assert gc.get_freeze_count() > frozen_before  # the app and model, out of the collector's sight
