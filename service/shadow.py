@@ -1,19 +1,24 @@
-"""The shadow version's work: queued by the requests, computed in batches by threads of its own.
+"""The shadow version's work: queued by the requests, computed in batches by processes of its own.
 
 A request under a shadow policy hands its input rows and `current`'s probabilities to `submit`:
 an append to a bounded queue, no lock, and at most two wake-ups per batch, so it can neither
 delay nor fail the answer. Two threads drain the queue, both in passes of up to `pass_rows` rows,
 one network pass per shadow version (a pass over 64 rows costs a quarter per row of a pass over
 one), recorded in bulk (service.policy_metrics: both sides' digits and confidence over the same
-inputs, and whether the shadow read the same digit):
+inputs, and whether the shadow read the same digit). Each thread hands its passes to a worker
+process of its own (service.shadow_worker) and waits for them with the GIL free: the threads
+only batch, send and record, and no thread of this process ever runs at a low priority, which
+would make the event loop wait for the GIL whenever the scheduler left it holding the GIL:
 
-- the idle thread, at the scheduler's idle priority (SCHED_IDLE on Linux): it runs only when
-  nothing else of this machine wants the core, so it never holds up an answer or the next
-  request. It waits until `batch_rows` rows have queued, or the first of them for `max_wait_s`;
-- the catch-up thread, at normal priority, which computes only once `catch_up_rows` rows wait (a
-  service too busy to leave the idle thread any time), then batches until less than one is left,
-  or once the oldest queued row waited `max_lag_s` (a machine whose cores other programs keep
-  busy): it takes its share of the core as any thread does, rather than letting the queue fill.
+- the idle thread, whose worker runs at the scheduler's idle priority (SCHED_IDLE on Linux): it
+  computes only when nothing else of this machine wants the core, so it never holds up an answer
+  or the next request. It waits until `batch_rows` rows have queued, or the first of them for
+  `max_wait_s`;
+- the catch-up thread, whose worker runs at normal priority, which computes only once
+  `catch_up_rows` rows wait (a service too busy to leave the idle worker any time), then batches
+  until less than one is left, or once the oldest queued row waited `max_lag_s` (a machine whose
+  cores other programs keep busy): it takes its share of the core as any process does, rather
+  than letting the queue fill.
 
 When the queue holds `capacity_rows` rows, what comes next is dropped and counted
 (`mnist_shadow_dropped_total`): a shadow that cannot keep up loses samples, never answers' time.
@@ -23,17 +28,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from queue import Empty, SimpleQueue
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from service.batcher import join
 from service.policy_metrics import VersionMetrics
+from service.shadow_worker import Worker
 
 if TYPE_CHECKING:
     from service.loaded_model import LoadedModel
@@ -45,10 +51,18 @@ BATCH_ROWS = 64  # the idle thread waits for this many rows (~11.5 µs a row in 
 MAX_WAIT_S = 0.05  # ... or for this long after the first of them: at low traffic, figures lag no more
 PASS_ROWS = 256  # most rows in one pass (~3 ms of the 784-512-256-10 network)
 CATCH_UP_ROWS = 1024  # rows waiting when the catch-up thread starts computing
-MAX_LAG_S = 0.5  # ... or how long the oldest has waited (cores never idle: the idle thread never runs)
+MAX_LAG_S = 0.5  # ... or how long the oldest has waited (cores never idle: the idle worker never runs)
 
 # (shadow, the version that answered, its input rows, its probabilities)
 Item = tuple["LoadedModel", str, np.ndarray, np.ndarray]
+
+
+class Computes(Protocol):
+    """Where a thread's passes are computed (service.shadow_worker.Worker: a process)."""
+
+    def predict(self, shadow: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray, float]: ...
+
+    def close(self) -> None: ...
 
 
 class ShadowRunner:
@@ -69,6 +83,7 @@ class ShadowRunner:
         pass_rows: int = PASS_ROWS,
         catch_up_rows: int = CATCH_UP_ROWS,
         max_lag_s: float = MAX_LAG_S,
+        worker: Callable[[bool], Computes] = Worker,
     ):
         self.recorder = recorder
         self.capacity_rows = capacity_rows
@@ -89,6 +104,8 @@ class ShadowRunner:
         self._wake_idle: SimpleQueue[None] = SimpleQueue()
         self._wake_catch_up: SimpleQueue[None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._idle_worker = worker(True)  # its process started at its first pass
+        self._catch_up_worker = worker(False)
 
     def submit(self, shadow: LoadedModel, current: str, rows: np.ndarray, probabilities: np.ndarray) -> bool:
         """Queue one request's rows for the shadow; False (counted as dropped) when the queue is full."""
@@ -115,18 +132,20 @@ class ShadowRunner:
         """Until everything queued so far has been computed and recorded (tests, shutdown, benchmarks)."""
         self._hurry = True
         self._wake_idle.put(None)
-        self._wake_catch_up.put(None)  # on a busy machine the idle thread may not run soon
+        self._wake_catch_up.put(None)  # on a busy machine the idle worker may not run soon
         with self._lock:
             return self._done.wait_for(lambda: not self._queue and not self._busy, timeout)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Compute what is queued, then end the threads."""
+        """Compute what is queued, then end the threads and their worker processes."""
         self._stopping = True
         self._wake_idle.put(None)
         self._wake_catch_up.put(None)
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self._idle_worker.close()
+        self._catch_up_worker.close()
 
     def _start(self) -> None:
         for name, target in (("idle", self._run_idle), ("catch-up", self._run_catch_up)):
@@ -138,7 +157,6 @@ class ShadowRunner:
         return self._put_rows - self._taken_rows
 
     def _run_idle(self) -> None:
-        lower_priority()
         while True:
             if not self._queue:
                 if self._stopping:
@@ -152,30 +170,30 @@ class ShadowRunner:
                     break
                 with contextlib.suppress(Empty):
                     self._wake_idle.get(timeout=left)
-            self._pass()
+            self._pass(self._idle_worker)
 
     def _run_catch_up(self) -> None:
         """Passes at normal priority while the queue is long, or its oldest item waited `max_lag_s`
-        (a machine whose cores are never idle: the idle thread may then not run at all)."""
+        (a machine whose cores are never idle: the idle worker may then not run at all)."""
         while True:
-            if self._stopping:  # what is left, at normal priority: the idle thread may never run
+            if self._stopping:  # what is left, at normal priority: the idle worker may never run
                 while self._queue:
-                    self._pass()
+                    self._pass(self._catch_up_worker)
                 return
             if self._waiting() >= self.catch_up_rows:
                 while self._waiting() >= self.batch_rows and not self._stopping:
-                    self._pass()
+                    self._pass(self._catch_up_worker)
                 continue
             left = self.max_lag_s
             if self._queue:
                 left = self._first_at + self.max_lag_s - time.monotonic()
                 if left <= 0 or self._hurry:
-                    self._pass()
+                    self._pass(self._catch_up_worker)
                     continue
             with contextlib.suppress(Empty):
                 self._wake_catch_up.get(timeout=left)
 
-    def _pass(self) -> None:
+    def _pass(self, worker: Computes) -> None:
         """Take up to `pass_rows` rows and compute them (nothing if another thread took them first)."""
         with self._lock:
             items: list[Item] = []
@@ -192,7 +210,7 @@ class ShadowRunner:
             self._busy += 1
         try:
             if items:
-                self._compute(items)
+                self._compute(items, worker)
         except Exception:  # a shadow's failure is the shadow's: logged, never the answers'
             log.exception("the shadow pass failed")
         finally:
@@ -200,16 +218,14 @@ class ShadowRunner:
                 self._busy -= 1
                 self._done.notify_all()
 
-    def _compute(self, items: list[Item]) -> None:
+    def _compute(self, items: list[Item], worker: Computes) -> None:
         by_model: dict[int, list[Item]] = {}
         for item in items:
             by_model.setdefault(id(item[0]), []).append(item)
         for group in by_model.values():
             shadow = group[0][0]
             rows = group[0][2] if len(group) == 1 else join([item[2] for item in group])
-            started = time.perf_counter()
-            ours = shadow.predict_proba(rows)
-            seconds = time.perf_counter() - started
+            ours, seconds = worker.predict(shadow, rows)
             self.recorder.shadow_pass(shadow.version, len(group), seconds, ours, answers(group))
 
 
@@ -227,16 +243,3 @@ def answers(group: list[Item]) -> list[tuple[str, np.ndarray]]:
             parts.append((current, []))
         parts[-1][1].append(answered)
     return [(current, np.concatenate(ps)) for current, ps in parts]
-
-
-def lower_priority() -> None:
-    """This thread at the scheduler's idle priority: it runs only on a core nothing else wants.
-
-    Linux only (elsewhere the call is missing, and setpriority would lower the whole process); a
-    thread may always lower its own priority, so a refusal (a sandbox) only leaves it as it was.
-    """
-    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        except OSError as exc:
-            log.debug("the shadow thread keeps its priority: %s", exc)

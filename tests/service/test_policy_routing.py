@@ -22,6 +22,7 @@ from service.model_store import ModelStore
 from service.policy import BUCKETS, PolicyFollower, Routing, bucket, client_key
 from service.policy_metrics import VersionMetrics
 from service.shadow import ShadowRunner
+from service.shadow_worker import Worker
 
 SAMPLES = 10_000
 TOLERANCE_POINTS = 1.5  # the issue's target for the measured split
@@ -151,6 +152,20 @@ def test_a_policy_that_cannot_apply_applies_as_none_and_says_why(tmp_path: Path,
 # -- the shadow's queue ------------------------------------------------------------------------------
 
 
+class InThread:
+    """A pass computed by the runner's own thread: for shadows a worker process cannot be sent (a
+    test's stand-in that waits on an Event or fails)."""
+
+    def __init__(self, idle: bool) -> None:
+        self.idle = idle
+
+    def predict(self, shadow: Any, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        return shadow.predict_proba(rows), 0.0
+
+    def close(self) -> None:
+        pass
+
+
 def test_the_shadow_compares_in_its_thread_and_records_both_sides(pair) -> None:
     current, candidate = pair
     recorder = VersionMetrics(Metrics(), "mnist")
@@ -190,7 +205,7 @@ def test_a_full_shadow_queue_drops_and_counts_and_never_blocks(pair) -> None:
             return candidate.predict_proba(rows)
 
     recorder = VersionMetrics(Metrics(), "mnist")
-    runner = ShadowRunner(recorder, capacity_rows=8)
+    runner = ShadowRunner(recorder, capacity_rows=8, worker=InThread)
     rows = np.zeros((4, 784), np.uint8)
     probabilities = current.answer(rows).probabilities
     try:
@@ -215,7 +230,7 @@ def test_a_failing_shadow_is_logged_and_the_runner_goes_on(pair, caplog) -> None
             raise FloatingPointError("boom")
 
     recorder = VersionMetrics(Metrics(), "mnist")
-    runner = ShadowRunner(recorder)
+    runner = ShadowRunner(recorder, worker=InThread)
     rows = np.zeros((1, 784), np.uint8)
     probabilities = current.answer(rows).probabilities
     try:
@@ -236,9 +251,9 @@ class Passes(ShadowRunner):
         super().__init__(recorder, **options)
         self.passes: list[tuple[str, int]] = []
 
-    def _compute(self, items: list[Any]) -> None:
+    def _compute(self, items: list[Any], worker: Any) -> None:
         self.passes.append((threading.current_thread().name, sum(len(item[2]) for item in items)))
-        super()._compute(items)
+        super()._compute(items, worker)
 
 
 class NoIdleThread(Passes):
@@ -259,11 +274,18 @@ def test_the_shadow_computes_many_requests_in_one_pass_at_idle_priority(pair) ->
             assert runner.submit(candidate, "v0001" if i < 150 else "v0003", row, probabilities)
         poll(lambda: sum(rows for _, rows in runner.passes) == 200)
         assert runner.wait_idle(10)
-        idle = next(t for t in threading.enumerate() if t.name == "shadow idle")
+        idle = runner._idle_worker
+        assert isinstance(idle, Worker) and idle.pid is not None  # its passes in a process of its own
         if hasattr(os, "SCHED_IDLE"):  # Linux: runs only when nothing else wants the core
-            assert os.sched_getscheduler(idle.native_id) == os.SCHED_IDLE  # type: ignore[arg-type]
+            assert os.sched_getscheduler(idle.pid) == os.SCHED_IDLE
+            assert all(  # no thread of this process runs at a low priority: none holds the GIL there
+                os.sched_getscheduler(t.native_id) == os.SCHED_OTHER  # type: ignore[arg-type]
+                for t in threading.enumerate()
+                if t.name.startswith("shadow ")
+            )
     finally:
         runner.stop()
+    assert idle.pid is None  # ended with the runner
     assert len(runner.passes) <= 10, runner.passes  # batches (up to 256 rows), not 200 passes of one
     assert value(recorder, "mnist_policy_requests_total", version="v0002", role="shadow") == 200
     assert value(recorder, "mnist_policy_confidence_count", version="v0001", role="current") == 150
@@ -283,7 +305,7 @@ def test_without_idle_cores_the_catch_up_thread_computes_a_backlog_and_what_wait
         poll(lambda: sum(n for _, n in runner.passes) >= 16)  # the backlog, at least
         assert {name for name, _ in runner.passes} == {"shadow catch-up"}
     finally:
-        runner.stop()  # what is left too: the idle thread may never run
+        runner.stop()  # what is left too: the idle worker may never run
     assert sum(n for _, n in runner.passes) == 20
 
     late = NoIdleThread(VersionMetrics(Metrics(), "mnist"), max_lag_s=0.05)
@@ -292,3 +314,43 @@ def test_without_idle_cores_the_catch_up_thread_computes_a_backlog_and_what_wait
         poll(lambda: late.passes == [("shadow catch-up", 1)])  # after max_lag_s, not at stop
     finally:
         late.stop()
+
+
+def test_a_worker_process_answers_as_the_model_does_and_one_that_died_is_started_again(pair) -> None:
+    current, candidate = pair
+    rows = np.random.default_rng(1).integers(0, 256, (5, 784)).astype(np.uint8)
+    worker = Worker(idle=False)
+    try:
+        for model in (candidate, current, candidate):  # each version's weights sent once, then its key
+            ours, seconds = worker.predict(model, rows)
+            np.testing.assert_allclose(ours, model.predict_proba(rows), rtol=1e-5, atol=1e-7)
+            assert seconds > 0
+        assert worker._process is not None
+        first = worker.pid
+        worker._process.kill()
+        worker._process.wait()
+        ours, _ = worker.predict(candidate, rows)  # the next pass starts a new process
+        np.testing.assert_allclose(ours, candidate.predict_proba(rows), rtol=1e-5, atol=1e-7)
+        assert worker.pid not in (None, first)
+    finally:
+        worker.close()
+    assert worker.pid is None
+
+
+def test_a_worker_keeps_a_few_versions_and_answers_a_bad_pass_with_an_error(pair) -> None:
+    _, candidate = pair
+    worker = Worker(idle=True)
+    rows = np.zeros((2, 784), np.uint8)
+    try:
+        models = [LoadedModel(f"v{i:04d}", candidate.net, {}) for i in range(6)]
+        for m in models:
+            worker.predict(m, rows)
+        assert len(worker._models) == 4  # the two oldest forgotten, in the worker too
+        ours, _ = worker.predict(models[0], rows)  # sent again
+        assert ours.shape == (2, 10)
+        with pytest.raises(RuntimeError, match="the shadow worker failed"):
+            worker.predict(candidate, np.ones((2, 5), np.uint8))  # the wrong width
+        ours, _ = worker.predict(candidate, rows)  # the same process goes on
+        assert ours.shape == (2, 10)
+    finally:
+        worker.close()

@@ -1,0 +1,159 @@
+"""A process that computes the shadow's network passes, so the serving process shares no GIL with them.
+
+Why a process: a thread of the serving process at the scheduler's idle priority holds the GIL
+between its NumPy calls, and when another program takes the core from it there, the event loop
+waits for the GIL until the idle thread runs again: hundreds of milliseconds on a busy core
+(bench/README.md, "The shadow in a process of its own"). A process of its own at idle priority
+only ever waits for itself.
+
+`Worker` is the serving process's end: `predict` sends a version's weights once, then the rows
+of each pass, and waits for the probabilities (the GIL free while it waits). `python -m
+service.shadow_worker FD_IN FD_OUT [idle]` is the other end: one BLAS thread, NumPy and `mlp`
+only (not the service), at SCHED_IDLE when told `idle`; it ends when its input closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mlp import MLP
+
+if TYPE_CHECKING:
+    from service.loaded_model import LoadedModel
+
+log = logging.getLogger("service.shadow")
+
+KEEP_MODELS = 4  # versions a worker holds at once (a shadow changes rarely; the oldest goes first)
+
+
+class Worker:
+    """One worker process, started at the first pass and again after it died; called by one thread."""
+
+    def __init__(self, idle: bool):
+        self.idle = idle
+        self._process: subprocess.Popen[bytes] | None = None
+        self._conn: tuple[Connection, Connection] | None = None  # (to the child, from the child)
+        self._models: dict[int, tuple[int, LoadedModel]] = {}  # id(model) -> (key, model held alive)
+        self._next_key = 0
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    def predict(self, shadow: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray, float]:
+        """The shadow's probabilities for `rows` and the seconds its pass took in the worker."""
+        if self._process is None or self._process.poll() is not None:
+            self._start()
+        assert self._conn is not None
+        to_child, from_child = self._conn
+        try:
+            key = self._key(shadow, to_child)
+            to_child.send(("pass", key, rows))
+            answer = from_child.recv()
+        except (OSError, EOFError):
+            self.close()  # started again at the next pass
+            raise
+        if answer[0] != "ok":
+            raise RuntimeError(f"the shadow worker failed: {answer[1]}")
+        return answer[1], answer[2]
+
+    def close(self) -> None:
+        """End the process: its input closes, and it is killed if it does not end within a second."""
+        process, conn = self._process, self._conn
+        self._process, self._conn, self._models = None, None, {}
+        if conn is not None:
+            for end in conn:
+                end.close()
+        if process is not None:
+            try:
+                process.wait(1.0)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def _key(self, shadow: LoadedModel, to_child: Connection) -> int:
+        held = self._models.get(id(shadow))
+        if held is not None and held[1] is shadow:
+            return held[0]
+        key, self._next_key = self._next_key, self._next_key + 1
+        to_child.send(("model", key, list(shadow.net.sizes), shadow.net.flat_params))
+        self._models[id(shadow)] = (key, shadow)
+        while len(self._models) > KEEP_MODELS:
+            oldest = next(iter(self._models))
+            to_child.send(("forget", self._models.pop(oldest)[0]))
+        return key
+
+    def _start(self) -> None:
+        self.close()
+        child_in, to_child = os.pipe()
+        from_child, child_out = os.pipe()
+        args = [sys.executable, "-m", "service.shadow_worker", str(child_in), str(child_out)]
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        try:
+            self._process = subprocess.Popen(
+                [*args, "idle"] if self.idle else args, pass_fds=(child_in, child_out), env=env
+            )
+        finally:
+            os.close(child_in)
+            os.close(child_out)
+        self._conn = (Connection(to_child, readable=False), Connection(from_child, writable=False))
+        priority = "idle" if self.idle else "normal"
+        log.info("shadow worker %d started (%s priority)", self._process.pid, priority)
+
+
+def serve(conn_in: Connection, conn_out: Connection) -> None:
+    """Answer passes until the input closes."""
+    nets: dict[int, MLP] = {}
+    while True:
+        try:
+            message = conn_in.recv()
+        except EOFError:
+            return
+        kind = message[0]
+        if kind == "model":
+            _, key, sizes, flat = message
+            net = MLP(sizes, init=None)
+            net.flat_params[...] = flat
+            nets[key] = net
+        elif kind == "forget":
+            nets.pop(message[1], None)
+        else:
+            _, key, rows = message
+            try:
+                started = time.perf_counter()
+                ours = nets[key].predict_proba(rows)
+                conn_out.send(("ok", ours, time.perf_counter() - started))
+            except Exception as exc:  # the pass's failure, answered: the worker goes on
+                conn_out.send(("error", repr(exc)))
+
+
+def lower_priority() -> None:
+    """This process at the scheduler's idle priority: it runs only on a core nothing else wants.
+
+    Linux only (elsewhere the call is missing); a process may always lower its own priority, so a
+    refusal (a sandbox) only leaves it as it was.
+    """
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as exc:
+            log.debug("the shadow worker keeps its priority: %s", exc)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) > 2 and argv[2] == "idle":
+        lower_priority()
+    serve(Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
