@@ -10,8 +10,9 @@ a policy adds to each request on any machine, as CPU time, which other processes
 Each mode's app (`create_app`, one per mode, each on its own copy of the registry, in one process)
 is called directly through ASGI, as uvicorn would call it, from a uvloop event loop: `concurrency`
 coroutines each send their share of the requests one after the other (1: a client waiting for each
-answer; 64: the batcher's turns). The CPU is the process's (`time.process_time`: every thread, the
-shadow's too) from the first request until the shadow has computed everything queued, per request.
+answer; 64: the batcher's turns). The CPU is the process's (`time.process_time`: every thread)
+and the shadow's worker processes', from the first request until the shadow has computed
+everything queued, per request.
 `--part routing` runs only what a policy adds to a request (the version chosen, the answer counted,
 the shadow's work queued and computed) on one fixed digit, no ASGI and no answer of its own: what
 is left when the machine's noise is too loud for the whole request's few percent.
@@ -145,6 +146,13 @@ class Asgi:
         return status
 
 
+def cpu_now(state: AppState) -> float:
+    """CPU seconds so far of this process and of the shadow's worker processes (where the code
+    measured has them: since 2026-12-07 the shadow computes in processes of its own)."""
+    workers = getattr(state.shadow, "worker_cpu_seconds", None)
+    return time.process_time() + (workers() if workers is not None else 0.0)
+
+
 async def run(asgi: Asgi, n: int, concurrency: int, body: bytes, content_type: str) -> dict[str, float]:
     """n requests from `concurrency` coroutines; CPU and wall per request until the shadow is idle."""
 
@@ -155,11 +163,11 @@ async def run(asgi: Asgi, n: int, concurrency: int, body: bytes, content_type: s
                 raise RuntimeError(f"/predict answered {status}")
 
     shares = [n // concurrency + (i < n % concurrency) for i in range(concurrency)]
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall = cpu_now(asgi.state), time.perf_counter()
     await asyncio.gather(*(client(s) for s in shares))
     answered = time.perf_counter() - wall
     await asyncio.to_thread(asgi.state.shadow.wait_idle, 60.0)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    cpu, wall = cpu_now(asgi.state) - cpu, time.perf_counter() - wall
     return {
         "cpu_us_per_request": round(1e6 * cpu / n, 2),
         "answered_us_per_request": round(1e6 * answered / n, 2),  # wall, until the last answer
@@ -178,7 +186,7 @@ async def run_routing(asgi: Asgi, n: int, rows: np.ndarray) -> dict[str, float]:
     probabilities = current.answer(rows).probabilities
     request = Request({"type": "http", "headers": [], "client": ("127.0.0.1", 40000)})
     with_response = "response" in inspect.signature(Routed.finish).parameters  # the code before 2026-12
-    cpu, wall = time.process_time(), time.perf_counter()
+    cpu, wall = cpu_now(state), time.perf_counter()
     for i in range(n if routing is not None else 0):
         if i % SHADOW_CHUNK == SHADOW_CHUNK - 1:  # no faster than a shadow computes: nothing dropped
             await asyncio.to_thread(state.shadow.wait_idle, 60.0)
@@ -192,7 +200,7 @@ async def run_routing(asgi: Asgi, n: int, rows: np.ndarray) -> dict[str, float]:
             routed.finish(state, request, rows, probabilities)
     answered = time.perf_counter() - wall
     await asyncio.to_thread(state.shadow.wait_idle, 60.0)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    cpu, wall = cpu_now(state) - cpu, time.perf_counter() - wall
     return {
         "cpu_us_per_request": round(1e6 * cpu / n, 2),
         "answered_us_per_request": round(1e6 * answered / n, 2),

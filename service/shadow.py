@@ -62,6 +62,8 @@ class Computes(Protocol):
 
     def predict(self, shadow: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray, float]: ...
 
+    def cpu_seconds(self) -> float: ...
+
     def close(self) -> None: ...
 
 
@@ -135,6 +137,10 @@ class ShadowRunner:
         self._wake_catch_up.put(None)  # on a busy machine the idle worker may not run soon
         with self._lock:
             return self._done.wait_for(lambda: not self._queue and not self._busy, timeout)
+
+    def worker_cpu_seconds(self) -> float:
+        """CPU time the worker processes have used (benchmarks: this process's own leaves it out)."""
+        return self._idle_worker.cpu_seconds() + self._catch_up_worker.cpu_seconds()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Compute what is queued, then end the threads and their worker processes."""

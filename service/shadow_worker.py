@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -64,6 +65,14 @@ class Worker:
         if answer[0] != "ok":
             raise RuntimeError(f"the shadow worker failed: {answer[1]}")
         return answer[1], answer[2]
+
+    def cpu_seconds(self) -> float:
+        """CPU time the running process has used (Linux /proc; 0 when none runs or elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
     def close(self) -> None:
         """End the process: its input closes, and it is killed if it does not end within a second."""
