@@ -14,11 +14,12 @@ would make the event loop wait for the GIL whenever the scheduler left it holdin
   computes only when nothing else of this machine wants the core, so it never holds up an answer
   or the next request. It waits until `batch_rows` rows have queued, or the first of them for
   `max_wait_s`;
-- the catch-up thread, whose worker runs at normal priority, which computes only once
-  `catch_up_rows` rows wait (a service too busy to leave the idle worker any time), then batches
-  until less than one is left, or once the oldest queued row waited `max_lag_s` (a machine whose
-  cores other programs keep busy): it takes its share of the core as any process does, rather
-  than letting the queue fill.
+- the catch-up thread, whose worker runs at nice 10 (service.shadow_worker.CATCH_UP_NICE), which
+  computes only once `catch_up_rows` rows wait (a service too busy to leave the idle worker any
+  time), then batches until less than one is left, or once the oldest queued row waited
+  `max_lag_s` (a machine whose cores other programs keep busy): it takes a small share of a busy
+  core (a tenth against one busy program), enough to keep up, rather than letting the queue fill,
+  and too little to hold up answers for long.
 
 When the queue holds `capacity_rows` rows, what comes next is dropped and counted
 (`mnist_shadow_dropped_total`): a shadow that cannot keep up loses samples, never answers' time.

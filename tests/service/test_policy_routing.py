@@ -22,7 +22,7 @@ from service.model_store import ModelStore
 from service.policy import BUCKETS, PolicyFollower, Routing, bucket, client_key
 from service.policy_metrics import VersionMetrics
 from service.shadow import ShadowRunner
-from service.shadow_worker import Worker
+from service.shadow_worker import CATCH_UP_NICE, Worker
 
 SAMPLES = 10_000
 TOLERANCE_POINTS = 1.5  # the target for the measured split
@@ -327,6 +327,8 @@ def test_a_worker_process_answers_as_the_model_does_and_one_that_died_is_started
             assert seconds > 0
         assert worker._process is not None
         first = worker.pid
+        nice = os.getpriority(os.PRIO_PROCESS, worker._process.pid)
+        assert nice == min(19, os.nice(0) + CATCH_UP_NICE)  # catching up: a small share of a busy core
         worker._process.kill()
         worker._process.wait()
         ours, _ = worker.predict(candidate, rows)  # the next pass starts a new process
