@@ -38,6 +38,7 @@ log = logging.getLogger("service.shadow")
 # backlog of 1,024 rows would take half the core from the event loop for ~12 ms at a time.
 CATCH_UP_NICE = 10
 KEEP_MODELS = 4  # versions a worker holds at once (a shadow changes rarely; the oldest goes first)
+ROOT = Path(__file__).resolve().parents[1]  # where `service` and `mlp` are, whatever the cwd
 
 
 class Worker:
@@ -111,6 +112,7 @@ class Worker:
         from_child, child_out = os.pipe()
         args = [sys.executable, "-m", "service.shadow_worker", str(child_in), str(child_out)]
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         try:
             self._process = subprocess.Popen(
                 [*args, "idle" if self.idle else "catch-up"], pass_fds=(child_in, child_out), env=env
@@ -143,10 +145,13 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
             _, key, rows = message
             try:
                 started = time.perf_counter()
-                ours = nets[key].predict_proba(rows)
-                conn_out.send(("ok", ours, time.perf_counter() - started))
+                answer: tuple = ("ok", nets[key].predict_proba(rows), time.perf_counter() - started)
             except Exception as exc:  # the pass's failure, answered: the worker goes on
-                conn_out.send(("error", repr(exc)))
+                answer = ("error", repr(exc))
+            try:
+                conn_out.send(answer)
+            except OSError:  # the serving process is gone
+                return
 
 
 def lower_priority() -> None:
