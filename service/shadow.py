@@ -74,7 +74,8 @@ class ShadowRunner:
     `submit` is called by one thread, the event loop, and takes no lock: the queue is a deque
     (append and popleft are atomic), the rows queued and taken are counters of one writer each, and
     the threads are woken through SimpleQueues, whose `put` never waits. So the loop never waits
-    for a thread of the shadow, which may be descheduled at any point at its idle priority.
+    for a thread of the shadow, nor (the threads at normal priority, the idle one's passes in a
+    process) for a GIL held by a thread the scheduler keeps waiting.
     """
 
     def __init__(

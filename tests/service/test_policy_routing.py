@@ -162,6 +162,9 @@ class InThread:
     def predict(self, shadow: Any, rows: np.ndarray) -> tuple[np.ndarray, float]:
         return shadow.predict_proba(rows), 0.0
 
+    def cpu_seconds(self) -> float:
+        return 0.0
+
     def close(self) -> None:
         pass
 
