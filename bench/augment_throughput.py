@@ -43,8 +43,8 @@ from threadpoolctl import threadpool_limits
 
 from trainer.augment import Augmenter, AugmentSpec
 from trainer.augment_geometry import ink_outline
-from trainer.blas_idle import SPIN_LOG2_CYCLES, wanted_for
 from trainer.blas_idle import VARIABLE as BLAS_VARIABLE
+from trainer.blas_idle import for_training_children, wanted_for
 from trainer.config import PRESETS, TrainConfig
 from trainer.datasets import load_dataset
 from trainer.threads import tuned_blas_threads
@@ -162,17 +162,11 @@ def one_run_in_a_process(
     config: TrainConfig, prefetch: bool, threads: int | None, data_dir: Path | None
 ) -> dict[str, Any]:
     """One training run in a fresh interpreter: OpenBLAS is set when it loads (trainer/blas_idle.py)."""
-    env = {key: value for key, value in os.environ.items() if key != BLAS_VARIABLE}
-    if BLAS_VARIABLE in os.environ:  # the operator's own setting wins, as in the trainer
-        env[BLAS_VARIABLE] = os.environ[BLAS_VARIABLE]
-    elif wanted_for(config):
-        env[BLAS_VARIABLE] = SPIN_LOG2_CYCLES
     job = {"config": dataclasses.asdict(config), "prefetch": prefetch, "threads": threads}
     job["data_dir"] = str(data_dir) if data_dir else None
-    done = subprocess.run(
-        [sys.executable, __file__, "--one-run", json.dumps(job)],
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+    with for_training_children(wanted_for(config)):  # as the service starts its jobs; yours wins
+        command = [sys.executable, __file__, "--one-run", json.dumps(job)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"a training run failed:\n{done.stderr[-2000:]}")
     return dict(json.loads(done.stdout.splitlines()[-1]))
