@@ -12,7 +12,7 @@ import math
 import cv2
 import numpy as np
 
-from trainer.augment_geometry import EDGE_CENTRES, PIXELS, SIDE, WorkArrays
+from trainer.augment_geometry import EDGE_CENTRES, PIXELS, SIDE, WorkArrays, at_least_zero, at_most_one
 
 # Where `digitize` leaves the contrast alone: the darkest ink already this close to full scale.
 FULL_INK = np.float32(254 / 255)
@@ -87,8 +87,8 @@ def stroke_width_into(x: np.ndarray, amount: np.ndarray, work: WorkArrays) -> No
         thin = -amount[thinned].astype(np.float32)
         factor = (1 - thin + thin * np.minimum(retained, 1)).astype(np.float32)
         part = total[thinned] / np.maximum(factor, MIN_RETAINED)[:, None, None]
-        np.minimum(total, 1, out=total)
-        np.minimum(part, 1, out=part)
+        at_most_one(total)
+        at_most_one(part)
         # A digit of hair-thin strokes that the erosion all but wiped out stays as it was: a blank
         # picture labelled with a digit would teach the network nothing true.
         gone = retained < MIN_RETAINED
@@ -149,7 +149,7 @@ def _span(inked: np.ndarray) -> np.ndarray:
 
 def _overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
     """Length of the intersection of the intervals [a0, a1) and [b0, b1), broadcast."""
-    return np.maximum(np.minimum(a1, b1) - np.maximum(a0, b0), 0)
+    return at_least_zero(np.minimum(a1, b1) - np.maximum(a0, b0))
 
 
 def _area_matrix(factor: np.ndarray, phase: np.ndarray, coarse_side: int) -> np.ndarray:
@@ -178,20 +178,20 @@ def _enlarge_matrix(
     start = c + g * (i - cc)  # where coarse pixel i begins in the output
     blocks = _overlap(p, p + 1, start, start + g)
     u = cc + (p + 0.5 - c) / g - 0.5  # output pixel centres in coarse index coordinates
-    hats = np.maximum(1 - np.abs(u - i), 0)
+    hats = at_least_zero(1 - np.abs(u - i))
     return np.where(blocky[:, None, None], blocks, hats)
 
 
 def contrast(x: np.ndarray, gamma: np.ndarray, gain: np.ndarray) -> np.ndarray:
     """In place, per image: `min(gain * x ** gamma, 1)`. Gamma > 1 thins the grey fringe out (faint
     pencil once stretched), gamma < 1 and gain > 1 flatten it towards solid ink (a marker)."""
-    np.maximum(x, 0, out=x)  # no rounding below 0 may reach the logarithm
+    at_least_zero(x)  # no rounding below 0 may reach the logarithm
     with np.errstate(divide="ignore"):  # log(0) = -inf, and exp(-inf) = 0 as wanted
         np.log(x, out=x)
     x *= gamma.astype(np.float32)[:, None]
     np.exp(x, out=x)
     x *= gain.astype(np.float32)[:, None]
-    return np.minimum(x, 1, out=x)
+    return at_most_one(x)
 
 
 def stretch(x: np.ndarray) -> np.ndarray:
