@@ -132,7 +132,7 @@ def low_resolution(x: np.ndarray, size: np.ndarray, phase: np.ndarray, blocky: n
     # bilinear enlarging spreads the outer coarse pixels' ink over 0.8 coarse pixels beyond
     # their centres at 20 % or more of its level, where `digitize` draws the box of a large image
     coarse_box = np.maximum(coarse_spans[:n], coarse_spans[n:]) + np.where(blocky, 0, BILINEAR_SPREAD)
-    gain = box / np.maximum(coarse_box, 1)  # pixels per coarse pixel
+    gain = np.maximum(box, 1) / np.maximum(coarse_box, 1)  # pixels per coarse pixel (a blank image: 1)
     centres = np.arange(coarse_side) + 0.5  # of the coarse pixels, in coarse edge coordinates
     coarse_centre = coarse_profiles @ centres / np.maximum(coarse_profiles.sum(axis=1), 1e-12)
     centre = profiles @ EDGE_CENTRES / np.maximum(profiles.sum(axis=1), 1e-12)
@@ -147,9 +147,12 @@ def _span(inked: np.ndarray) -> np.ndarray:
     return np.where(inked.any(axis=1), last - first + 1, 0).astype(np.float64)
 
 
-def _overlap(a0: np.ndarray, a1: np.ndarray, b0: np.ndarray, b1: np.ndarray) -> np.ndarray:
-    """Length of the intersection of the intervals [a0, a1) and [b0, b1), broadcast."""
-    return at_least_zero(np.minimum(a1, b1) - np.maximum(a0, b0))
+def _coverage(edges: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """How much of each unit pixel [j, j + 1) lies between consecutive `edges` (increasing along
+    their last axis but one, broadcast against `pixels`): as the difference of the ramps
+    clip(edge - j, 0, 1), three passes where intersecting intervals takes five."""
+    ramps = np.clip(edges - pixels, 0, 1)
+    return ramps[..., 1:, :] - ramps[..., :-1, :]
 
 
 def _area_matrix(factor: np.ndarray, phase: np.ndarray, coarse_side: int) -> np.ndarray:
@@ -157,9 +160,9 @@ def _area_matrix(factor: np.ndarray, phase: np.ndarray, coarse_side: int) -> np.
     (i + 1 - phase) / factor) of the image, in edge coordinates (pixel j covers [j, j + 1))."""
     f = factor.astype(np.float32)[:, None, None]
     p = phase.astype(np.float32)[:, None, None]
-    i = np.arange(coarse_side, dtype=np.float32)[None, :, None]
+    i = np.arange(coarse_side + 1, dtype=np.float32)[None, :, None]
     j = np.arange(SIDE, dtype=np.float32)[None, None, :]
-    return f * _overlap((i - p) / f, (i + 1 - p) / f, j, j + 1)
+    return f * _coverage((i - p) / f, j)
 
 
 def _enlarge_matrix(
@@ -168,18 +171,22 @@ def _enlarge_matrix(
     """(batch, 28, coarse) enlarging: coarse coordinate u lands on centre + gain (u - coarse_centre).
 
     Blocky: each output pixel averages the coarse pixels it covers (repeat, then area-average);
-    otherwise bilinear between coarse pixel centres.
+    otherwise bilinear between coarse pixel centres. Each image's matrix is built one way only.
     """
     g = gain.astype(np.float32)[:, None, None]
     cc = coarse_centre.astype(np.float32)[:, None, None]
     c = centre.astype(np.float32)[:, None, None]
+    out = np.empty((len(g), SIDE, coarse_side), dtype=np.float32)
+    blocks, hats = np.flatnonzero(blocky), np.flatnonzero(~blocky)
     p = np.arange(SIDE, dtype=np.float32)[None, :, None]
-    i = np.arange(coarse_side, dtype=np.float32)[None, None, :]
-    start = c + g * (i - cc)  # where coarse pixel i begins in the output
-    blocks = _overlap(p, p + 1, start, start + g)
-    u = cc + (p + 0.5 - c) / g - 0.5  # output pixel centres in coarse index coordinates
-    hats = at_least_zero(1 - np.abs(u - i))
-    return np.where(blocky[:, None, None], blocks, hats)
+    # blocky: coarse pixel i covers [c + g (i - cc), c + g (i + 1 - cc)) of the output
+    i = np.arange(coarse_side + 1, dtype=np.float32)[None, None, :]
+    edges = c[blocks] + g[blocks] * (i - cc[blocks])  # (blocky, 1, coarse + 1)
+    out[blocks] = _coverage(edges.transpose(0, 2, 1), p.transpose(0, 2, 1)).transpose(0, 2, 1)
+    # bilinear: tents around the output pixel centres, in coarse index coordinates
+    u = cc[hats] + (p + 0.5 - c[hats]) / g[hats] - 0.5
+    out[hats] = at_least_zero(1 - np.abs(u - i[:, :, :-1]))
+    return out
 
 
 def contrast(x: np.ndarray, gamma: np.ndarray, gain: np.ndarray) -> np.ndarray:
