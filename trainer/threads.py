@@ -109,7 +109,9 @@ class StepTimer(Protocol):
     """Told by the training loop when each step starts and ends (the BLAS thread count and the
     helper may change between the two calls of consecutive steps)."""
 
-    def helper_control(self, control: Callable[[bool], object]) -> None: ...
+    def helper_control(
+        self, control: Callable[[bool], object], banked: Callable[[], float] | None = None
+    ) -> None: ...
 
     def step_started(self, step: int) -> None: ...
 
@@ -159,6 +161,13 @@ class ThreadTuner:
     two threads (another job started), faster on one (one ended). As a context manager it sets
     the starting count and restores BLAS's own limit at the end.
 
+    Beside two BLAS threads the helper works in turns with the second thread (`banked`): the
+    run spends the batches the helper has banked on two threads, and once at most one is left it
+    trains on one thread while the helper refills the bank, until it is half full again. The
+    two cores of the machines measured do not run two busy threads at full speed each: a helper
+    squeezed into the gaps of a two-thread step made 55-70 % of the batches at +25-35 % per
+    step, where turns made 94-99 % of them at the plain step's speed (bench/README.md).
+
     Why the helper is a choice too: it runs at the lowest CPU priority, so on a busy machine it
     gets the CPU rarely, and when the scheduler leaves it out while it holds the GIL the training
     thread waits for it (measured: +76 % per epoch against +36 % without it, load 4); on a quiet
@@ -192,6 +201,8 @@ class ThreadTuner:
         self.clock = clock
         self._set = set_threads
         self._helper: Callable[[bool], object] | None = None
+        self._banked: Callable[[], float] | None = None
+        self._blas = 0  # the BLAS thread count set now (below the mode's while the bank refills)
         self._restore: Callable[[], object] | None = None
         self._applied: Mode | None = None  # the mode BLAS and the helper are in now
         self.decisions: list[Decision] = []
@@ -234,10 +245,13 @@ class ThreadTuner:
 
     # -- StepTimer ---------------------------------------------------------------------------------
 
-    def helper_control(self, control: Callable[[bool], object]) -> None:
-        """The run has a batch helper; `control(on)` starts or pauses it. Adds a helper mode on
-        each thread count and starts in the one on the fewest threads."""
-        self._helper = control
+    def helper_control(
+        self, control: Callable[[bool], object], banked: Callable[[], float] | None = None
+    ) -> None:
+        """The run has a batch helper; `control(on)` starts or pauses it, `banked()` tells how
+        full its bank of batches made ahead is (0 to 1). Adds a helper mode on each thread count
+        and starts in the one on the fewest threads."""
+        self._helper, self._banked = control, banked
         self.modes = [*(Mode(c, helper=True) for c in self.counts), *(Mode(c) for c in self.counts)]
         self.mode, self._applied = self.modes[0], None
         self._compare_next()
@@ -247,6 +261,7 @@ class ThreadTuner:
             self._compare_next()
         self._slot = self._plan.popleft() if self._plan else None
         self._apply(self._slot[0] if self._slot else self.mode)
+        self._take_turns()
         self._started = self.clock()
 
     def step_finished(self, step: int) -> None:
@@ -314,11 +329,33 @@ class ThreadTuner:
             return
         if self._set is None:
             raise RuntimeError("use ThreadTuner as a context manager: `with ThreadTuner() as t:`")
-        if self._applied is None or mode.threads != self._applied.threads:
+        if self._applied is None or mode.threads != self._blas:
             self._set(mode.threads)
+            self._blas = mode.threads
         if self._helper is not None and (self._applied is None or mode.helper != self._applied.helper):
             self._helper(mode.helper)
         self._applied = mode
+
+    def _take_turns(self) -> None:
+        """In a helper mode on more than one thread: one thread while the helper refills its
+        bank (at most one batch left), the mode's count again once the bank is half full."""
+        mode = self._applied
+        if mode is None or not mode.helper or mode.threads == 1 or self._banked is None:
+            return
+        assert self._set is not None  # _apply ran
+        level = self._banked()
+        if self._blas > 1 and level <= REFILL_AT:
+            self._set(1)
+            self._blas = 1
+        elif self._blas == 1 and level >= SPEND_FROM:
+            self._set(mode.threads)
+            self._blas = mode.threads
+
+
+# Two threads with a helper: one thread from this bank level on (at most one batch of twelve
+# left), the mode's count again from this one.
+REFILL_AT = 0.1
+SPEND_FROM = 0.5
 
 
 def _typical(seconds: list[float]) -> float:

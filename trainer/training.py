@@ -197,7 +197,7 @@ def train(
             if should_stop is not None and should_stop():
                 raise TrainingCancelled(f"cancelled at step {step} of {total_steps}")
             if helper is not None and helper.helper_ready and threads is not None:
-                threads.helper_control(helper.set_helper)
+                threads.helper_control(helper.set_helper, helper.banked)
                 helper = None
             if threads is not None:
                 threads.step_started(step)

@@ -124,6 +124,26 @@ def test_the_training_thread_never_waits_for_a_stalled_helper(data):
     same_batches(got, drain(InlineBatches(make, SPEC, 10)))
 
 
+def test_the_bank_fills_with_the_next_steps_and_says_how_full_it_is(data):
+    x, y = data
+    make = BatchMaker(x, y, BatchPlan(len(x), 32, epochs=True), SPEC, 0.0, seed=4)
+    ahead = AheadBatches(make, 20, ahead=4)
+    try:
+        assert ahead.banked() == 0  # nothing asked yet
+        got = [next(ahead)]  # step 0, and steps 1-4 asked of the helper
+        deadline = time.monotonic() + DEADLINE_S
+        while ahead.banked() < 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert ahead.banked() == 1 and sorted(ahead._ready) == [1, 2, 3, 4]
+        got += [next(ahead), next(ahead)]  # spends two, asks for two more
+        assert ahead.banked() <= 1 and all(step >= 3 for step in ahead._ready)
+        got += [next(ahead) for _ in range(17)]
+        assert ahead.banked() == 0  # the run is over: nothing left to bank
+    finally:
+        ahead.close()
+    same_batches(got, drain(InlineBatches(make, SPEC, 20)))
+
+
 def test_a_paused_helper_makes_nothing_and_resumes(data):
     x, y = data
     make = BatchMaker(x, y, BatchPlan(len(x), 32, epochs=True), SPEC, 0.0, seed=5)

@@ -18,27 +18,42 @@ class Machine:
     """A fake clock, BLAS and helper: a step takes `cost(step, threads)` seconds of fake time,
     times `helper_factor` while the helper runs."""
 
-    def __init__(self, cost: Callable[[int, int], float], helper_factor: float = 1.0) -> None:
+    def __init__(
+        self, cost: Callable[[int, int], float], helper_factor: float = 1.0, refill: float = 0.0
+    ) -> None:
         self.cost, self.helper_factor, self.now, self.threads = cost, helper_factor, 0.0, 0
         self.helper = False
         self.steps_on: dict[int, int] = {1: 0, 2: 0}
         self.helped_steps = 0
+        # the helper's bank of 12 batches: each step spends one, a running helper makes `refill`
+        # per step beside one BLAS thread and none beside two
+        self.refill, self.bank = refill, 1.0
+        self.step = 0
+        self.switches: list[tuple[int, int, float]] = []  # (step, threads now, the bank then)
 
     def clock(self) -> float:
         return self.now
 
     def set_threads(self, n: int) -> None:
         self.threads = n
+        self.switches.append((self.step, n, self.bank))
+
+    def banked(self) -> float:
+        return self.bank
 
     def set_helper(self, on: bool) -> None:
         self.helper = on
 
     def run(self, tuner: ThreadTuner, steps: int, start: int = 0) -> None:
         for step in range(start, start + steps):
+            self.step = step
             tuner.step_started(step)
             self.now += self.cost(step, self.threads) * (self.helper_factor if self.helper else 1)
             self.steps_on[self.threads] += 1
             self.helped_steps += self.helper
+            if self.helper:
+                made = self.refill if self.threads == 1 else 0.0
+                self.bank = min(1.0, max(0.0, self.bank + (made - 1) / 12))
             tuner.step_finished(step)
 
 
@@ -145,6 +160,27 @@ def test_the_helper_is_kept_beside_two_threads_when_both_pay():
         tuner.helper_control(machine.set_helper)
         machine.run(tuner, 3000)
     assert str(tuner.mode) == "2+helper" and machine.helper and machine.threads == 2
+
+
+def test_beside_two_threads_the_helper_takes_turns_with_the_second_thread():
+    """Two threads spend the helper's bank, one refills it: down to one thread only once at most
+    one batch is left, back to two once it is half full."""
+    machine = Machine(lambda step, n: {1: 0.010, 2: 0.006}[n], helper_factor=0.8, refill=2.5)
+    with tuner_on(machine, counts=(2,), interval_s=1e9, max_interval_s=1e9) as tuner:  # one comparison
+        tuner.helper_control(machine.set_helper, machine.banked)
+        machine.run(tuner, 3000)
+    assert str(tuner.mode) == "2+helper" and machine.helper
+    decided = tuner.decisions[0].step
+    turns = [(n, bank) for step, n, bank in machine.switches if step > decided]
+    assert [n for n, _ in turns[:4]] == [1, 2, 1, 2]
+    assert all(bank <= 1 / 12 + 1e-9 for n, bank in turns if n == 1)
+    assert all(bank >= 0.5 for n, bank in turns if n == 2)
+    assert machine.steps_on[1] > 0.2 * 3000 and machine.steps_on[2] > 0.5 * 3000
+    before = len(machine.switches)
+    with tuner_on(machine, counts=(1,)) as one:  # on one thread: no second thread to take turns with
+        one.helper_control(machine.set_helper, machine.banked)
+        machine.run(one, 200)
+    assert {n for _, n, _ in machine.switches[before:]} == {1}
 
 
 def test_a_fixed_count_still_decides_the_helper():

@@ -125,7 +125,7 @@ def test_the_step_timer_hears_every_step_in_order(data, monkeypatch):
             self.calls: list[tuple[str, int]] = []
             self.helper = None
 
-        def helper_control(self, control) -> None:
+        def helper_control(self, control, banked=None) -> None:
             self.helper = control
 
         def step_started(self, step: int) -> None:
