@@ -1,12 +1,13 @@
 """Augmented batches made ahead by a helper process at the lowest priority, and the stream a run uses.
 
 The batch of step k depends only on the seed and k (trainer/batches.py), so a helper process makes
-the next few into shared memory while the network trains on the current one, and the training
-thread makes any batch the helper has not finished itself: it never waits for the helper, and the
-run is the same either way. The helper runs at the lowest priority (nice 19), so it only ever
-uses CPU time nothing else wants: the gaps a two-thread training step leaves while the optimiser,
-the activations and dropout run on one thread (OpenBLAS's idle threads sleep there rather than
-spin: trainer/blas_idle.py).
+the next ones (up to `AHEAD`: its bank) into shared memory while the network trains on the current
+one, and the training thread makes any batch the helper has not finished itself: it never waits for
+the helper, and the run is the same either way. The helper runs at the lowest priority (nice 19),
+so it only ever uses CPU time nothing else wants. A run on two BLAS threads takes turns with it
+(trainer/threads.py): it spends the bank on two threads, and trains on one while the helper
+refills it, since squeezed into the gaps of a two-thread step (OpenBLAS's idle threads sleep
+there rather than spin: trainer/blas_idle.py) the helper made too few batches.
 
 Why a process and not a thread: a helper thread holds the GIL for the Python between its NumPy
 calls, and the training thread waits for it; beside two BLAS threads the thread helper cost

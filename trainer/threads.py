@@ -166,7 +166,7 @@ class ThreadTuner:
     trains on one thread while the helper refills the bank, until it is half full again. The
     two cores of the machines measured do not run two busy threads at full speed each: a helper
     squeezed into the gaps of a two-thread step made 55-70 % of the batches at +25-35 % per
-    step, where turns made 94-99 % of them at the plain step's speed (bench/README.md).
+    step, where turns made 93-94 % of them at the plain step's speed (bench/README.md).
 
     Why the helper is a choice too: it runs at the lowest CPU priority, so on a busy machine it
     gets the CPU rarely, and when the scheduler leaves it out while it holds the GIL the training
