@@ -48,8 +48,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("service.shadow")
 
 CAPACITY_ROWS = 4096  # rows waiting for the shadow, per process (~3 MiB of uint8 digits)
-BATCH_ROWS = 64  # the idle thread waits for this many rows (~11.5 µs a row in a pass, 49 alone)
-MAX_WAIT_S = 0.05  # ... or for this long after the first of them: at low traffic, figures lag no more
+# The idle thread waits for this many rows (~11.5 µs a row in a pass, 49 alone): on a core it
+# shares with the serving process, each pass evicts the serving model's weights from the cache and
+# wakes threads, so fewer, larger passes cost the answers less (one connection alone: 0.94-1.03x
+# the req/s without a shadow in passes of 256, 0.87-0.96x in passes of 64; bench/README.md).
+BATCH_ROWS = 256
+MAX_WAIT_S = 0.2  # ... or for this long after the first of them: at low traffic, figures lag no more
 PASS_ROWS = 256  # most rows in one pass (~3 ms of the 784-512-256-10 network)
 CATCH_UP_ROWS = 1024  # rows waiting when the catch-up thread starts computing
 MAX_LAG_S = 0.5  # ... or how long the oldest has waited (cores never idle: the idle worker never runs)
