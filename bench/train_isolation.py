@@ -6,10 +6,12 @@
 Two services serve the shipped model, each pinned to CPU 0 (`taskset`): the embedded one (jobs
 are its children, so they share CPU 0 with it) and a cluster replica (MNIST_DATABASE_URL on a fresh
 database of the local PostgreSQL), whose jobs go to one `python -m trainer worker` pinned to CPU 1.
-wrk runs on CPU 1 too (a two-core machine has no third), posting one MNIST digit with
-`--connections` connections for `--duration` seconds, in four phases per round: each service idle,
-and each while a real training job (preset fast on real MNIST) runs; the job is cancelled after
-the phase. Rounds interleave, figures are medians over rounds.
+wrk posts one MNIST digit with `--connections` connections for `--duration` seconds, in four
+phases per round: each service idle, and each while a real training job (preset fast on real
+MNIST) runs; the job is cancelled after the phase. Rounds interleave, figures are medians over
+rounds. A two-core machine has no third core for wrk: `--wrk-cpu 1` (the default) puts it beside
+the worker, where the job delays the client's own reads and writes too; `--wrk-cpu 0` beside the
+API, where it costs the API the same in every phase and the worker's core holds the job alone.
 
 Target (issue 15): with the job on a worker, the API's p99 stays what it is without a job.
 """
@@ -45,6 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=15, help="seconds of wrk per phase")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--wrk-cpu", choices=("0", "1"), default="1", help="the CPU wrk runs on (see above)")
     parser.add_argument(
         "--out", type=Path, help="JSON output (default: bench/results/train_isolation-<time>.json)"
     )
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     common.check_models_dir(args.models_dir)
     images, _ = common.load_mnist_test()
     body, content_type = common.multipart([("digit.png", common.encode_png(images[0]), "image/png")])
-    wrk = Wrk(body, content_type, cpus="1")
+    wrk = Wrk(body, content_type, cpus=args.wrk_cpu)
     scratch = Path(tempfile.mkdtemp(prefix="train-isolation-"))
     shutil.copytree(args.models_dir / "mnist", scratch / "models" / "mnist")
     data_env = {"MNIST_DATA_DIR": str(common.DATA_DIR), "MNIST_ROBUSTNESS_SAMPLE": "0",
