@@ -147,12 +147,11 @@ def _span(inked: np.ndarray) -> np.ndarray:
     return np.where(inked.any(axis=1), last - first + 1, 0).astype(np.float64)
 
 
-def _coverage(edges: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+def _coverage(edges: np.ndarray, pixels: np.ndarray, axis: int) -> np.ndarray:
     """How much of each unit pixel [j, j + 1) lies between consecutive `edges` (increasing along
-    their last axis but one, broadcast against `pixels`): as the difference of the ramps
-    clip(edge - j, 0, 1), three passes where intersecting intervals takes five."""
-    ramps = np.clip(edges - pixels, 0, 1)
-    return ramps[..., 1:, :] - ramps[..., :-1, :]
+    `axis`, broadcast against `pixels`): as the difference of the ramps clip(edge - j, 0, 1),
+    three passes where intersecting intervals takes five."""
+    return np.diff(np.clip(edges - pixels, 0, 1), axis=axis)
 
 
 def _area_matrix(factor: np.ndarray, phase: np.ndarray, coarse_side: int) -> np.ndarray:
@@ -162,7 +161,7 @@ def _area_matrix(factor: np.ndarray, phase: np.ndarray, coarse_side: int) -> np.
     p = phase.astype(np.float32)[:, None, None]
     i = np.arange(coarse_side + 1, dtype=np.float32)[None, :, None]
     j = np.arange(SIDE, dtype=np.float32)[None, None, :]
-    return f * _coverage((i - p) / f, j)
+    return f * _coverage((i - p) / f, j, axis=1)
 
 
 def _enlarge_matrix(
@@ -182,7 +181,7 @@ def _enlarge_matrix(
     # blocky: coarse pixel i covers [c + g (i - cc), c + g (i + 1 - cc)) of the output
     i = np.arange(coarse_side + 1, dtype=np.float32)[None, None, :]
     edges = c[blocks] + g[blocks] * (i - cc[blocks])  # (blocky, 1, coarse + 1)
-    out[blocks] = _coverage(edges.transpose(0, 2, 1), p.transpose(0, 2, 1)).transpose(0, 2, 1)
+    out[blocks] = _coverage(edges, p, axis=2)
     # bilinear: tents around the output pixel centres, in coarse index coordinates
     u = cc[hats] + (p + 0.5 - c[hats]) / g[hats] - 0.5
     out[hats] = at_least_zero(1 - np.abs(u - i[:, :, :-1]))

@@ -330,8 +330,7 @@ class ThreadTuner:
         if self._set is None:
             raise RuntimeError("use ThreadTuner as a context manager: `with ThreadTuner() as t:`")
         if self._applied is None or mode.threads != self._blas:
-            self._set(mode.threads)
-            self._blas = mode.threads
+            self._use(mode.threads)
         if self._helper is not None and (self._applied is None or mode.helper != self._applied.helper):
             self._helper(mode.helper)
         self._applied = mode
@@ -342,14 +341,17 @@ class ThreadTuner:
         mode = self._applied
         if mode is None or not mode.helper or mode.threads == 1 or self._banked is None:
             return
-        assert self._set is not None  # _apply ran
         level = self._banked()
         if self._blas > 1 and level <= REFILL_AT:
-            self._set(1)
-            self._blas = 1
+            self._use(1)
         elif self._blas == 1 and level >= SPEND_FROM:
-            self._set(mode.threads)
-            self._blas = mode.threads
+            self._use(mode.threads)
+
+    def _use(self, threads: int) -> None:
+        """Set BLAS to `threads` and remember it."""
+        assert self._set is not None  # set by __enter__, which _apply checks for
+        self._set(threads)
+        self._blas = threads
 
 
 # Two threads with a helper: one thread from this bank level on (at most one batch of twelve
