@@ -10,7 +10,11 @@ prometheus_client advises, they are only exported with a single process.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -34,6 +38,25 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class StartedFilesCollector(multiprocess.MultiProcessCollector):
+    """prometheus_client's multiprocess collector, leaving out the value files a worker process is
+    creating at that instant: such a file is empty until its first page is laid out, reading it
+    raised `struct.error`, and a scrape that met a worker's start answered 500. An empty file holds
+    no values yet, so nothing is left out."""
+
+    def __init__(self, registry: CollectorRegistry, path: str) -> None:
+        self.folder = path
+        super().__init__(registry, path)
+
+    def collect(self) -> Iterable[Any]:
+        files = []
+        for name in glob.glob(os.path.join(self.folder, "*.db")):
+            with contextlib.suppress(FileNotFoundError):  # a dead worker's live gauges, removed meanwhile
+                if os.path.getsize(name) > 0:
+                    files.append(name)
+        return self.merge(files, accumulate=True)
 
 
 class Metrics:
@@ -234,5 +257,5 @@ class Metrics:
         if folder is None:
             return generate_latest(self.registry)
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, path=folder)
+        StartedFilesCollector(merged, path=folder)
         return generate_latest(merged)

@@ -166,3 +166,22 @@ def test_metrics_describe_the_process(api: TestClient) -> None:
     assert value(families, "process_start_time_seconds") > 0
     assert value(families, "python_info") == 1
     assert value(families, "python_gc_collections_total", generation="0") is not None
+
+
+def test_a_scrape_that_meets_a_worker_creating_its_value_file_still_answers(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """With several workers, /metrics merges every worker's value files; one a worker is creating at
+    that instant is still empty, and reading it raised (a 500 on /metrics)."""
+    from prometheus_client.mmap_dict import MmapedDict, mmap_key
+
+    from service.metrics import Metrics
+
+    written = MmapedDict(str(tmp_path / "counter_101.db"))
+    written.write_value(mmap_key("mnist_demo", "mnist_demo_total", [], [], "demo"), 3.0, 0.0)
+    written.close()
+    (tmp_path / "counter_102.db").touch()  # the other worker's file, not laid out yet
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    text = Metrics().exposition().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["mnist_demo"].samples[0].value == 3.0
