@@ -206,7 +206,11 @@ class Server:
             self.process.wait()
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time used so far by the server and its worker processes (Linux /proc)."""
+        """User + system CPU time used so far by the server and its worker processes (Linux /proc).
+
+        Children are listed per thread that started them (a shadow's worker processes are started
+        by the shadow's threads), so every thread's list is read.
+        """
         assert self.process is not None
         total, todo = 0, [self.process.pid]
         while todo:
@@ -214,7 +218,8 @@ class Server:
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
-                todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    todo += [int(c) for c in (task / "children").read_text().split()]
             except (OSError, IndexError, ValueError):
                 continue  # a process that just went away
         return total / os.sysconf("SC_CLK_TCK")

@@ -12,7 +12,12 @@ policy is stored beside the pointer, so the copies keep the policies apart):
 - `none`: no policy, today's path (one attribute checked);
 - `shadow`: `{"mode": "shadow", "version": <the other version>}`: every request also computed by
   the other version, off the response path, and compared;
-- `canary`: `{"mode": "canary", "version": <the other version>, "percent": 10}`.
+- `canary`: `{"mode": "canary", "version": <the other version>, "percent": 10}`;
+- `none2`: a second server with no policy, the same as `none`: its ratio to `none` (an A/A pair)
+  says how far apart two identical servers measure on this machine, which is what "nothing
+  measurable" is judged against.
+
+Each ratio to `none` is taken within a round; the table gives their median and quartiles.
 
 The registry is `--models-dir` (default: the shipped `models/`, which has v0001 and v0002), copied;
 the candidate is its newest version that is not current. CPUs as in bench/serve_load.py: the
@@ -59,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def policies(candidate: str) -> dict[str, dict[str, Any] | None]:
     return {
         "none": None,
+        "none2": None,  # a second server without a policy: the A/A pair says what noise is
         "shadow": {"mode": "shadow", "version": candidate},
         "canary": {"mode": "canary", "version": candidate, "percent": CANARY_PERCENT},
     }
@@ -223,7 +229,9 @@ def summarise(runs: list[dict[str, Any]], levels: list[int], names: list[str]) -
         }
         shared = [r for r in rounds if r in base]
         if shared:
-            row["rps_vs_none"] = common.median([mine[r]["rps"] / base[r]["rps"] for r in shared])
+            ratios = sorted(mine[r]["rps"] / base[r]["rps"] for r in shared)
+            row["rps_vs_none"] = common.median(ratios)
+            row["rps_vs_none_quartiles"] = [ratios[len(ratios) // 4], ratios[3 * len(ratios) // 4]]
         rows.append(row)
     return rows
 
@@ -234,14 +242,16 @@ def table(
     lines = [
         f"load average before {load_before}, after {load_after}",
         "",
-        "| conc. | server | req/s | vs none | p50 ms | p99 ms | CPU ms/req | failed |",
-        "|---|---|---|---|---|---|---|---|",
+        "| conc. | server | req/s | vs none | its quartiles | p50 ms | p99 ms | CPU ms/req | failed |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in summary:
-        ratio = row.get("rps_vs_none")
+        ratio, quartiles = row.get("rps_vs_none"), row.get("rps_vs_none_quartiles")
+        spread = "" if quartiles is None or row["server"] == "none" else "{:.3f}-{:.3f}".format(*quartiles)
         lines.append(
             f"| {row['concurrency']} | {row['server']} | {row['rps']:.0f} | "
-            f"{'' if ratio is None else f'{ratio:.3f}x'} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
+            f"{'' if ratio is None else f'{ratio:.3f}x'} | {spread} | "
+            f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | "
             f"{row['cpu_ms']:.3f} | {row['failed']} |"
         )
     if "shadow" in figures:

@@ -13,6 +13,11 @@ rounds. A two-core machine has no third core for wrk: `--wrk-cpu 1` (the default
 the worker, where the job delays the client's own reads and writes too; `--wrk-cpu 0` beside the
 API, where it costs the API the same in every phase and the worker's core holds the job alone.
 
+`--control` adds a fifth phase: the cluster replica while a bare busy loop (`while True: pass`, no
+memory traffic, no I/O) runs pinned to CPU 1 in place of the job. It says what any busy program on
+the other core costs the API on this machine, which is the floor a job on that core can reach: on
+a two-vCPU VM the two cores are not two hosts.
+
 Target (issue 15): with the job on a worker, the API's p99 stays what it is without a job.
 """
 
@@ -39,6 +44,7 @@ sys.path.insert(0, str(common.ROOT))
 from tests.realservers import fresh_database, postgres_server
 
 JOB = {"preset": "fast", "epochs": 30}  # long enough to outlast a phase; cancelled after it
+BUSY_LOOP = "while True: pass"  # --control: a program that only occupies its core
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--wrk-cpu", choices=("0", "1"), default="1", help="the CPU wrk runs on (see above)")
+    parser.add_argument("--control", action="store_true", help="add the busy-loop phase (see above)")
     parser.add_argument(
         "--out", type=Path, help="JSON output (default: bench/results/train_isolation-<time>.json)"
     )
@@ -80,6 +87,28 @@ def with_job(server: common.Server, run: Any) -> tuple[Any, dict[str, Any]]:
     with contextlib.suppress(urllib.error.HTTPError):  # it ended by itself meanwhile
         call("DELETE", f"{server.url}/train/{job['id']}")
     return result, during
+
+
+def with_busy_loop(run: Any) -> Any:
+    """`run()` while a bare busy loop occupies CPU 1 (started and given a moment before)."""
+    loop = subprocess.Popen([*common.taskset("1"), common.PYTHON, "-c", BUSY_LOOP])
+    try:
+        deadline = time.monotonic() + 10
+        while busy_seconds(loop.pid) < 0.2 and time.monotonic() < deadline:  # it runs
+            time.sleep(0.05)
+        return run()
+    finally:
+        loop.kill()
+        loop.wait()
+
+
+def busy_seconds(pid: int) -> float:
+    """CPU seconds the process used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +149,10 @@ def main(argv: list[str] | None = None) -> int:
 
                         idle = measure()
                         busy, during = with_job(server, measure)
-                        for label, result in ((f"{name} idle", idle), (f"{name} training", busy)):
+                        measured = [(f"{name} idle", idle), (f"{name} training", busy)]
+                        if args.control and name == "cluster":
+                            measured.append((f"{name} busy loop", with_busy_loop(measure)))
+                        for label, result in measured:
                             phases.setdefault(label, []).append(
                                 {"p50_ms": result.p50_ms, "p99_ms": result.p99_ms, "rps": result.rps,
                                  "failed": result.failed}
@@ -128,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
                         print(
                             f"round {n + 1} {name}: idle p99 {idle.p99_ms:.2f} ms {idle.rps:.0f} req/s; "
                             f"training (epoch {during['progress']['epoch']}) p99 {busy.p99_ms:.2f} ms "
-                            f"{busy.rps:.0f} req/s",
+                            f"{busy.rps:.0f} req/s"
+                            + "".join(f"; {label.split(' ', 1)[1]} p99 {r.p99_ms:.2f} ms {r.rps:.0f} req/s"
+                                      for label, r in measured[2:]),
                             file=sys.stderr,
-                        )
+                        )  # fmt: skip
         finally:
             worker.terminate()
             worker.wait(30)
