@@ -12,6 +12,7 @@ policy is stored beside the pointer, so the copies keep the policies apart):
 - `none`: no policy, today's path (one attribute checked);
 - `shadow`: `{"mode": "shadow", "version": <the other version>}`: every request also computed by
   the other version, off the response path, and compared;
+- `shadow25`: the same shadow on a random 25 % of the requests (not run unless named);
 - `canary`: `{"mode": "canary", "version": <the other version>, "percent": 10}`;
 - `none2`: a second server with no policy, the same as `none`: its ratio to `none` (an A/A pair)
   says how far apart two identical servers measure on this machine, which is what "nothing
@@ -49,7 +50,9 @@ CANARY_PERCENT = 10.0
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models-dir", type=Path, default=common.ROOT / "models")
-    parser.add_argument("--servers", default="none,shadow,canary", help="which of none, shadow, canary")
+    parser.add_argument(
+        "--servers", default="none,shadow,canary", help="which of none, none2, shadow, shadow25, canary"
+    )
     parser.add_argument("--concurrency", default="1,64", help="wrk connections, e.g. 1,64")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved repeats of every run")
@@ -66,6 +69,7 @@ def policies(candidate: str) -> dict[str, dict[str, Any] | None]:
         "none": None,
         "none2": None,  # a second server without a policy: the A/A pair says what noise is
         "shadow": {"mode": "shadow", "version": candidate},
+        "shadow25": {"mode": "shadow", "version": candidate, "percent": 25},  # a sample of the traffic
         "canary": {"mode": "canary", "version": candidate, "percent": CANARY_PERCENT},
     }
 
