@@ -212,22 +212,27 @@ class Server:
         by the shadow's threads), so every thread's list is read.
         """
         assert self.process is not None
-        total, todo = 0, [self.process.pid]
+        total, todo = 0.0, [self.process.pid]
         while todo:
             pid = todo.pop()
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += int(fields[11]) + int(fields[12])  # utime, stime in clock ticks
+                total += process_cpu_seconds(pid)
                 for task in Path(f"/proc/{pid}/task").iterdir():
                     todo += [int(c) for c in (task / "children").read_text().split()]
             except (OSError, IndexError, ValueError):
                 continue  # a process that just went away
-        return total / os.sysconf("SC_CLK_TCK")
+        return total
 
     def log_tail(self, lines: int = 30) -> str:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time one process used so far (Linux /proc; OSError when it is gone)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime in ticks
 
 
 def service_server(

@@ -94,21 +94,12 @@ def with_busy_loop(run: Any) -> Any:
     loop = subprocess.Popen([*common.taskset("1"), common.PYTHON, "-c", BUSY_LOOP])
     try:
         deadline = time.monotonic() + 10
-        while busy_seconds(loop.pid) < 0.2 and time.monotonic() < deadline:  # it runs
+        while common.process_cpu_seconds(loop.pid) < 0.2 and time.monotonic() < deadline:  # it runs
             time.sleep(0.05)
         return run()
     finally:
         loop.kill()
         loop.wait()
-
-
-def busy_seconds(pid: int) -> float:
-    """CPU seconds the process used so far (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,24 +138,21 @@ def main(argv: list[str] | None = None) -> int:
                         def measure(s: common.Server = server) -> Any:
                             return wrk.run(s.url + "/predict", args.connections, args.duration)
 
-                        idle = measure()
-                        busy, during = with_job(server, measure)
-                        measured = [(f"{name} idle", idle), (f"{name} training", busy)]
+                        measured = {"idle": measure()}
+                        measured["training"], during = with_job(server, measure)
                         if args.control and name == "cluster":
-                            measured.append((f"{name} busy loop", with_busy_loop(measure)))
-                        for label, result in measured:
-                            phases.setdefault(label, []).append(
+                            measured["busy loop"] = with_busy_loop(measure)
+                        for phase, result in measured.items():
+                            phases.setdefault(f"{name} {phase}", []).append(
                                 {"p50_ms": result.p50_ms, "p99_ms": result.p99_ms, "rps": result.rps,
                                  "failed": result.failed}
                             )  # fmt: skip
-                        print(
-                            f"round {n + 1} {name}: idle p99 {idle.p99_ms:.2f} ms {idle.rps:.0f} req/s; "
-                            f"training (epoch {during['progress']['epoch']}) p99 {busy.p99_ms:.2f} ms "
-                            f"{busy.rps:.0f} req/s"
-                            + "".join(f"; {label.split(' ', 1)[1]} p99 {r.p99_ms:.2f} ms {r.rps:.0f} req/s"
-                                      for label, r in measured[2:]),
-                            file=sys.stderr,
-                        )  # fmt: skip
+                        figures = "; ".join(
+                            f"{phase} p99 {result.p99_ms:.2f} ms {result.rps:.0f} req/s"
+                            for phase, result in measured.items()
+                        )
+                        epoch = during["progress"]["epoch"]
+                        print(f"round {n + 1} {name} (the job at epoch {epoch}): {figures}", file=sys.stderr)
         finally:
             worker.terminate()
             worker.wait(30)
