@@ -34,6 +34,10 @@ TWO_THREADS_FROM_MACS = 50_000
 # Measured: with others using ~0.5 core two threads won at every size, with others using 1.5-2.5
 # cores they lost at every size (bench/README.md).
 IDLE_CORES_FOR_TWO = 1.25
+# Two threads with a helper: one thread from this bank level on (at most one batch of twelve
+# left), the mode's count again from this one (ThreadTuner._take_turns).
+REFILL_AT = 0.1
+SPEND_FROM = 0.5
 
 
 def cores() -> int:
@@ -352,12 +356,6 @@ class ThreadTuner:
         assert self._set is not None  # set by __enter__, which _apply checks for
         self._set(threads)
         self._blas = threads
-
-
-# Two threads with a helper: one thread from this bank level on (at most one batch of twelve
-# left), the mode's count again from this one.
-REFILL_AT = 0.1
-SPEND_FROM = 0.5
 
 
 def _typical(seconds: list[float]) -> float:
