@@ -13,6 +13,8 @@ policy is stored beside the pointer, so the copies keep the policies apart):
 - `shadow`: `{"mode": "shadow", "version": <the other version>}`: every request also computed by
   the other version, off the response path, and compared;
 - `shadow25`: the same shadow on a random 25 % of the requests (not run unless named);
+- `shadow0`: the same policy on none of them: what the policy's bookkeeping alone costs (not run
+  unless named);
 - `canary`: `{"mode": "canary", "version": <the other version>, "percent": 10}`;
 - `none2`: a second server with no policy, the same as `none`: its ratio to `none` (an A/A pair)
   says how far apart two identical servers measure on this machine, which is what "nothing
@@ -22,10 +24,10 @@ Each ratio to `none` is taken within a round; the table gives their median and q
 
 The registry is `--models-dir` (default: the shipped `models/`, which has v0001 and v0002), copied;
 the candidate is its newest version that is not current. CPUs as in bench/serve_load.py: the
-servers pinned to CPU 0, wrk to CPU 1. Every round runs every (concurrency, server) pair once, in
-an order that reverses every round; figures are medians over rounds. After the runs each server's
-/metrics gives what the shadow compared and dropped, and the share of requests the canary
-answered (over every request of every run, far more than 10,000).
+servers pinned to CPU 0 (and so the shadow's worker processes), wrk to CPU 1. Every round runs
+every (concurrency, server) pair once, in an order that reverses every round; figures are medians
+over rounds. After the runs each server's /metrics gives what the shadow compared and dropped, and
+the share of requests the canary answered (over every request of every run, far more than 10,000).
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models-dir", type=Path, default=common.ROOT / "models")
     parser.add_argument(
-        "--servers", default="none,shadow,canary", help="which of none, none2, shadow, shadow25, canary"
+        "--servers",
+        default="none,shadow,canary",
+        help="which of none, none2, shadow, shadow25, shadow0, canary",
     )
     parser.add_argument("--concurrency", default="1,64", help="wrk connections, e.g. 1,64")
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
@@ -70,6 +74,7 @@ def policies(candidate: str) -> dict[str, dict[str, Any] | None]:
         "none2": None,  # a second server without a policy: the A/A pair says what noise is
         "shadow": {"mode": "shadow", "version": candidate},
         "shadow25": {"mode": "shadow", "version": candidate, "percent": 25},  # a sample of the traffic
+        "shadow0": {"mode": "shadow", "version": candidate, "percent": 0},  # the policy's bookkeeping alone
         "canary": {"mode": "canary", "version": candidate, "percent": CANARY_PERCENT},
     }
 

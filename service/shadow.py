@@ -1,14 +1,17 @@
 """The shadow version's work: queued by the requests, computed in batches by processes of its own.
 
-A request under a shadow policy hands its input rows and `current`'s probabilities to `submit`:
-an append to a bounded queue, no lock, and at most two wake-ups per batch, so it can neither
-delay nor fail the answer. Two threads drain the queue, both in passes of up to `pass_rows` rows,
-one network pass per shadow version (a pass over 64 rows costs a quarter per row of a pass over
-one), recorded in bulk (service.policy_metrics: both sides' digits and confidence over the same
-inputs, and whether the shadow read the same digit). Each thread hands its passes to a worker
-process of its own (service.shadow_worker) and waits for them with the GIL free: the threads
-only batch, send and record, and no thread of this process ever runs at a low priority, which
-would make the event loop wait for the GIL whenever the scheduler left it holding the GIL:
+A request under a shadow policy hands its input rows and `current`'s probabilities to `submit`,
+which copies them into a ring of slots in memory shared with the worker processes
+(service.shadow_ring): no lock, no Python object per request, and at most two wake-ups per batch,
+so it can neither delay nor fail the answer. Two threads drain the ring, both in passes of up to
+`pass_rows` rows, one network pass per shadow version (a pass over 64 rows costs a quarter per
+row of a pass over one), recorded in bulk (service.policy_metrics: both sides' digits and
+confidence over the same inputs, and whether the shadow read the same digit). Each thread tells
+a worker process of its own (service.shadow_worker) which slots to compute and waits, with the
+GIL free, until it has written the shadow's probabilities beside them: the threads only count,
+send and record, a few array operations per pass whatever its rows, and no thread of this
+process ever runs at a low priority, which would make the event loop wait for the GIL whenever
+the scheduler left it holding the GIL:
 
 - the idle thread, whose worker runs at the scheduler's idle priority (SCHED_IDLE on Linux): it
   computes only when nothing else of this machine wants the core, so it never holds up an answer
@@ -18,28 +21,28 @@ would make the event loop wait for the GIL whenever the scheduler left it holdin
   computes only once `catch_up_rows` rows wait (a service too busy to leave the idle worker any
   time), then batches until less than one is left, or once the oldest queued row waited
   `max_lag_s` (a machine whose cores other programs keep busy): it takes a small share of a busy
-  core (a tenth against one busy program), enough to keep up, rather than letting the queue fill,
+  core (a tenth against one busy program), enough to keep up, rather than letting the ring fill,
   and too little to hold up answers for long.
 
-When the queue holds `capacity_rows` rows, what comes next is dropped and counted
+When the ring holds `capacity_rows` rows not yet computed, what comes next is dropped and counted
 (`mnist_shadow_dropped_total`): a shadow that cannot keep up loses samples, never answers' time.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from service.batcher import join
 from service.policy_metrics import VersionMetrics
+from service.shadow_ring import RowRing
 from service.shadow_worker import Worker
 
 if TYPE_CHECKING:
@@ -47,25 +50,27 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("service.shadow")
 
-CAPACITY_ROWS = 4096  # rows waiting for the shadow, per process (~3 MiB of uint8 digits)
-# The idle thread waits for this many rows (~11.5 µs a row in a pass, 49 alone): on a core it
-# shares with the serving process, each pass evicts the serving model's weights from the cache and
-# wakes threads, so fewer, larger passes cost the answers less (one connection alone: 0.94-1.03x
-# the req/s without a shadow in passes of 256, 0.87-0.96x in passes of 64; bench/README.md).
-BATCH_ROWS = 256
-MAX_WAIT_S = 0.2  # ... or for this long after the first of them: at low traffic, figures lag no more
-PASS_ROWS = 256  # most rows in one pass (~3 ms of the 784-512-256-10 network)
-CATCH_UP_ROWS = 1024  # rows waiting when the catch-up thread starts computing
-MAX_LAG_S = 0.5  # ... or how long the oldest has waited (cores never idle: the idle worker never runs)
-
-# (shadow, the version that answered, its input rows, its probabilities)
-Item = tuple["LoadedModel", str, np.ndarray, np.ndarray]
+CAPACITY_ROWS = 8192  # rows waiting for the shadow, per process (~7 MiB of memory shared with its workers)
+# The idle thread waits for this many rows (~7-14 µs a row in a pass of 2,048, 49 alone): each pass
+# costs the answers a fixed few milliseconds, on the serving core or the other one, beyond its
+# computing (it evicts the serving model's weights from the cache, wakes threads; computed on the
+# other core of a two-core VM, it slows the serving core while it runs), so fewer, larger passes
+# cost less: at one connection 0.94-0.97x the req/s without a shadow in passes of 256, 0.99x in
+# passes of 2,048, as two servers without one measure apart (bench/README.md, "The shadow's cost").
+BATCH_ROWS = 2048
+MAX_WAIT_S = 1.0  # ... or for this long after the first of them: at low traffic, figures lag no more
+PASS_ROWS = 2048  # most rows in one pass (15-30 ms of the 784-512-256-10 network)
+CATCH_UP_ROWS = 4096  # rows waiting when the catch-up thread starts computing
+MAX_LAG_S = 3.0  # ... or how long the oldest has waited (cores never idle: the idle worker never runs)
 
 
 class Computes(Protocol):
     """Where a thread's passes are computed (service.shadow_worker.Worker: a process)."""
 
-    def predict(self, shadow: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray, float]: ...
+    def predict(self, shadow: LoadedModel, start: int, count: int) -> float:
+        """Write the shadow's probabilities of the ring's rows start..start+count into `ring.ours`;
+        the seconds the pass took."""
+        ...
 
     def cpu_seconds(self) -> float: ...
 
@@ -73,13 +78,17 @@ class Computes(Protocol):
 
 
 class ShadowRunner:
-    """A bounded queue of shadow work and the two threads that drain it (started at the first submit).
+    """A bounded ring of shadow work and the two threads that drain it (started at the first submit).
 
-    `submit` is called by one thread, the event loop, and takes no lock: the queue is a deque
-    (append and popleft are atomic), the rows queued and taken are counters of one writer each, and
-    the threads are woken through SimpleQueues, whose `put` never waits. So the loop never waits
-    for a thread of the shadow, nor (the threads at normal priority, the idle one's passes in a
-    process) for a GIL held by a thread the scheduler keeps waiting.
+    `submit` is called by one thread, the event loop, and takes no lock: it copies the rows, the
+    answers and a tag (which shadow, which `current`, a request's first row) into the ring's next
+    slots, then moves `_put_at` on; a thread takes slots from `_taken_at` under a lock of its own,
+    copying them into its worker's buffer before it moves `_taken_at` on (so a pass that waits long
+    for its core holds up no slot), each position written by one side only, and the threads are
+    woken through SimpleQueues, whose `put` never waits. So the loop never waits for a thread
+    of the shadow, nor (the threads at normal priority, the idle one's passes in a process) for a
+    GIL held by a thread the scheduler keeps waiting. A pass is a few array operations whatever
+    its rows: nothing in the threads is done per request.
     """
 
     def __init__(
@@ -91,7 +100,7 @@ class ShadowRunner:
         pass_rows: int = PASS_ROWS,
         catch_up_rows: int = CATCH_UP_ROWS,
         max_lag_s: float = MAX_LAG_S,
-        worker: Callable[[bool], Computes] = Worker,
+        worker: Callable[[bool, RowRing], Computes] = Worker,
     ):
         self.recorder = recorder
         self.capacity_rows = capacity_rows
@@ -100,10 +109,19 @@ class ShadowRunner:
         self.pass_rows = pass_rows
         self.catch_up_rows = catch_up_rows
         self.max_lag_s = max_lag_s
-        self._queue: deque[Item] = deque()
-        self._put_rows = 0  # written by submit only
-        self._taken_rows = 0  # written by the threads only, under _lock
-        self._first_at = 0.0  # when the oldest queued item came (or was left by a pass)
+        self.ring = RowRing(capacity_rows, pass_rows)
+        # Positions count rows since the start (a row's slot is its position % capacity): rows
+        # go in at `_put_at` (submit's) and are taken from `_taken_at` (the threads', under _lock),
+        # so submit writes below `_taken_at` + capacity.
+        self._put_at = 0
+        self._taken_at = 0
+        # A tag's code says which shadow and which `current`: a new one when either changes
+        self._pairs: dict[int, tuple[LoadedModel, str]] = {}  # code -> (shadow, current)
+        self._shadow: LoadedModel | None = None  # submit's latest pair and its code
+        self._current = ""
+        self._code = -1
+        self._oldest_code = 0  # codes below it are no longer in the ring (the threads', under _lock)
+        self._first_at = 0.0  # when the oldest queued row came (or was left by a pass)
         self._busy = 0  # passes under way
         self._hurry = False  # wait_idle: compute what is queued without waiting for a batch
         self._stopping = False
@@ -112,20 +130,32 @@ class ShadowRunner:
         self._wake_idle: SimpleQueue[None] = SimpleQueue()
         self._wake_catch_up: SimpleQueue[None] = SimpleQueue()
         self._threads: list[threading.Thread] = []
-        self._idle_worker = worker(True)  # its process started at its first pass
-        self._catch_up_worker = worker(False)
+        self._idle_worker = worker(True, self.ring)  # its process started at its first pass
+        self._catch_up_worker = worker(False, self.ring)
+        self._buffers = {
+            id(self._idle_worker): self.ring.buffers[0],
+            id(self._catch_up_worker): self.ring.buffers[1],
+        }
 
     def submit(self, shadow: LoadedModel, current: str, rows: np.ndarray, probabilities: np.ndarray) -> bool:
-        """Queue one request's rows for the shadow; False (counted as dropped) when the queue is full."""
+        """Queue one request's rows for the shadow; False (counted as dropped) when the ring is full."""
         n = len(rows)
-        waiting = self._put_rows - self._taken_rows
-        if self._stopping or waiting + n > self.capacity_rows:
+        start = self._put_at
+        if self._stopping or start + n - self._taken_at > self.capacity_rows:
             self.recorder.dropped(shadow.version, n)
             return False
-        first = not self._queue
-        self._queue.append((shadow, current, rows, probabilities))
-        self._put_rows += n
-        if first:
+        if shadow is not self._shadow or current != self._current:
+            self._pairs[self._code + 1] = (shadow, current)  # before the tags that name it
+            self._shadow, self._current, self._code = shadow, current, self._code + 1
+        slot = start % self.capacity_rows
+        tag = self._code << 1
+        if n == 1:
+            self.ring.put_one(slot, rows, probabilities, tag)
+        else:
+            self.ring.put(slot, rows.reshape(n, -1), probabilities, tag)
+        waiting = start - self._taken_at
+        self._put_at = start + n  # after the slots: a thread may take them at once
+        if waiting <= 0:
             self._first_at = time.monotonic()
             if not self._threads:
                 self._start()
@@ -142,7 +172,7 @@ class ShadowRunner:
         self._wake_idle.put(None)
         self._wake_catch_up.put(None)  # on a busy machine the idle worker may not run soon
         with self._lock:
-            return self._done.wait_for(lambda: not self._queue and not self._busy, timeout)
+            return self._done.wait_for(lambda: not self._waiting() and not self._busy, timeout)
 
     def worker_cpu_seconds(self) -> float:
         """CPU time the worker processes have used (benchmarks: this process's own leaves it out)."""
@@ -158,6 +188,8 @@ class ShadowRunner:
             thread.join(max(0.0, deadline - time.monotonic()))
         self._idle_worker.close()
         self._catch_up_worker.close()
+        if not any(thread.is_alive() for thread in self._threads):
+            self.ring.close()
 
     def _start(self) -> None:
         for name, target in (("idle", self._run_idle), ("catch-up", self._run_catch_up)):
@@ -166,16 +198,16 @@ class ShadowRunner:
             thread.start()
 
     def _waiting(self) -> int:
-        return self._put_rows - self._taken_rows
+        return self._put_at - self._taken_at
 
     def _run_idle(self) -> None:
         while True:
-            if not self._queue:
+            if not self._waiting():
                 if self._stopping:
                     return
                 self._wake_idle.get()  # work came (or stop, or hurry)
                 continue
-            # a batch's worth, or the oldest item's time is up (or we are told not to wait)
+            # a batch's worth, or the oldest row's time is up (or we are told not to wait)
             while self._waiting() < self.batch_rows and not (self._stopping or self._hurry):
                 left = self._first_at + self.max_wait_s - time.monotonic()
                 if left <= 0:
@@ -185,11 +217,11 @@ class ShadowRunner:
             self._pass(self._idle_worker)
 
     def _run_catch_up(self) -> None:
-        """Passes at normal priority while the queue is long, or its oldest item waited `max_lag_s`
+        """Passes at normal priority while the queue is long, or its oldest row waited `max_lag_s`
         (a machine whose cores are never idle: the idle worker may then not run at all)."""
         while True:
             if self._stopping:  # what is left, at normal priority: the idle worker may never run
-                while self._queue:
+                while self._waiting():
                     self._pass(self._catch_up_worker)
                 return
             if self._waiting() >= self.catch_up_rows:
@@ -197,7 +229,7 @@ class ShadowRunner:
                     self._pass(self._catch_up_worker)
                 continue
             left = self.max_lag_s
-            if self._queue:
+            if self._waiting():
                 left = self._first_at + self.max_lag_s - time.monotonic()
                 if left <= 0 or self._hurry:
                     self._pass(self._catch_up_worker)
@@ -206,23 +238,30 @@ class ShadowRunner:
                 self._wake_catch_up.get(timeout=left)
 
     def _pass(self, worker: Computes) -> None:
-        """Take up to `pass_rows` rows and compute them (nothing if another thread took them first)."""
+        """Take up to `pass_rows` rows and compute them (nothing if another thread took them first).
+        A pass ends at the ring's last slot: the rows of one pass are one slice of it."""
         with self._lock:
-            items: list[Item] = []
-            rows = 0
-            while self._queue and (not items or rows + len(self._queue[0][2]) <= self.pass_rows):
-                item = self._queue.popleft()
-                items.append(item)
-                rows += len(item[2])
-            self._taken_rows += rows
-            if self._queue:
+            start = self._taken_at
+            slot = start % self.capacity_rows
+            count = min(self._put_at - start, self.pass_rows, self.capacity_rows - slot)
+            found: list[Run] = []
+            if count:  # into the worker's buffer, before the slots can be written again
+                ring, buffer = self.ring, self._buffers[id(worker)]
+                ring.rows[buffer : buffer + count] = ring.rows[slot : slot + count]
+                ring.theirs[buffer : buffer + count] = ring.theirs[slot : slot + count]
+                found = runs(ring.tags[slot : slot + count], buffer, self._pairs)
+            self._taken_at = start + count
+            self._forget_codes()
+            if self._waiting():
                 self._first_at = time.monotonic()  # what is left waits from now on
             else:
                 self._hurry = False
             self._busy += 1
         try:
-            if items:
-                self._compute(items, worker)
+            for shadow, a, b, requests, theirs in found:
+                seconds = worker.predict(shadow, a, b - a)
+                answered = [(current, self.ring.theirs[x:y]) for current, x, y in theirs]
+                self.recorder.shadow_pass(shadow.version, requests, seconds, self.ring.ours[a:b], answered)
         except Exception:  # a shadow's failure is the shadow's: logged, never the answers'
             log.exception("the shadow pass failed")
         finally:
@@ -230,28 +269,35 @@ class ShadowRunner:
                 self._busy -= 1
                 self._done.notify_all()
 
-    def _compute(self, items: list[Item], worker: Computes) -> None:
-        by_model: dict[int, list[Item]] = {}
-        for item in items:
-            by_model.setdefault(id(item[0]), []).append(item)
-        for group in by_model.values():
-            shadow = group[0][0]
-            rows = group[0][2] if len(group) == 1 else join([item[2] for item in group])
-            ours, seconds = worker.predict(shadow, rows)
-            self.recorder.shadow_pass(shadow.version, len(group), seconds, ours, answers(group))
+    def _forget_codes(self) -> None:
+        """Let go of the (shadow, current) pairs no queued row names (under _lock; a pass under way
+        holds its own)."""
+        oldest = self._code  # submit's latest: kept, whatever is queued
+        if self._taken_at < self._put_at:
+            oldest = int(self.ring.tags[self._taken_at % self.capacity_rows]) >> 1
+        while self._oldest_code < oldest:
+            self._pairs.pop(self._oldest_code, None)
+            self._oldest_code += 1
 
 
-def answers(group: list[Item]) -> list[tuple[str, np.ndarray]]:
-    """`current`'s answers to the group's rows, by the version that gave them: one part unless a
-    promote came between the requests."""
-    versions = [item[1] for item in group]
-    if versions.count(versions[0]) == len(versions):
-        return [
-            (versions[0], group[0][3] if len(group) == 1 else np.concatenate([item[3] for item in group]))
-        ]
-    parts: list[tuple[str, list[np.ndarray]]] = []
-    for _, current, _, answered in group:
-        if not parts or parts[-1][0] != current:
-            parts.append((current, []))
-        parts[-1][1].append(answered)
-    return [(current, np.concatenate(ps)) for current, ps in parts]
+# One network pass: the shadow, its rows' first and end in the worker's buffer, how many requests
+# began in them, and `current`'s answers by the version that gave them (first, end)
+Run = tuple["LoadedModel", int, int, int, list[tuple[str, int, int]]]
+
+
+def runs(tags: np.ndarray, first: int, pairs: dict[int, tuple[LoadedModel, str]]) -> list[Run]:
+    """The rows tagged `tags`, copied from `first` on, in runs of one shadow; `current`'s answers
+    in one part unless a promote came between the requests."""
+    codes = tags >> 1
+    cuts = [0, *(np.flatnonzero(codes[1:] != codes[:-1]) + 1).tolist(), len(codes)]
+    found: list[Run] = []
+    for a, b in itertools.pairwise(cuts):
+        shadow, current = pairs[int(codes[a])]
+        requests = int(np.count_nonzero(tags[a:b] & 1))
+        part = (current, first + a, first + b)
+        if found and found[-1][0] is shadow:
+            last = found[-1]
+            found[-1] = (shadow, last[1], first + b, last[3] + requests, [*last[4], part])
+        else:
+            found.append((shadow, first + a, first + b, requests, [part]))
+    return found

@@ -6,11 +6,12 @@ waits for the GIL until the idle thread runs again: hundreds of milliseconds on 
 (bench/README.md, "The shadow in a process of its own"). A process of its own at idle priority
 only ever waits for itself.
 
-`Worker` is the serving process's end: `predict` sends a version's weights once, then the rows
-of each pass, and waits for the probabilities (the GIL free while it waits). `python -m
-service.shadow_worker FD_IN FD_OUT idle|catch-up` is the other end: one BLAS thread, NumPy and
-`mlp` only (not the service), at SCHED_IDLE (`idle`) or at nice `CATCH_UP_NICE` (`catch-up`); it
-ends when its input closes.
+`Worker` is the serving process's end: `predict` sends a version's weights once, then where the
+rows of each pass are in the ring both processes map (service.shadow_ring), and waits until the
+worker has written the shadow's probabilities beside them (the GIL free while it waits). `python -m
+service.shadow_worker FD_IN FD_OUT FD_RING CAPACITY PASS_ROWS idle|catch-up` is the other end: one BLAS
+thread, NumPy, `mlp` and the ring only (not the service), at SCHED_IDLE (`idle`) or at nice
+`CATCH_UP_NICE` (`catch-up`); it ends when its input closes.
 """
 
 from __future__ import annotations
@@ -24,9 +25,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from mlp import MLP
+from service.shadow_ring import RowRing
 
 if TYPE_CHECKING:
     from service.loaded_model import LoadedModel
@@ -44,8 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]  # where `service` and `mlp` are, wha
 class Worker:
     """One worker process, started at the first pass and again after it died; called by one thread."""
 
-    def __init__(self, idle: bool):
+    def __init__(self, idle: bool, ring: RowRing):
         self.idle = idle
+        self.ring = ring
         self._process: subprocess.Popen[bytes] | None = None
         self._conn: tuple[Connection, Connection] | None = None  # (to the child, from the child)
         self._models: dict[int, tuple[int, LoadedModel]] = {}  # id(model) -> (key, model held alive)
@@ -55,22 +56,23 @@ class Worker:
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
 
-    def predict(self, shadow: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray, float]:
-        """The shadow's probabilities for `rows` and the seconds its pass took in the worker."""
+    def predict(self, shadow: LoadedModel, start: int, count: int) -> float:
+        """The shadow's probabilities of the ring's rows start..start+count, written into the ring's
+        `ours`; the seconds the pass took in the worker."""
         if self._process is None or self._process.poll() is not None:
             self._start()
         assert self._conn is not None
         to_child, from_child = self._conn
         try:
             key = self._key(shadow, to_child)
-            to_child.send(("pass", key, rows))
+            to_child.send(("pass", key, start, count))
             answer = from_child.recv()
         except (OSError, EOFError):
             self.close()  # started again at the next pass
             raise
         if answer[0] != "ok":
             raise RuntimeError(f"the shadow worker failed: {answer[1]}")
-        return answer[1], answer[2]
+        return answer[1]
 
     def cpu_seconds(self) -> float:
         """CPU time the running process has used (Linux /proc; 0 when none runs or elsewhere)."""
@@ -110,13 +112,14 @@ class Worker:
         self.close()
         child_in, to_child = os.pipe()
         from_child, child_out = os.pipe()
+        ring = self.ring
+        role = "idle" if self.idle else "catch-up"
         args = [sys.executable, "-m", "service.shadow_worker", str(child_in), str(child_out)]
+        args += [str(ring.fd), str(ring.capacity), str(ring.pass_rows), role]
         env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         try:
-            self._process = subprocess.Popen(
-                [*args, "idle" if self.idle else "catch-up"], pass_fds=(child_in, child_out), env=env
-            )
+            self._process = subprocess.Popen(args, pass_fds=(child_in, child_out, ring.fd), env=env)
         finally:
             os.close(child_in)
             os.close(child_out)
@@ -125,7 +128,7 @@ class Worker:
         log.info("shadow worker %d started (%s priority)", self._process.pid, priority)
 
 
-def serve(conn_in: Connection, conn_out: Connection) -> None:
+def serve(conn_in: Connection, conn_out: Connection, ring: RowRing) -> None:
     """Answer passes until the input closes."""
     nets: dict[int, MLP] = {}
     while True:
@@ -142,10 +145,13 @@ def serve(conn_in: Connection, conn_out: Connection) -> None:
         elif kind == "forget":
             nets.pop(message[1], None)
         else:
-            _, key, rows = message
+            _, key, start, count = message
             try:
+                if not 0 <= start <= start + count <= ring.total:
+                    raise ValueError(f"rows {start}..{start + count} are outside the ring of {ring.total}")
                 started = time.perf_counter()
-                answer: tuple = ("ok", nets[key].predict_proba(rows), time.perf_counter() - started)
+                ring.ours[start : start + count] = nets[key].predict_proba(ring.rows[start : start + count])
+                answer: tuple = ("ok", time.perf_counter() - started)
             except Exception as exc:  # the pass's failure, answered: the worker goes on
                 answer = ("error", repr(exc))
             try:
@@ -168,11 +174,13 @@ def lower_priority() -> None:
 
 
 def main(argv: list[str]) -> int:
-    if argv[2] == "idle":
+    conn_in, conn_out, ring_fd, capacity, pass_rows, role = argv
+    if role == "idle":
         lower_priority()
     else:
         os.nice(CATCH_UP_NICE)
-    serve(Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False))
+    ring = RowRing.attach(int(ring_fd), int(capacity), int(pass_rows))
+    serve(Connection(int(conn_in), writable=False), Connection(int(conn_out), readable=False), ring)
     return 0
 
 

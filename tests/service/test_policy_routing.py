@@ -22,6 +22,7 @@ from service.model_store import ModelStore
 from service.policy import BUCKETS, PolicyFollower, Routing, bucket, client_key
 from service.policy_metrics import VersionMetrics
 from service.shadow import ShadowRunner
+from service.shadow_ring import RowRing
 from service.shadow_worker import CATCH_UP_NICE, Worker
 
 SAMPLES = 10_000
@@ -156,11 +157,14 @@ class InThread:
     """A pass computed by the runner's own thread: for shadows a worker process cannot be sent (a
     test's stand-in that waits on an Event or fails)."""
 
-    def __init__(self, idle: bool) -> None:
+    def __init__(self, idle: bool, ring: RowRing) -> None:
         self.idle = idle
+        self.ring = ring
 
-    def predict(self, shadow: Any, rows: np.ndarray) -> tuple[np.ndarray, float]:
-        return shadow.predict_proba(rows), 0.0
+    def predict(self, shadow: Any, start: int, count: int) -> float:
+        end = start + count
+        self.ring.ours[start:end] = shadow.predict_proba(self.ring.rows[start:end])
+        return 0.0
 
     def cpu_seconds(self) -> float:
         return 0.0
@@ -248,15 +252,21 @@ def test_a_failing_shadow_is_logged_and_the_runner_goes_on(pair, caplog) -> None
 
 
 class Passes(ShadowRunner):
-    """A runner that notes each pass: the thread that ran it and its rows (the work itself as always)."""
+    """A runner that notes each network pass: the thread that ran it and its rows (the work itself
+    as always)."""
 
     def __init__(self, recorder: VersionMetrics, **options: Any) -> None:
         super().__init__(recorder, **options)
         self.passes: list[tuple[str, int]] = []
+        for worker in (self._idle_worker, self._catch_up_worker):
+            worker.predict = self._noted(worker.predict)  # type: ignore[method-assign]
 
-    def _compute(self, items: list[Any], worker: Any) -> None:
-        self.passes.append((threading.current_thread().name, sum(len(item[2]) for item in items)))
-        super()._compute(items, worker)
+    def _noted(self, predict: Any) -> Any:
+        def noted(shadow: Any, start: int, count: int) -> float:
+            self.passes.append((threading.current_thread().name, count))
+            return predict(shadow, start, count)
+
+        return noted
 
 
 class NoIdleThread(Passes):
@@ -319,14 +329,49 @@ def test_without_idle_cores_the_catch_up_thread_computes_a_backlog_and_what_wait
         late.stop()
 
 
+def test_the_ring_wraps_and_each_row_is_compared_by_its_own_shadow(pair) -> None:
+    current, candidate = pair
+    other = model(variant(current.net, seed=9, scale=0.5), "v0003")  # the shadow after a policy change
+    recorder = VersionMetrics(Metrics(), "mnist")
+    runner = Passes(recorder, capacity_rows=10, worker=InThread)
+    rng = np.random.default_rng(2)
+    agree = {"v0002": 0, "v0003": 0}
+    try:
+        for i in range(12):  # 3 rows each: 36 rows through 10 slots, a request across the ring's end
+            rows = rng.integers(0, 256, (3, 784)).astype(np.uint8)
+            shadow = candidate if i < 8 else other
+            theirs = current.answer(rows).probabilities
+            assert runner.submit(shadow, "v0001", rows, theirs)
+            ours = shadow.predict_proba(rows)
+            agree[shadow.version] += int((ours.argmax(axis=1) == theirs.argmax(axis=1)).sum())
+            assert runner.wait_idle(10)
+        assert list(runner._pairs.values()) == [(other, "v0001")]  # the first shadow let go
+    finally:
+        runner.stop()
+    assert ("shadow catch-up", 1) in runner.passes or ("shadow idle", 1) in runner.passes  # up to the end
+    for version, requests in (("v0002", 8), ("v0003", 4)):
+        assert value(recorder, "mnist_policy_requests_total", version=version, role="shadow") == requests
+        assert (
+            value(recorder, "mnist_policy_confidence_count", version=version, role="shadow") == 3 * requests
+        )
+        assert (
+            value(recorder, "mnist_shadow_comparisons_total", version=version, agree="true") == agree[version]
+        )
+    assert value(recorder, "mnist_policy_confidence_count", version="v0001", role="current") == 36
+
+
 def test_a_worker_process_answers_as_the_model_does_and_one_that_died_is_started_again(pair) -> None:
     current, candidate = pair
+    ring = RowRing(16)
     rows = np.random.default_rng(1).integers(0, 256, (5, 784)).astype(np.uint8)
-    worker = Worker(idle=False)
+    ring.rows[3:8] = rows
+    worker = Worker(False, ring)
     try:
         for model in (candidate, current, candidate):  # each version's weights sent once, then its key
-            ours, seconds = worker.predict(model, rows)
-            np.testing.assert_allclose(ours, model.predict_proba(rows), rtol=1e-5, atol=1e-7)
+            ring.ours[:] = 0
+            seconds = worker.predict(model, 3, 5)
+            np.testing.assert_allclose(ring.ours[3:8], model.predict_proba(rows), rtol=1e-5, atol=1e-7)
+            assert not ring.ours[:3].any() and not ring.ours[8:].any()  # only the pass's slots
             assert seconds > 0
         assert worker._process is not None
         first = worker.pid
@@ -334,29 +379,32 @@ def test_a_worker_process_answers_as_the_model_does_and_one_that_died_is_started
         assert nice == min(19, os.nice(0) + CATCH_UP_NICE)  # catching up: a small share of a busy core
         worker._process.kill()
         worker._process.wait()
-        ours, _ = worker.predict(candidate, rows)  # the next pass starts a new process
-        np.testing.assert_allclose(ours, candidate.predict_proba(rows), rtol=1e-5, atol=1e-7)
+        ring.ours[:] = 0
+        worker.predict(candidate, 3, 5)  # the next pass starts a new process
+        np.testing.assert_allclose(ring.ours[3:8], candidate.predict_proba(rows), rtol=1e-5, atol=1e-7)
         assert worker.pid not in (None, first)
         assert worker.cpu_seconds() > 0  # its start-up at least (benchmarks add it to the server's)
     finally:
         worker.close()
+        ring.close()
     assert worker.pid is None and worker.cpu_seconds() == 0
 
 
 def test_a_worker_keeps_a_few_versions_and_answers_a_bad_pass_with_an_error(pair) -> None:
     _, candidate = pair
-    worker = Worker(idle=False)  # at idle priority a loaded machine may keep it waiting
-    rows = np.zeros((2, 784), np.uint8)
+    ring = RowRing(8)
+    worker = Worker(False, ring)  # at idle priority a loaded machine may keep it waiting
     try:
         models = [LoadedModel(f"v{i:04d}", candidate.net, {}) for i in range(6)]
         for m in models:
-            worker.predict(m, rows)
+            worker.predict(m, 0, 2)
         assert len(worker._models) == 4  # the two oldest forgotten, in the worker too
-        ours, _ = worker.predict(models[0], rows)  # sent again
-        assert ours.shape == (2, 10)
-        with pytest.raises(RuntimeError, match="the shadow worker failed"):
-            worker.predict(candidate, np.ones((2, 5), np.uint8))  # the wrong width
-        ours, _ = worker.predict(candidate, rows)  # the same process goes on
-        assert ours.shape == (2, 10)
+        ring.ours[:] = 0
+        worker.predict(models[0], 0, 2)  # sent again
+        assert ring.ours[:2].any()
+        with pytest.raises(RuntimeError, match=r"the shadow worker failed.*outside the ring"):
+            worker.predict(candidate, 6, 4)  # past the ring's end
+        worker.predict(candidate, 6, 2)  # the same process goes on
     finally:
         worker.close()
+        ring.close()
