@@ -50,13 +50,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("service.shadow")
 
-CAPACITY_ROWS = 8192  # rows waiting for the shadow, per process (~7 MiB of memory shared with its workers)
+CAPACITY_ROWS = 8192  # rows waiting for the shadow, per process (~11 MiB shared with the workers)
 # The idle thread waits for this many rows (~7-14 µs a row in a pass of 2,048, 49 alone): each pass
-# costs the answers a fixed few milliseconds, on the serving core or the other one, beyond its
-# computing (it evicts the serving model's weights from the cache, wakes threads; computed on the
-# other core of a two-core VM, it slows the serving core while it runs), so fewer, larger passes
-# cost less: at one connection 0.94-0.97x the req/s without a shadow in passes of 256, 0.99x in
-# passes of 2,048, as two servers without one measure apart (bench/README.md, "The shadow's cost").
+# costs the answers a few milliseconds beyond its computing, on the serving core or the other one
+# (it evicts the serving model's weights from the cache and wakes threads; on the other vCPU of
+# this two-core VM its arithmetic slows the serving one), so fewer, larger passes cost less: at
+# one connection 0.94-0.97x the req/s without a shadow in passes of 256, 0.98x in passes of 2,048
+# (two servers without one: 1.01x; bench/README.md, "The shadow's cost").
 BATCH_ROWS = 2048
 MAX_WAIT_S = 1.0  # ... or for this long after the first of them: at low traffic, figures lag no more
 PASS_ROWS = 2048  # most rows in one pass (15-30 ms of the 784-512-256-10 network)

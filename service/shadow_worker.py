@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("service.shadow")
 
 # The catch-up worker's nice: a tenth of a core against one busy program (CFS weight 110 to 1024),
-# ~8,000 rows a second at ~12 µs a row, four times what 64 connections bring; at nice 0 its
-# backlog of 1,024 rows would take half the core from the event loop for ~12 ms at a time.
+# ~8,000 rows a second at ~12 µs a row, twice what 64 connections bring; at nice 0 its backlog
+# of 4,096 rows would take half the core from the event loop for ~50 ms at a time.
 CATCH_UP_NICE = 10
 KEEP_MODELS = 4  # versions a worker holds at once (a shadow changes rarely; the oldest goes first)
 ROOT = Path(__file__).resolve().parents[1]  # where `service` and `mlp` are, whatever the cwd
