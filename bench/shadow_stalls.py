@@ -42,6 +42,7 @@ from service.loaded_model import LoadedModel
 from service.metrics import Metrics
 from service.policy_metrics import VersionMetrics
 from service.shadow import ShadowRunner
+from service.shadow_ring import RowRing
 from service.shadow_worker import Worker
 
 MODES = ("none", "process", "thread")
@@ -60,16 +61,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 class InThread:
     """The passes in the calling thread, the idle one lowered to SCHED_IDLE: the design before."""
 
-    def __init__(self, idle: bool) -> None:
+    def __init__(self, idle: bool, ring: RowRing) -> None:
         self.idle = idle
+        self.ring = ring
         self._lowered = False
 
-    def predict(self, shadow: LoadedModel, rows: np.ndarray) -> tuple[np.ndarray, float]:
+    def predict(self, shadow: LoadedModel, start: int, count: int) -> float:
         if self.idle and not self._lowered:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
             self._lowered = True
         started = time.perf_counter()
-        return shadow.predict_proba(rows), time.perf_counter() - started
+        end = start + count
+        self.ring.ours[start:end] = shadow.predict_proba(self.ring.rows[start:end])
+        return time.perf_counter() - started
 
     def cpu_seconds(self) -> float:
         return 0.0
