@@ -117,9 +117,7 @@ class ShadowRunner:
         self._taken_at = 0
         # A tag's code says which shadow and which `current`: a new one when either changes
         self._pairs: dict[int, tuple[LoadedModel, str]] = {}  # code -> (shadow, current)
-        self._shadow: LoadedModel | None = None  # submit's latest pair and its code
-        self._current = ""
-        self._code = -1
+        self._code = -1  # submit's latest, never forgotten
         self._oldest_code = 0  # codes below it are no longer in the ring (the threads', under _lock)
         self._first_at = 0.0  # when the oldest queued row came (or was left by a pass)
         self._busy = 0  # passes under way
@@ -132,10 +130,6 @@ class ShadowRunner:
         self._threads: list[threading.Thread] = []
         self._idle_worker = worker(True, self.ring)  # its process started at its first pass
         self._catch_up_worker = worker(False, self.ring)
-        self._buffers = {
-            id(self._idle_worker): self.ring.buffers[0],
-            id(self._catch_up_worker): self.ring.buffers[1],
-        }
 
     def submit(self, shadow: LoadedModel, current: str, rows: np.ndarray, probabilities: np.ndarray) -> bool:
         """Queue one request's rows for the shadow; False (counted as dropped) when the ring is full."""
@@ -144,9 +138,10 @@ class ShadowRunner:
         if self._stopping or start + n - self._taken_at > self.capacity_rows:
             self.recorder.dropped(shadow.version, n)
             return False
-        if shadow is not self._shadow or current != self._current:
+        latest = self._pairs.get(self._code)
+        if latest is None or latest[0] is not shadow or latest[1] != current:
             self._pairs[self._code + 1] = (shadow, current)  # before the tags that name it
-            self._shadow, self._current, self._code = shadow, current, self._code + 1
+            self._code += 1
         slot = start % self.capacity_rows
         tag = self._code << 1
         if n == 1:
@@ -246,7 +241,8 @@ class ShadowRunner:
             count = min(self._put_at - start, self.pass_rows, self.capacity_rows - slot)
             found: list[Run] = []
             if count:  # into the worker's buffer, before the slots can be written again
-                ring, buffer = self.ring, self._buffers[id(worker)]
+                ring = self.ring
+                buffer = ring.buffers[0 if worker is self._idle_worker else 1]
                 ring.rows[buffer : buffer + count] = ring.rows[slot : slot + count]
                 ring.theirs[buffer : buffer + count] = ring.theirs[slot : slot + count]
                 found = runs(ring.tags[slot : slot + count], buffer, self._pairs)
